@@ -1,0 +1,46 @@
+# cxr-repro: one entry point for install, test, demo, reproduction and reports.
+# Per-method reproduce targets live next to their code in <method>/reproduce.mk.
+SHELL := /bin/bash
+PYTHON_SYS ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DATA ?= data
+RUNS ?= runs
+
+.PHONY: help install test test-fast demo results bench clean-runs
+help:
+	@echo "make demo            install if needed, generate the synthetic twin, run every method's demo"
+	@echo "make test            install if needed, run the whole test suite"
+	@echo "make install         create $(VENV) with torch/torchvision and all dependencies (idempotent)"
+	@echo "make results         aggregate every finished run under $(RUNS)/ into RESULTS.md"
+	@echo "make bench           run the throughput benchmarks in benchmarks/"
+	@echo "make reproduce-<method>-<dataset>   e.g. reproduce-adnet-nih DATA=/path/to/datasets"
+
+# Re-installs only when pyproject.toml changed since the last successful install.
+install: $(STAMP)
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+demo: install
+	$(PY) -m shared.demo --data $(DATA)/synthetic --out demo_out
+
+results: install
+	$(PY) -m shared.report --all $(RUNS) --out RESULTS.md
+
+bench: install
+	$(PY) -m benchmarks
+
+clean-runs:
+	rm -rf $(RUNS)
+
+-include $(wildcard */reproduce.mk)
