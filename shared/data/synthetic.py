@@ -1,0 +1,750 @@
+"""The synthetic twin: small, seeded datasets written in the REAL on-disk layouts (NIH, CheXpert, MIMIC-CXR-JPG,
+Chest ImaGenome, OpenI), whose findings are real, learnable and localised image patterns.
+
+    from shared.data.synthetic import generate
+    root = generate("nih", "data/synthetic/nih", n=200, size=128, seed=0)
+    # python -m shared.data.synthetic --layout nih --out data/synthetic/nih --n 200 --size 128 --seed 0
+
+What is drawn. Every image is a chest-like radiograph: a body, two dark lung fields with ribs and vessel texture, a
+bright mediastinum, trachea and heart, a little blur and noise. Each finding is its OWN pattern at its OWN
+anatomical place (see ``FINDINGS``):
+
+==================  ===========================================================  ============================
+finding             pattern                                                      place
+==================  ===========================================================  ============================
+Cardiomegaly        the heart silhouette drawn ~1.6x wider                        cardiac silhouette
+Effusion            bright band with a meniscus filling the lung base             one costophrenic angle/base
+Nodule              small bright disk                                            anywhere in a lung
+Mass                larger bright disk                                           upper/mid lung
+Pneumothorax        very dark apical region without lung texture + pleural line  one apex
+Atelectasis         bright thick oblique plate-like line                         one lower zone
+Infiltration        bright patchy blotches                                       one mid zone
+Consolidation       dense homogeneous lobulated patch with dark air bronchograms lower zone, medial half
+Pneumonia           fine bright granular speckle                                 one upper zone
+Edema               bilateral perihilar (bat-wing) haze                          both hila
+Emphysema           hyperlucent lungs without texture, flattened diaphragms      both lungs (no box)
+Fibrosis            reticular (net-like) lines                                   both lower zones
+Pleural_Thickening  bright rim along the lateral chest wall                      one upper lateral wall
+Hernia              round retrocardiac lucency with an air-fluid level           below the heart
+Enlarged_CM         widened upper mediastinum                                    upper mediastinum
+Fracture            bright rib callus with a dark fracture gap                   one lateral chest wall
+Support_Devices     bright tube down the trachea + a central line                trachea / right upper chest
+==================  ===========================================================  ============================
+
+NIH draws the 14 NIH findings; CheXpert, MIMIC, ImaGenome and OpenI draw the findings their label sets name
+(``LAYOUT_FINDINGS``). About 40% of frontal images have no finding; the others 1-4 findings, each finding in
+~8-15% of the images. Lateral views (CheXpert, MIMIC, OpenI) are lateral-looking images showing the study's
+heart size and effusions.
+
+What is written (the real layouts; the readers in ``shared.data`` read them with no special path):
+
+- ``nih``: Data_Entry_2017.csv (real header, OriginalImage[Width,Height] as two columns), BBox_List_2017.csv
+  (true lesion boxes in pixels of the written image, for about half of the images having one of NIH's 8 box
+  labels; "Infiltrate" spelling; the real file's header with its 3 empty columns), train_val_list.txt /
+  test_list.txt (patient-disjoint, ~80/20, no final newline like the real files), images/*.png.
+- ``chexpert``: CheXpert-v1.0-small/{train,valid}.csv (Path, Sex, Age, Frontal/Lateral, AP/PA, 14 labels with
+  1.0/0.0/-1.0/blank; valid has no blanks and no -1) and the JPEGs the Path column names.
+- ``mimic``: mimic-cxr-2.0.0-{chexpert,negbio,split,metadata}.csv, files/pXX/pSUBJECT/sSTUDY/<dicom_id>.jpg and
+  the reports files/pXX/pSUBJECT/sSTUDY.txt (FINDINGS: / IMPRESSION:). Labels agree with the report sentences
+  (positive -> 1.0, "possible ..." -> -1.0, "no ..." -> 0.0, not mentioned -> blank).
+- ``imagenome``: the ``mimic`` layout plus silver/scene_graph/<dicom_id>_SceneGraph.json for each frontal image
+  (18 anatomy objects with x1..y2/width/height at 224 scale and original_x1..y2 in written pixels; attributes
+  "anatomicalfinding|yes|lung opacity"-style strings, including "|no|" ones).
+- ``openi``: ecgen-radiology/<k>.xml (NLMCXR-style, AbstractText Label="FINDINGS"/"IMPRESSION", parentImage ids)
+  and images/<parentImage id>.png.
+
+Next to the data: README.txt (what is messy, on purpose), messy.json ({kind: relative path}), truth.json (every
+image's findings, lesion boxes and 18 anatomy boxes in written pixels, for tests) and .complete (the parameters,
+written last: a directory with a matching .complete is complete).
+
+Messy on purpose (where the format allows): ``rgba`` an RGBA PNG (gray in RGB, alpha 255), ``16bit`` a 16-bit PNG
+(value * 257, so >> 8 or / 257 gives the 8-bit image), ``nonsquare`` an image 1.25x taller than wide, ``exif`` a
+JPEG whose stored pixels are rotated, with an EXIF Orientation tag (6) so that PIL.ImageOps.exif_transpose restores
+the upright image. Deterministic: the same (layout, n, size, seed) writes the same bytes.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import shutil
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import cv2
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from shared.data.labels import (CHEXPERT_LABELS, IMAGENOME_ANATOMIES, IMAGENOME_FINDINGS, MIMIC_LABELS,
+                                NIH_LABELS)
+
+LAYOUTS = ("nih", "chexpert", "mimic", "imagenome", "openi")
+_LAYOUT_CODE = {"nih": 1, "chexpert": 2, "mimic": 3, "imagenome": 3, "openi": 5}  # imagenome = mimic images
+
+# Internal finding names. NIH's 14 are NIH's spelling; the last three exist for the CheXpert-style label sets.
+FINDINGS = NIH_LABELS + ["Enlarged_CM", "Fracture", "Support_Devices"]
+LAYOUT_FINDINGS = {
+    "nih": list(NIH_LABELS),
+    "chexpert": ["Cardiomegaly", "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Effusion",
+                 "Pleural_Thickening", "Nodule", "Mass", "Infiltration", "Enlarged_CM", "Fracture", "Support_Devices"],
+}
+LAYOUT_FINDINGS["mimic"] = LAYOUT_FINDINGS["imagenome"] = LAYOUT_FINDINGS["openi"] = LAYOUT_FINDINGS["chexpert"]
+
+# NIH's box list has 8 labels; "Infiltration" is spelled "Infiltrate" there.
+NIH_BOX_LABELS = {"Atelectasis": "Atelectasis", "Cardiomegaly": "Cardiomegaly", "Effusion": "Effusion",
+                  "Infiltration": "Infiltrate", "Mass": "Mass", "Nodule": "Nodule", "Pneumonia": "Pneumonia",
+                  "Pneumothorax": "Pneumothorax"}
+# CheXpert / MIMIC label -> the internal findings that make it positive (No Finding: none of the pathologies).
+CHEXPERT_FROM_FINDINGS = {
+    "Enlarged Cardiomediastinum": ["Enlarged_CM"], "Cardiomegaly": ["Cardiomegaly"],
+    "Lung Opacity": ["Infiltration", "Consolidation", "Pneumonia"], "Lung Lesion": ["Nodule", "Mass"],
+    "Edema": ["Edema"], "Consolidation": ["Consolidation"], "Pneumonia": ["Pneumonia"],
+    "Atelectasis": ["Atelectasis"], "Pneumothorax": ["Pneumothorax"], "Pleural Effusion": ["Effusion"],
+    "Pleural Other": ["Pleural_Thickening"], "Fracture": ["Fracture"], "Support Devices": ["Support_Devices"],
+}
+# ImaGenome finding -> (category, internal findings). "fluid overload/heart failure" = Edema with Cardiomegaly.
+IMAGENOME_FROM_FINDINGS = {
+    "lung opacity": ("anatomicalfinding", ["Infiltration", "Consolidation", "Pneumonia", "Atelectasis", "Edema",
+                                           "Mass", "Nodule"]),
+    "pleural effusion": ("anatomicalfinding", ["Effusion"]),
+    "atelectasis": ("anatomicalfinding", ["Atelectasis"]),
+    "enlarged cardiac silhouette": ("anatomicalfinding", ["Cardiomegaly"]),
+    "pulmonary edema/hazy opacity": ("anatomicalfinding", ["Edema"]),
+    "pneumothorax": ("anatomicalfinding", ["Pneumothorax"]),
+    "consolidation": ("anatomicalfinding", ["Consolidation"]),
+    "fluid overload/heart failure": ("disease", ["Edema"]),   # only when Cardiomegaly is also present
+    "pneumonia": ("disease", ["Pneumonia"]),
+}
+NO_FINDING_FRACTION = 0.4
+_N_FINDINGS_P = (0.30, 0.35, 0.25, 0.10)   # 1..4 findings in an abnormal image
+
+
+# ==================================================================================================== geometry
+@dataclass
+class Geometry:
+    """One image's anatomy in normalised coordinates (u = x / W, v = y / H; patient's right = image left)."""
+    lungs: dict                     # side "R"/"L" -> (cx, cy, ax, ay) of the lung superellipse
+    heart: tuple                    # (cx, cy, ax, ay)
+    mediastinum: tuple              # (x0, y0, x1, y1)
+    upper_mediastinum: tuple
+    trachea: tuple
+    emphysema: bool = False
+
+    def lung_box(self, side):
+        cx, cy, ax, ay = self.lungs[side]
+        return (cx - ax, cy - ay, cx + ax, cy + ay)
+
+    def zone(self, side, name):
+        """Box (x0, y0, x1, y1) of a lung sub-region, as fractions of the lung box."""
+        x0, y0, x1, y1 = self.lung_box(side)
+        w, h = x1 - x0, y1 - y0
+        fy = {"apical": (0.0, 0.2), "upper": (0.12, 0.42), "mid": (0.38, 0.66), "lower": (0.62, 1.0),
+              "hilar": (0.36, 0.62), "cp": (0.80, 1.02)}[name]
+        # medial = towards the midline: image right for the right lung (side R), image left for L
+        if name == "hilar":
+            fx = (0.62, 0.98) if side == "R" else (0.02, 0.38)
+        elif name == "cp":
+            fx = (-0.02, 0.42) if side == "R" else (0.58, 1.02)
+        else:
+            fx = (0.0, 1.0)
+        return (x0 + fx[0] * w, y0 + fy[0] * h, x0 + fx[1] * w, y0 + fy[1] * h)
+
+    def anatomy_boxes(self) -> dict:
+        """The 18 ImaGenome anatomies -> normalised (x0, y0, x1, y1)."""
+        out = {}
+        for side, word in (("R", "right"), ("L", "left")):
+            out[f"{word} lung"] = self.lung_box(side)
+            out[f"{word} apical zone"] = self.zone(side, "apical")
+            out[f"{word} upper lung zone"] = self.zone(side, "upper")
+            out[f"{word} mid lung zone"] = self.zone(side, "mid")
+            out[f"{word} lower lung zone"] = self.zone(side, "lower")
+            out[f"{word} hilar structures"] = self.zone(side, "hilar")
+            out[f"{word} costophrenic angle"] = self.zone(side, "cp")
+        hx, hy, hax, hay = self.heart
+        out["mediastinum"] = (self.mediastinum[0], self.mediastinum[1], max(self.mediastinum[2], hx + hax),
+                              hy + hay)
+        out["upper mediastinum"] = self.upper_mediastinum
+        out["cardiac silhouette"] = (hx - hax, hy - hay, hx + hax, hy + hay)
+        out["trachea"] = self.trachea
+        return {k: out[k] for k in IMAGENOME_ANATOMIES}
+
+
+def _make_geometry(rng, findings) -> Geometry:
+    s = rng.uniform(0.96, 1.04)
+    dx, dy = rng.uniform(-0.02, 0.02, size=2)
+
+    def t(u, v):
+        return 0.5 + s * (u - 0.5) + dx, 0.5 + s * (v - 0.5) + dy
+
+    emph = "Emphysema" in findings
+    lungs = {}
+    for side, cx0 in (("R", 0.30), ("L", 0.70)):
+        cx, cy = t(cx0 + rng.uniform(-0.01, 0.01), 0.49 + (0.03 if emph else 0.0))
+        lungs[side] = (cx, cy, s * 0.165 * rng.uniform(0.97, 1.03), s * (0.36 if emph else 0.33))
+    if "Cardiomegaly" in findings:
+        hx, hy = t(0.555, 0.655)
+        heart = (hx, hy, s * 0.195, s * 0.15)
+    else:
+        hx, hy = t(0.545, 0.665)
+        heart = (hx, hy, s * 0.115 * rng.uniform(0.95, 1.05), s * 0.115)
+    half = 0.12 if "Enlarged_CM" in findings else 0.065
+    mx0, my0 = t(0.5 - half, 0.13)
+    mx1, my1 = t(0.5 + half, 0.43)
+    med0 = t(0.44, 0.13)
+    med1 = t(0.56, 0.70)
+    tr0 = t(0.483, 0.04)
+    tr1 = t(0.517, 0.38)
+    return Geometry(lungs=lungs, heart=heart, mediastinum=(med0[0], med0[1], med1[0], med1[1]),
+                    upper_mediastinum=(mx0, my0, mx1, my1), trachea=(tr0[0], tr0[1], tr1[0], tr1[1]),
+                    emphysema=emph)
+
+
+# ==================================================================================================== drawing
+def _smooth_noise(rng, h, w, cell):
+    gh, gw = max(2, h // cell + 2), max(2, w // cell + 2)
+    return cv2.resize(rng.standard_normal((gh, gw)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+def _ellipse(U, V, cx, cy, ax, ay, soft, p_top=2.0, p_bottom=2.0):
+    """Soft mask of a (super)ellipse; exponent p_top above the centre, p_bottom below."""
+    du = np.abs(U - cx) / ax
+    dv = np.abs(V - cy) / ay
+    p = np.where(V < cy, p_top, p_bottom) if p_top != p_bottom else p_top
+    r = (du ** p + dv ** p) ** (1.0 / p)
+    return np.clip((1.0 - r) / soft + 0.5, 0.0, 1.0).astype(np.float32)
+
+
+def _box_mask(U, V, box, soft=0.004):
+    x0, y0, x1, y1 = box
+    m = np.clip((U - x0) / soft + 0.5, 0, 1) * np.clip((x1 - U) / soft + 0.5, 0, 1)
+    return (m * np.clip((V - y0) / soft + 0.5, 0, 1) * np.clip((y1 - V) / soft + 0.5, 0, 1)).astype(np.float32)
+
+
+def _segment(U, V, p0, p1, half_width):
+    """Soft mask of a thick line segment between normalised points p0, p1 (distance in u units)."""
+    (x0, y0), (x1, y1) = p0, p1
+    dxy = np.array([x1 - x0, y1 - y0])
+    L2 = float(dxy @ dxy) + 1e-12
+    t = np.clip(((U - x0) * dxy[0] + (V - y0) * dxy[1]) / L2, 0, 1)
+    d = np.hypot(U - (x0 + t * dxy[0]), V - (y0 + t * dxy[1]))
+    return np.clip((half_width - d) / (0.35 * half_width) + 0.5, 0, 1).astype(np.float32)
+
+
+@dataclass
+class Lesion:
+    finding: str
+    side: str           # "R", "L", "B" (both) or "C" (central)
+    box: tuple          # normalised (x0, y0, x1, y1)
+    size: str = "moderate"
+
+
+def _lung_point(rng, geom, side, ey_range=(-0.6, 0.3), ex_range=(-0.55, 0.55)):
+    cx, cy, ax, ay = geom.lungs[side]
+    for _ in range(50):
+        ex, ey = rng.uniform(*ex_range), rng.uniform(*ey_range)
+        if ex * ex + ey * ey < 0.5:
+            break
+    return cx + ex * ax, cy + ey * ay
+
+
+def _draw_findings(img, U, V, lung_mask, geom: Geometry, findings, rng, aspect):
+    """Add each finding's pattern to ``img`` (float32 in [0,1]); return the list of Lesion (with true boxes).
+
+    ``aspect`` = H / W: distances are measured in u units, so a disk of radius r spans r*W pixels both ways.
+    """
+    lesions = []
+    Va = V * aspect   # v in u units (so circles stay round on non-square images)
+    H, W = img.shape
+
+    def side_choice():
+        return "R" if rng.random() < 0.5 else "L"
+
+    def disk(cx, cy, r, amp, finding, side, size):
+        m = _ellipse(U, Va, cx, cy * aspect, r, r, soft=0.25)
+        img[:] += amp * m
+        lesions.append(Lesion(finding, side, (cx - r, cy - r / aspect, cx + r, cy + r / aspect), size))
+
+    for f in findings:
+        if f == "Cardiomegaly":
+            hx, hy, hax, hay = geom.heart
+            lesions.append(Lesion(f, "C", (hx - hax, hy - hay, hx + hax, hy + hay)))
+        elif f == "Emphysema":
+            pass  # drawn through the background (hyperlucent, tall lungs)
+        elif f == "Enlarged_CM":
+            lesions.append(Lesion(f, "C", geom.upper_mediastinum))
+        elif f == "Nodule":
+            side = side_choice()
+            cx, cy = _lung_point(rng, geom, side)
+            disk(cx, cy, rng.uniform(0.022, 0.03), 0.42, f, side, "small")
+        elif f == "Mass":
+            side = side_choice()
+            cx, cy = _lung_point(rng, geom, side, ey_range=(-0.5, 0.15), ex_range=(-0.35, 0.35))
+            disk(cx, cy, rng.uniform(0.055, 0.075), 0.38, f, side, "large")
+        elif f == "Effusion":
+            sides = ["R", "L"] if rng.random() < 0.25 else [side_choice()]
+            for side in sides:
+                cx, cy, ax, ay = geom.lungs[side]
+                frac = rng.uniform(0.62, 0.76)          # meniscus level as a fraction of lung height
+                top = cy - ay + 2 * ay * frac
+                lat = (cx - ax - U) / (2 * ax) if side == "R" else (U - cx - ax) / (2 * ax)  # 0 at lateral edge..
+                lat = np.clip(-lat, 0, 1)               # 0 lateral .. 1 medial
+                level = top + 0.06 * lat                 # meniscus: higher laterally
+                m = np.clip((V - level) / 0.01 + 0.5, 0, 1) * _box_mask(U, V, (cx - ax - 0.02, 0, cx + ax + 0.02,
+                                                                              cy + ay + 0.03))
+                img[:] += 0.55 * m * (lung_mask + 0.25)
+                size = "small" if frac > 0.7 else "moderate"
+                lesions.append(Lesion(f, side, (cx - ax, top, cx + ax, cy + ay), size))
+        elif f == "Pneumothorax":
+            side = side_choice()
+            cx, cy, ax, ay = geom.lungs[side]
+            depth = rng.uniform(0.26, 0.36)
+            bottom = cy - ay + 2 * ay * depth
+            lateral = side == "R"
+            # region: the lung above a curved line; pleural line at its border
+            curve = bottom - 0.05 * ((U - cx) / ax) ** 2
+            reg = lung_mask * np.clip((curve - V) / 0.006 + 0.5, 0, 1)
+            img[:] = img * (1 - reg) + 0.04 * reg
+            line = lung_mask * np.clip(1 - np.abs(V - curve) / 0.006, 0, 1)
+            img[:] += 0.3 * line
+            lesions.append(Lesion(f, side, (cx - ax, cy - ay, cx + ax, bottom + 0.005)))
+        elif f == "Atelectasis":
+            side = side_choice()
+            cx, cy, ax, ay = geom.lungs[side]
+            y = cy + ay * rng.uniform(0.35, 0.55)
+            sgn = -1 if side == "R" else 1
+            p0 = (cx - sgn * 0.7 * ax, y - 0.035)
+            p1 = (cx + sgn * 0.45 * ax, y + 0.035)
+            hw = rng.uniform(0.012, 0.018)
+            m = _segment(U, V, p0, p1, hw)
+            img[:] += 0.5 * m
+            lesions.append(Lesion(f, side, (min(p0[0], p1[0]) - hw, min(p0[1], p1[1]) - hw,
+                                            max(p0[0], p1[0]) + hw, max(p0[1], p1[1]) + hw)))
+        elif f in ("Infiltration", "Pneumonia", "Consolidation"):
+            side = side_choice()
+            cx, cy, ax, ay = geom.lungs[side]
+            med = 1 if side == "R" else -1   # +u towards the midline for R
+            if f == "Infiltration":
+                ccx, ccy, rx, ry = cx + rng.uniform(-0.2, 0.2) * ax, cy + rng.uniform(-0.05, 0.12) * ay, 0.7 * ax, 0.22 * ay
+            elif f == "Pneumonia":
+                ccx, ccy, rx, ry = cx + rng.uniform(-0.2, 0.2) * ax, cy - 0.45 * ay, 0.6 * ax, 0.2 * ay
+            else:
+                ccx, ccy, rx, ry = cx + med * 0.3 * ax, cy + 0.42 * ay, 0.5 * ax, 0.2 * ay
+            region = _ellipse(U, V, ccx, ccy, rx, ry, soft=0.3)
+            if f == "Infiltration":
+                tex = _smooth_noise(rng, H, W, max(2, W // 24))
+                m = region * np.clip(tex * 1.5, 0, 1)
+                amp = 0.5
+            elif f == "Pneumonia":
+                tex = _smooth_noise(rng, H, W, max(1, W // 64))
+                m = region * np.clip(tex - 0.1, 0, 1)
+                amp = 0.55
+            else:
+                m = region * np.clip(0.8 + 0.3 * _smooth_noise(rng, H, W, max(2, W // 16)), 0, 1)
+                bronch = np.abs(np.sin((U - ccx) * 70 + 8 * (V - ccy))) < 0.12
+                m = m * np.where(bronch, 0.45, 1.0)
+                amp = 0.45
+            img[:] += amp * m
+            lesions.append(Lesion(f, side, (ccx - rx, ccy - ry, ccx + rx, ccy + ry)))
+        elif f == "Edema":
+            boxes = []
+            for side in ("R", "L"):
+                hx0, hy0, hx1, hy1 = geom.zone(side, "hilar")
+                gx, gy = (hx0 + hx1) / 2, (hy0 + hy1) / 2
+                sx, sy = 0.1, 0.13
+                g = np.exp(-(((U - gx) / sx) ** 2 + ((V - gy) / sy) ** 2))
+                img[:] += 0.32 * g * (lung_mask + 0.2)
+                boxes.append((gx - 1.5 * sx, gy - 1.5 * sy, gx + 1.5 * sx, gy + 1.5 * sy))
+            lesions.append(Lesion(f, "B", (min(b[0] for b in boxes), min(b[1] for b in boxes),
+                                           max(b[2] for b in boxes), max(b[3] for b in boxes))))
+        elif f == "Fibrosis":
+            period = 0.028
+            grid = (np.abs(np.sin(np.pi * (U + V * 0.3) / period)) < 0.22) | \
+                   (np.abs(np.sin(np.pi * (V - U * 0.3) / period)) < 0.22)
+            boxes = []
+            for side in ("R", "L"):
+                box = geom.zone(side, "lower")
+                box = (box[0], box[1] - 0.05, box[2], box[3] - 0.02)
+                m = _box_mask(U, V, box, soft=0.02) * lung_mask * grid
+                img[:] += 0.3 * m
+                boxes.append(box)
+            lesions.append(Lesion(f, "B", (boxes[0][0], min(b[1] for b in boxes), boxes[1][2],
+                                           max(b[3] for b in boxes))))
+        elif f == "Pleural_Thickening":
+            side = side_choice()
+            cx, cy, ax, ay = geom.lungs[side]
+            r = np.sqrt(((U - cx) / ax) ** 2 + ((V - cy) / ay) ** 2)
+            lateral = (U < cx - 0.3 * ax) if side == "R" else (U > cx + 0.3 * ax)
+            band = np.clip(1.5 - np.abs(r - 0.9) / 0.07, 0, 1) * lateral * (V < cy + 0.2 * ay) * (V > cy - 0.8 * ay)
+            img[:] += 0.55 * band
+            x0 = cx - ax if side == "R" else cx + 0.3 * ax
+            x1 = cx - 0.3 * ax if side == "R" else cx + ax
+            lesions.append(Lesion(f, side, (x0, cy - 0.8 * ay, x1, cy + 0.2 * ay)))
+        elif f == "Hernia":
+            hx, hy, hax, hay = geom.heart
+            cx, cy, r = hx - 0.25 * hax, hy + 0.8 * hay, 0.065
+            m = _ellipse(U, Va, cx, cy * aspect, r, r, soft=0.15)
+            rim = np.clip(1 - np.abs(np.hypot(U - cx, Va - cy * aspect) - r) / 0.008, 0, 1)
+            air = m * (V < cy)
+            fluid = m * (V >= cy)
+            img[:] = img * (1 - air) + 0.12 * air
+            img[:] = img * (1 - fluid) + 0.9 * fluid
+            img[:] += 0.3 * rim
+            lesions.append(Lesion(f, "C", (cx - r, cy - r / aspect, cx + r, cy + r / aspect)))
+        elif f == "Fracture":
+            side = side_choice()
+            cx, cy, ax, ay = geom.lungs[side]
+            x = cx - 1.02 * ax if side == "R" else cx + 1.02 * ax
+            y = cy + rng.uniform(-0.4, 0.2) * ay
+            r = 0.03
+            m = _ellipse(U, Va, x, y * aspect, r, r * 0.6, soft=0.3)
+            gap = np.abs(V - y) < 0.004
+            img[:] += 0.5 * m * np.where(gap, -0.8, 1.0)
+            lesions.append(Lesion(f, side, (x - r, y - 0.6 * r / aspect, x + r, y + 0.6 * r / aspect)))
+        elif f == "Support_Devices":
+            tx0, ty0, tx1, ty1 = geom.trachea
+            tx = (tx0 + tx1) / 2
+            m = _segment(U, V, (tx, 0.0), (tx, ty1 - 0.02), 0.006)
+            cx, cy, ax, ay = geom.lungs["R"]
+            p0, p1, p2 = (cx - 0.6 * ax, cy - ay - 0.02), (tx - 0.03, cy - 0.6 * ay), (tx - 0.02, cy - 0.2 * ay)
+            m = np.maximum(m, np.maximum(_segment(U, V, p0, p1, 0.004), _segment(U, V, p1, p2, 0.004)))
+            img[:] += 0.6 * m
+            lesions.append(Lesion(f, "C", (min(p0[0], tx - 0.01), 0.0, tx + 0.01, max(p2[1], ty1))))
+        else:
+            raise ValueError(f"no pattern for finding {f!r}")
+    return lesions
+
+
+def render_frontal(rng, geom: Geometry, findings, height, width):
+    """Draw one frontal chest image with ``findings``; return (uint8 (H, W) image, lesions)."""
+    H, W = height, width
+    aspect = H / W
+    u = (np.arange(W, dtype=np.float32) + 0.5) / W
+    v = (np.arange(H, dtype=np.float32) + 0.5) / H
+    U, V = np.meshgrid(u, v)
+    body = _ellipse(U, V, 0.5, 0.56, 0.47, 0.56, soft=0.06)
+    img = 0.05 + 0.47 * body * (1.0 - 0.35 * ((U - 0.5) / 0.47) ** 2)
+    # clavicles and spine (bone)
+    img += 0.12 * _segment(U, V, (0.12, 0.15), (0.46, 0.19), 0.012) + 0.12 * _segment(U, V, (0.54, 0.19),
+                                                                                     (0.88, 0.15), 0.012)
+    img += 0.1 * _box_mask(U, V, (0.465, 0.0, 0.535, 1.0), soft=0.02)
+    lung_mask = np.zeros_like(img)
+    lung_val = 0.09 if geom.emphysema else 0.2
+    vessel_amp = 0.015 if geom.emphysema else 0.055
+    texture = _smooth_noise(rng, H, W, max(2, W // 40))
+    for side in ("R", "L"):
+        cx, cy, ax, ay = geom.lungs[side]
+        m = _ellipse(U, V, cx, cy, ax, ay, soft=0.05, p_top=2.0, p_bottom=4.0)
+        lung_mask = np.maximum(lung_mask, m)
+        # ribs: bright arcs, curving down laterally
+        phase = (V - cy + 0.25 * ay * ((U - cx) / ax) ** 2) / 0.072
+        ribs = np.clip(np.cos(2 * np.pi * phase) * 2.0 - 1.0, 0, 1)
+        lungs = lung_val + vessel_amp * texture + 0.07 * ribs
+        img = img * (1 - m) + lungs * m
+    # mediastinum, trachea, heart
+    mx0, my0, mx1, my1 = geom.upper_mediastinum
+    img = np.maximum(img, 0.68 * _box_mask(U, V, (mx0, my0, mx1, geom.heart[1]), soft=0.02))
+    tx0, ty0, tx1, ty1 = geom.trachea
+    tr = _box_mask(U, V, geom.trachea, soft=0.01)
+    img = img * (1 - 0.6 * tr) + 0.15 * tr
+    hx, hy, hax, hay = geom.heart
+    heart = _ellipse(U, V, hx, hy, hax, hay, soft=0.08)
+    img = img * (1 - heart) + 0.8 * heart
+    lesions = _draw_findings(img, U, V, lung_mask, geom, findings, rng, aspect)
+    k = max(1, int(round(W / 256.0))) * 2 + 1
+    img = cv2.GaussianBlur(img, (k, k), 0)
+    img += 0.03 * _smooth_noise(rng, H, W, max(2, W // 8)) + 0.02 * rng.standard_normal((H, W), dtype=np.float32)
+    return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8), lesions
+
+
+def render_lateral(rng, findings, height, width):
+    """A lateral-looking view: one lung field, heart anterior (image left), spine posterior (image right)."""
+    H, W = height, width
+    u = (np.arange(W, dtype=np.float32) + 0.5) / W
+    v = (np.arange(H, dtype=np.float32) + 0.5) / H
+    U, V = np.meshgrid(u, v)
+    img = 0.05 + 0.45 * _ellipse(U, V, 0.5, 0.55, 0.4, 0.55, soft=0.08)
+    lung = _ellipse(U, V, 0.52, 0.48, 0.27, 0.34, soft=0.06)
+    img = img * (1 - lung) + (0.2 + 0.05 * _smooth_noise(rng, H, W, max(2, W // 40))) * lung
+    img += 0.25 * _box_mask(U, V, (0.78, 0.1, 0.86, 1.0), soft=0.02)   # spine
+    big = "Cardiomegaly" in findings
+    heart = _ellipse(U, V, 0.36 if big else 0.34, 0.62, 0.17 if big else 0.11, 0.15 if big else 0.12, soft=0.1)
+    img = img * (1 - heart) + 0.75 * heart
+    if "Effusion" in findings:   # posterior costophrenic sulcus
+        img += 0.45 * lung * np.clip((V - 0.70) / 0.01, 0, 1) * (U > 0.5)
+    if "Pneumothorax" in findings:
+        reg = lung * (V < 0.3)
+        img = img * (1 - reg) + 0.04 * reg
+    img = cv2.GaussianBlur(img, (3, 3), 0) + 0.02 * rng.standard_normal((H, W), dtype=np.float32)
+    return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+# ==================================================================================================== cases
+def _draw_case_findings(rng, layout_findings, weights=None):
+    if rng.random() < NO_FINDING_FRACTION:
+        return []
+    k = int(rng.choice(len(_N_FINDINGS_P), p=_N_FINDINGS_P)) + 1
+    p = None if weights is None else np.asarray(weights, float) / np.sum(weights)
+    chosen = list(rng.choice(layout_findings, size=k, replace=False, p=p))
+    if "Edema" in chosen and "Cardiomegaly" in layout_findings and "Cardiomegaly" not in chosen \
+            and rng.random() < 0.5:
+        chosen.append("Cardiomegaly")
+    return [f for f in FINDINGS if f in chosen]   # canonical order
+
+
+@dataclass
+class Case:
+    """One image to write: where it goes, what it shows, and how (messy kind)."""
+    rel: str                 # path relative to the layout root
+    findings: list
+    view: str = "frontal"    # "frontal" or "lateral"
+    messy: str = ""          # "", "rgba", "16bit", "nonsquare", "exif"
+    seed: tuple = ()
+    image_id: str = ""
+
+
+def _render_case(case: Case, size: int, fmt: str):
+    """Render a case; return (intended upright uint8 image, lesions, geometry or None, encoded bytes)."""
+    rng = np.random.default_rng(np.random.SeedSequence(list(case.seed)))
+    H, W = (int(round(size * 1.25)), size) if case.messy == "nonsquare" else (size, size)
+    geom = None
+    lesions = []
+    if case.view == "frontal":
+        geom = _make_geometry(rng, case.findings)
+        img, lesions = render_frontal(rng, geom, case.findings, H, W)
+    else:
+        img = render_lateral(rng, case.findings, H, W)
+    return img, lesions, geom, _encode(img, fmt, case.messy)
+
+
+def _encode(img: np.ndarray, fmt: str, messy: str) -> bytes:
+    if fmt == "png":
+        if messy == "rgba":
+            arr = np.dstack([img, img, img, np.full_like(img, 255)])   # gray BGR + alpha
+        elif messy == "16bit":
+            arr = img.astype(np.uint16) * 257
+        else:
+            arr = img
+        ok, buf = cv2.imencode(".png", arr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        if not ok:
+            raise RuntimeError("PNG encoding failed")
+        return buf.tobytes()
+    if fmt == "jpg":
+        if messy == "exif":
+            # stored = upright rotated 90 degrees counter-clockwise; Orientation 6 tells viewers to rotate back
+            stored = Image.fromarray(img).transpose(Image.Transpose.ROTATE_90)
+            exif = Image.Exif()
+            exif[0x0112] = 6
+            bio = io.BytesIO()
+            stored.save(bio, format="JPEG", quality=95, exif=exif.tobytes())
+            return bio.getvalue()
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        if not ok:
+            raise RuntimeError("JPEG encoding failed")
+        return buf.tobytes()
+    raise ValueError(fmt)
+
+
+def _px_box(box, H, W):
+    """Normalised (x0, y0, x1, y1) -> pixel [x, y, w, h] clipped to the image, rounded to 2 decimals."""
+    x0, y0, x1, y1 = (float(b) for b in box)
+    x0, x1 = max(0.0, x0 * W), min(float(W), x1 * W)
+    y0, y1 = max(0.0, y0 * H), min(float(H), y1 * H)
+    return [round(x0, 2), round(y0, 2), round(max(0.0, x1 - x0), 2), round(max(0.0, y1 - y0), 2)]
+
+
+def _write_case(args):
+    """Worker: render and write one case; return its truth record (JSON-able)."""
+    case, root, size, fmt = args
+    img, lesions, geom, data = _render_case(case, size, fmt)
+    path = Path(root) / case.rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    H, W = img.shape
+    rec = {"path": case.rel, "image_id": case.image_id, "view": case.view, "findings": list(case.findings),
+           "height": H, "width": W, "messy": case.messy,
+           "lesions": [{"finding": l.finding, "side": l.side, "size": l.size, "box": _px_box(l.box, H, W)}
+                       for l in lesions]}
+    if geom is not None:
+        rec["anatomy"] = {k: _px_box(b, H, W) for k, b in geom.anatomy_boxes().items()}
+    return rec
+
+
+def _write_all(cases: Sequence[Case], root: Path, size: int, fmt: str, workers: int):
+    jobs = [(c, str(root), size, fmt) for c in cases]
+    if workers > 1 and len(jobs) > 8:
+        with ProcessPoolExecutor(max_workers=workers) as ex:
+            return list(ex.map(_write_case, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
+    return [_write_case(j) for j in jobs]
+
+
+def _assign_messy(cases: Sequence[Case], kinds: Sequence[str]) -> dict:
+    """Give the first frontal cases after the first one the messy kinds; return {kind: rel path}."""
+    out = {}
+    frontal = [c for c in cases if c.view == "frontal"][1:]
+    for kind, c in zip(kinds, frontal):
+        c.messy = kind
+        out[kind] = c.rel
+    return out
+
+
+def _write_text(path: Path, text: str):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _write_csv(df: pd.DataFrame, path: Path, **kw):
+    _write_text(path, df.to_csv(index=False, lineterminator="\n", **kw))
+
+
+_MESSY_DOC = {
+    "rgba": "RGBA PNG (gray copied into R, G, B; alpha 255): a reader must drop alpha and convert to gray",
+    "16bit": "16-bit grayscale PNG, value = 8-bit value * 257 (>> 8 or / 257 gives the intended 8-bit image)",
+    "nonsquare": "non-square image, height = round(1.25 * width); its boxes are in its own pixels",
+    "exif": "JPEG whose stored pixels are rotated 90 degrees counter-clockwise, with EXIF Orientation = 6: "
+            "PIL.ImageOps.exif_transpose restores the upright image (width and height as written in the CSVs)",
+}
+
+
+def _finish(root: Path, layout, n, size, seed, messy: dict, truth: list, extra_readme=""):
+    lines = [f"Synthetic twin, layout {layout!r} (n={n}, size={size}, seed={seed}), written by "
+             f"shared.data.synthetic. Not real patient data.", "",
+             "Files that are messy on purpose (real-world formats readers must handle):"]
+    for kind, rel in messy.items():
+        lines.append(f"  {kind:10s} {rel}: {_MESSY_DOC[kind]}")
+    lines += ["", "truth.json: per image the drawn findings, the true lesion boxes [x, y, w, h] and the 18 anatomy "
+              "boxes, in pixels of the written (upright) image.", "messy.json: the list above as {kind: path}.",
+              extra_readme]
+    _write_text(root / "README.txt", "\n".join(lines).rstrip() + "\n")
+    _write_text(root / "messy.json", json.dumps(messy, indent=1) + "\n")
+    _write_text(root / "truth.json", json.dumps({r["path"]: r for r in truth}, separators=(",", ":")) + "\n")
+    _write_text(root / ".complete", json.dumps(_params(layout, n, size, seed)) + "\n")
+
+
+def _params(layout, n, size, seed):
+    return {"layout": layout, "n": int(n), "size": int(size), "seed": int(seed), "version": 1}
+
+
+def is_complete(out, layout, n, size, seed) -> bool:
+    """True when ``out`` holds a finished twin written with exactly these parameters."""
+    p = Path(out) / ".complete"
+    try:
+        return json.loads(p.read_text()) == _params(layout, n, size, seed)
+    except (OSError, ValueError):
+        return False
+
+
+# ==================================================================================================== NIH
+def _patients(rng, n, max_images=5):
+    """Split n images into patients with 1..max_images images each; return list of image counts."""
+    counts, left = [], n
+    while left > 0:
+        k = min(left, int(rng.choice(np.arange(1, max_images + 1), p=[0.45, 0.25, 0.15, 0.1, 0.05][:max_images]
+                                                                     / np.sum([0.45, 0.25, 0.15, 0.1, 0.05][:max_images]))))
+        counts.append(k)
+        left -= k
+    return counts
+
+
+def _gen_nih(root: Path, n, size, seed, workers):
+    rng = np.random.default_rng(np.random.SeedSequence([seed, _LAYOUT_CODE["nih"], 0]))
+    counts = _patients(rng, n)
+    pids = np.sort(rng.choice(np.arange(1, 30806), size=len(counts), replace=False))
+    cases, rows = [], []
+    i = 0
+    for pid, k in zip(pids, counts):
+        sex = "M" if rng.random() < 0.55 else "F"
+        age0 = int(rng.integers(18, 80))
+        ow, oh = int(rng.integers(2400, 3000)), int(rng.integers(2400, 3000))
+        sp = float(rng.choice([0.143, 0.139, 0.168]))
+        for fu in range(k):
+            name = f"{pid:08d}_{fu:03d}.png"
+            crng = np.random.default_rng(np.random.SeedSequence([seed, _LAYOUT_CODE["nih"], 1, i]))
+            findings = _draw_case_findings(crng, LAYOUT_FINDINGS["nih"])
+            cases.append(Case(rel=f"images/{name}", findings=findings, seed=(seed, _LAYOUT_CODE["nih"], 2, i),
+                              image_id=name))
+            rows.append({"Image Index": name,
+                         "Finding Labels": "|".join(findings) if findings else "No Finding",
+                         "Follow-up #": fu, "Patient ID": int(pid), "Patient Age": age0 + fu // 2,
+                         "Patient Gender": sex, "View Position": "PA" if crng.random() < 0.6 else "AP",
+                         "w": ow, "h": oh, "sx": sp, "sy": sp})
+            i += 1
+    messy = _assign_messy(cases, ["rgba", "16bit", "nonsquare"])
+    truth = _write_all(cases, root, size, "png", workers)
+    # Data_Entry: the real header (OriginalImage[Width,Height] and the spacing are two columns each)
+    header = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+              "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")
+    lines = [header] + [f"{r['Image Index']},{r['Finding Labels']},{r['Follow-up #']},{r['Patient ID']},"
+                        f"{r['Patient Age']},{r['Patient Gender']},{r['View Position']},{r['w']},{r['h']},"
+                        f"{r['sx']},{r['sy']}" for r in rows]
+    _write_text(root / "Data_Entry_2017.csv", "\n".join(lines) + "\n")
+    # boxes: about half of the images that have one of the 8 box labels get all their boxes of those labels
+    brng = np.random.default_rng(np.random.SeedSequence([seed, _LAYOUT_CODE["nih"], 3]))
+    blines = ["Image Index,Finding Label,Bbox [x,y,w,h],,,"]
+    for rec in truth:
+        box_lesions = [l for l in rec["lesions"] if l["finding"] in NIH_BOX_LABELS]
+        if box_lesions and brng.random() < 0.5:
+            rec["in_bbox_list"] = True
+            for l in box_lesions:
+                x, y, w, h = l["box"]
+                blines.append(f"{rec['image_id']},{NIH_BOX_LABELS[l['finding']]},{x},{y},{w},{h}")
+    _write_text(root / "BBox_List_2017.csv", "\n".join(blines) + "\n")
+    # patient-disjoint official-style lists (~80/20), no final newline like the real files
+    order = rng.permutation(len(pids))
+    n_test = max(1, int(round(0.2 * len(pids)))) if len(pids) > 1 else 0
+    test_p = set(int(pids[j]) for j in order[:n_test])
+    train = [r["Image Index"] for r in rows if r["Patient ID"] not in test_p]
+    test = [r["Image Index"] for r in rows if r["Patient ID"] in test_p]
+    _write_text(root / "train_val_list.txt", "\n".join(train))
+    _write_text(root / "test_list.txt", "\n".join(test))
+    _finish(root, "nih", n, size, seed, messy, truth,
+            "BBox_List_2017.csv holds boxes for about half of the images that show one of its 8 labels (the real "
+            "file has them only for test_list images).")
+    return root
+
+
+# ==================================================================================================== API
+_GENERATORS: dict[str, Callable] = {"nih": _gen_nih}
+
+
+def generate(layout: str, out, n: int = 200, size: int = 128, seed: int = 0, workers: int = 1) -> Path:
+    """Write the synthetic twin of ``layout`` into ``out`` (created; existing twin files are overwritten).
+
+    ``n`` is the number of images (rows of the main label table), ``size`` the image side in pixels (one messy image
+    per layout is 1.25x taller), ``seed`` makes it deterministic (same bytes), ``workers`` > 1 renders in parallel
+    processes with the same result. Returns ``Path(out)``.
+    """
+    if layout not in _GENERATORS:
+        raise ValueError(f"unknown layout {layout!r}; known: {sorted(_GENERATORS)}")
+    if n < 1 or size < 32:
+        raise ValueError(f"need n >= 1 and size >= 32, got n={n}, size={size}")
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / ".complete").unlink(missing_ok=True)
+    return _GENERATORS[layout](root, int(n), int(size), int(seed), int(workers))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m shared.data.synthetic", description=__doc__.split("\n\n")[0])
+    p.add_argument("--layout", required=True, choices=sorted(_GENERATORS) if len(_GENERATORS) < 5 else LAYOUTS)
+    p.add_argument("--out", required=True)
+    p.add_argument("--n", type=int, default=200)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1)
+    a = p.parse_args(argv)
+    root = generate(a.layout, a.out, n=a.n, size=a.size, seed=a.seed, workers=a.workers)
+    print(f"wrote {a.layout} twin ({a.n} images, {a.size} px, seed {a.seed}) to {root}")
+
+
+if __name__ == "__main__":
+    main()
