@@ -1,0 +1,119 @@
+"""CXR-CLIP: an image encoder and a BERT text encoder projected into one 512-d space (architecture only).
+
+Image encoders: torchvision ResNet (fc removed, 2048-d average-pooled output) or a HF Swin (hidden 768); the
+original takes Swin's first patch token (``last_hidden_state[:, 0]``), the CGMH fork the mean (``pooler_output``).
+Text encoder: HF BERT (Bio_ClinicalBERT in the paper) pooled at the [SEP] token ("eos": index
+``attention_mask.sum(-1) - 1``). Both go through a Linear(in, 512) with bias and are L2-normalised.
+The temperature is a learnable ``logit_scale`` initialised to log(1/0.07) and not clamped (as published).
+
+Weights come from local paths only (``pretrained``); without one the encoders are randomly initialised from a
+config, which is what the tests and the synthetic demo use.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from transformers import BertConfig, BertModel, SwinConfig, SwinModel
+
+
+@dataclass
+class ImageEncoderConfig:
+    name: Literal["resnet50", "resnet18", "swin"] = "resnet50"
+    pretrained: str | None = None        # resnet: torchvision state-dict file; swin: local HF model directory
+    swin: dict[str, Any] = field(default_factory=dict)  # SwinConfig overrides when not pretrained (tiny tests)
+    swin_pooling: Literal["first_token", "mean"] = "first_token"  # first_token = original; mean = CGMH fork
+
+
+@dataclass
+class TextEncoderConfig:
+    pretrained: str | None = None        # local HF directory (e.g. a saved Bio_ClinicalBERT)
+    bert: dict[str, Any] = field(default_factory=dict)  # BertConfig overrides when not pretrained
+    pooling: Literal["eos", "cls", "mean"] = "eos"
+
+
+@dataclass
+class ModelConfig:
+    image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    projection_dim: int = 512
+    logit_scale_init: float = math.log(1 / 0.07)
+
+
+class ResNetImageEncoder(nn.Module):
+    def __init__(self, name: str, pretrained: str | None):
+        super().__init__()
+        self.resnet = getattr(torchvision.models, name)(weights=None)
+        if pretrained:
+            self.resnet.load_state_dict(torch.load(pretrained, map_location="cpu", weights_only=True))
+        self.out_dim = self.resnet.fc.in_features
+        self.resnet.fc = nn.Identity()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.resnet(images)
+
+
+class SwinImageEncoder(nn.Module):
+    def __init__(self, pretrained: str | None, overrides: dict[str, Any], pooling: str):
+        super().__init__()
+        if pretrained:
+            self.swin = SwinModel.from_pretrained(pretrained, local_files_only=True)
+        else:
+            self.swin = SwinModel(SwinConfig(**overrides))
+        self.pooling = pooling
+        self.out_dim = self.swin.config.hidden_size
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.swin(pixel_values=images)
+        return out.last_hidden_state[:, 0] if self.pooling == "first_token" else out.pooler_output
+
+
+class BertTextEncoder(nn.Module):
+    def __init__(self, pretrained: str | None, overrides: dict[str, Any], pooling: str):
+        super().__init__()
+        if pretrained:
+            self.bert = BertModel.from_pretrained(pretrained, local_files_only=True)
+        else:
+            self.bert = BertModel(BertConfig(**overrides))
+        self.pooling = pooling
+        self.out_dim = self.bert.config.hidden_size
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        if self.pooling == "mean":
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)
+        last = attention_mask.sum(-1) - 1  # the [SEP] token closing each (right-padded) sequence
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+def build_image_encoder(cfg: ImageEncoderConfig) -> nn.Module:
+    if cfg.name == "swin":
+        return SwinImageEncoder(cfg.pretrained, cfg.swin, cfg.swin_pooling)
+    return ResNetImageEncoder(cfg.name, cfg.pretrained)
+
+
+class CXRClip(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.image_encoder = build_image_encoder(cfg.image)
+        self.text_encoder = BertTextEncoder(cfg.text.pretrained, cfg.text.bert, cfg.text.pooling)
+        self.image_projection = nn.Linear(self.image_encoder.out_dim, cfg.projection_dim)
+        self.text_projection = nn.Linear(self.text_encoder.out_dim, cfg.projection_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(float(cfg.logit_scale_init)))
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.image_projection(self.image_encoder(images)), dim=-1)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.text_projection(self.text_encoder(input_ids, attention_mask)), dim=-1)
+
+    def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        return self.encode_image(images), self.encode_text(input_ids, attention_mask), self.logit_scale.exp()

@@ -1,0 +1,100 @@
+"""The CXR-CLIP loss: a brute-force re-computation, its symmetries, and equality under 2-process DDP."""
+from __future__ import annotations
+
+import math
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from cxrclip.loss import CXRClipLoss
+
+
+def embeddings(b=6, d=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [F.normalize(torch.randn(b, d, generator=g), dim=-1) for _ in range(4)]
+
+
+def brute_force_ce(queries, keys, scale):
+    """Mean over queries of -log softmax(scale * q.k)[own index], one query at a time."""
+    total = 0.0
+    for j, q in enumerate(queries):
+        logits = [scale * float(q @ k) for k in keys]
+        log_norm = math.log(sum(math.exp(x) for x in logits))
+        total += log_norm - logits[j]
+    return total / len(queries)
+
+
+def test_matches_brute_force():
+    i1, i2, t1, t2 = embeddings()
+    s = 14.2857
+    total, parts = CXRClipLoss(i2i_weight=1.0, t2t_weight=0.5)(i1, i2, t1, t2, torch.tensor(s))
+    i2t = sum(brute_force_ce(i, t, s) for i in (i1, i2) for t in (t1, t2)) / 4
+    t2i = sum(brute_force_ce(t, i, s) for i in (i1, i2) for t in (t1, t2)) / 4
+    icl = (brute_force_ce(i1, i2, s) + brute_force_ce(i2, i1, s)) / 2
+    tcl = (brute_force_ce(t1, t2, s) + brute_force_ce(t2, t1, s)) / 2
+    assert parts["clip"] == pytest.approx((i2t + t2i) / 2, rel=1e-5)
+    assert parts["icl"] == pytest.approx(icl, rel=1e-5)
+    assert parts["tcl"] == pytest.approx(tcl, rel=1e-5)
+    assert total.item() == pytest.approx((i2t + t2i) / 2 + icl + 0.5 * tcl, rel=1e-5)
+
+
+def test_symmetric_in_images_and_texts():
+    i1, i2, t1, t2 = embeddings(seed=1)
+    loss = CXRClipLoss(i2i_weight=0.7, t2t_weight=0.7)
+    a, _ = loss(i1, i2, t1, t2, torch.tensor(10.0))
+    b, _ = loss(t1, t2, i1, i2, torch.tensor(10.0))
+    assert a.item() == pytest.approx(b.item(), rel=1e-6)
+
+
+def test_zero_weights_leave_plain_clip():
+    i1, i2, t1, t2 = embeddings(seed=2)
+    total, parts = CXRClipLoss(0.0, 0.0)(i1, i2, t1, t2, torch.tensor(5.0))
+    assert total.item() == pytest.approx(parts["clip"]) and parts["icl"] > 0 and parts["tcl"] > 0
+
+
+def test_perfect_alignment_gives_low_loss():
+    i1 = F.normalize(torch.eye(6), dim=-1)
+    total, _ = CXRClipLoss()(i1, i1, i1, i1, torch.tensor(100.0))
+    assert total.item() < 1e-6
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank, world, port, full, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    local = [x[rank * 3:(rank + 1) * 3].clone().requires_grad_(True) for x in full]
+    loss, _ = CXRClipLoss()(*local, torch.tensor(10.0))
+    loss.backward()
+    # DDP averages over ranks: the full-batch gradient of these rows is this rank's gradient / world size
+    # (the all-gather backward already summed the other ranks' contributions into it).
+    grads = [x.grad / world for x in local]
+    total = loss.detach().clone()
+    dist.all_reduce(total)
+    out[rank] = (total.item() / world, [g.tolist() for g in grads])
+    dist.destroy_process_group()
+
+
+@pytest.mark.timeout(120)
+def test_distributed_loss_equals_single_process():
+    full = embeddings(b=6, seed=3)
+    single_inputs = [x.clone().requires_grad_(True) for x in full]
+    single, _ = CXRClipLoss()(*single_inputs, torch.tensor(10.0))
+    single.backward()
+    manager = mp.Manager()
+    out = manager.dict()
+    mp.spawn(_worker, args=(2, _free_port(), full, out), nprocs=2, join=True)
+    for rank in range(2):
+        loss, grads = out[rank]
+        assert loss == pytest.approx(single.item(), rel=1e-5)
+        for g_rank, x in zip(grads, single_inputs):
+            torch.testing.assert_close(torch.tensor(g_rank), x.grad[rank * 3:(rank + 1) * 3], rtol=1e-4, atol=1e-6)
