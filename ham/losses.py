@@ -1,0 +1,183 @@
+"""HAM's losses (shared/specs/ham.md, section 2), vectorised over the batch and the classes.
+
+    total = 0.01 ano + 1 cls + 0.5 ex_cls + 0.001 bound + 0.001 union
+
+Notation: y (B,C) disease labels, y_ano = max_c y (B,), raw CAMs (B,*,h,w) unnormalised (ReLU), refined CAMs
+(B,*,H,W) in (0,1), M (B,C,H,W) box masks, flag (B,) = 1 for box-supervised images, bbox_tag (B,C) = classes with a
+box (for images without boxes the label vector; it only matters where flag = 1).
+T(A) = sigmoid(100 (A - 0.75)) on the raw CAMs.
+
+Also here: the optional dense-CRF refinement of a box mask (Using_CRF of the original; needs ``pydensecrf2``,
+imported only when called).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-5
+
+
+@dataclass
+class LossWeights:
+    ano: float = 0.01
+    cls: float = 1.0
+    ex_cls: float = 0.5
+    bound: float = 0.001
+    union: float = 0.001
+    cam_loss_sigma: float = 0.75   # threshold of T(A)
+    cam_loss_w: float = 100.0      # slope of T(A)
+
+
+def soft_threshold(a: torch.Tensor, sigma: float = 0.75, w: float = 100.0) -> torch.Tensor:
+    """T(A) = sigmoid(w (A - sigma))."""
+    return torch.sigmoid(w * (a - sigma))
+
+
+def anomaly_target(labels: torch.Tensor) -> torch.Tensor:
+    """y_ano = max over the disease labels, (B,C) -> (B,1)."""
+    return labels.amax(dim=1, keepdim=True)
+
+
+def ano_loss(logit_ano: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """BCE of sigmoid(logit_ano) against y_ano (computed from logits: same value, numerically stable)."""
+    return F.binary_cross_entropy_with_logits(logit_ano.float(), anomaly_target(labels).float())
+
+
+def cls_loss(logit_cls: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """BCE averaged over the batch and the C sigmoids."""
+    return F.binary_cross_entropy_with_logits(logit_cls.float(), labels.float())
+
+
+def _mean_where(values: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over the entries where ``present``; 0 (with a graph) when none."""
+    present = present.to(values.dtype)
+    return (values * present).sum() / present.sum().clamp_min(1.0)
+
+
+def ex_cls_loss(refined_cls: torch.Tensor, masks: torch.Tensor, flag: torch.Tensor,
+                bbox_tag: torch.Tensor) -> torch.Tensor:
+    """Box supervision. For class c over the images with flag = 1 and bbox_tag_c = 1:
+    sum_pixels (refined_c - M_c)^2 / sum(sum refined_c + sum M_c); mean over the classes present; 0 if none."""
+    sel = (flag.reshape(-1, 1) > 0) & (bbox_tag > 0)                          # (B,C)
+    r, m = refined_cls.float(), masks.float()
+    sq = ((r - m) ** 2).sum(dim=(2, 3))                                         # (B,C)
+    tot = r.sum(dim=(2, 3)) + m.sum(dim=(2, 3))
+    self_ = sel.float()
+    num, den = (sq * self_).sum(0), (tot * self_).sum(0)                        # (C,)
+    present = sel.any(0)
+    per_class = num / torch.where(present, den.clamp_min(EPS), torch.ones_like(den))
+    return _mean_where(per_class, present)
+
+
+def bound_loss(raw_cls: torch.Tensor, raw_ano: torch.Tensor, labels: torch.Tensor,
+               sigma: float = 0.75, w: float = 100.0) -> torch.Tensor:
+    """Disease attention inside positive attention. For positives of class c, H_c = raw_c y_c, H_a = raw_ano y_ano:
+    [sum H_c - sum min(H_c, H_a) T(H_c)] / max(sum H_c, 1e-5); mean over the positives of the class, then over
+    the classes with a positive."""
+    y = labels.float()
+    h_c = raw_cls.float() * y[:, :, None, None]                                 # (B,C,h,w)
+    h_a = raw_ano.float() * anomaly_target(y)[:, :, None, None]                 # (B,1,h,w)
+    inside = (torch.minimum(h_c, h_a) * soft_threshold(h_c, sigma, w)).sum(dim=(2, 3))
+    s_c = h_c.sum(dim=(2, 3))
+    per_pair = (s_c - inside) / s_c.clamp_min(EPS)                              # (B,C)
+    pos = y > 0
+    n_pos = pos.float().sum(0)
+    per_class = (per_pair * pos.float()).sum(0) / n_pos.clamp_min(1.0)
+    return _mean_where(per_class, n_pos > 0)
+
+
+def _union_parts(raw_cls, raw_ano, labels):
+    y = labels.float()
+    y_ano = anomaly_target(y)
+    u = (raw_cls.float() * y[:, :, None, None]).amax(dim=1, keepdim=True)      # (B,1,h,w)
+    h_a = raw_ano.float() * y_ano[:, :, None, None]
+    return u, h_a, y_ano.squeeze(1) > 0
+
+
+def union_loss_train(raw_cls: torch.Tensor, raw_ano: torch.Tensor, labels: torch.Tensor,
+                     sigma: float = 0.75, w: float = 100.0) -> torch.Tensor:
+    """Union as TRAINED by the original: U = max_c H_c;
+    [sum H_a - sum min(U, H_a) T(H_a)] / max(sum H_a, 1e-5), mean over abnormal images."""
+    u, h_a, abnormal = _union_parts(raw_cls, raw_ano, labels)
+    s_a = h_a.sum(dim=(1, 2, 3))
+    inside = (torch.minimum(u, h_a) * soft_threshold(h_a, sigma, w)).sum(dim=(1, 2, 3))
+    return _mean_where((s_a - inside) / s_a.clamp_min(EPS), abnormal)
+
+
+def union_loss_eval(raw_cls: torch.Tensor, raw_ano: torch.Tensor, labels: torch.Tensor,
+                    sigma: float = 0.75, w: float = 100.0) -> torch.Tensor:
+    """Union as REPORTED by the original at validation/test (symmetric; a different formula from training):
+    [sum(H_a + U) - 2 sum min(U, H_a) T(U) T(H_a)] / max(sum(H_a + U), 1e-5), mean over abnormal images."""
+    u, h_a, abnormal = _union_parts(raw_cls, raw_ano, labels)
+    tot = (h_a + u).sum(dim=(1, 2, 3))
+    inter = (torch.minimum(u, h_a) * soft_threshold(u, sigma, w) * soft_threshold(h_a, sigma, w)).sum(dim=(1, 2, 3))
+    return _mean_where((tot - 2 * inter) / tot.clamp_min(EPS), abnormal)
+
+
+def ham_losses(out, labels: torch.Tensor, masks: torch.Tensor | None = None, flag: torch.Tensor | None = None,
+               bbox_tag: torch.Tensor | None = None, weights: LossWeights | None = None,
+               union: str = "train") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """All five terms and the weighted total from a ``HAMOutput``. ``masks``/``flag``/``bbox_tag`` may be None
+    (no box supervision in the batch: ex_cls = 0). ``union`` = "train" or "eval" picks the formula."""
+    wts = weights or LossWeights()
+    logit_ano, logit_cls, _, refined_cls, raw_ano, raw_cls = out
+    parts = {"ano": ano_loss(logit_ano, labels), "cls": cls_loss(logit_cls, labels)}
+    if masks is None or flag is None or not bool((flag > 0).any()):
+        parts["ex_cls"] = refined_cls.sum() * 0.0
+    else:
+        parts["ex_cls"] = ex_cls_loss(refined_cls, masks, flag, labels if bbox_tag is None else bbox_tag)
+    parts["bound"] = bound_loss(raw_cls, raw_ano, labels, wts.cam_loss_sigma, wts.cam_loss_w)
+    union_fn = {"train": union_loss_train, "eval": union_loss_eval}[union]
+    parts["union"] = union_fn(raw_cls, raw_ano, labels, wts.cam_loss_sigma, wts.cam_loss_w)
+    total = sum(getattr(wts, k) * v for k, v in parts.items())
+    parts["total"] = total
+    return total, parts
+
+
+# ------------------------------------------------------------------------------------------ dense CRF
+# (upper bound of the class's mean min(w, h) in original pixels, (sxy, srgb))
+CRF_TABLE = [(45, (5, 2)), (70, (12, 5)), (140, (15, 6)), (210, (25, 11)), (380, (50, 13)), (float("inf"), (110, 26))]
+CRF_GT_PROB, CRF_COMPAT, CRF_ITERS = 0.7, 10, 5
+
+
+def crf_params(mean_min_side: float) -> tuple[int, int]:
+    """(sxy, srgb) of the bilateral kernel for a class whose boxes have this mean min(w, h) (1024-px units)."""
+    for bound, params in CRF_TABLE:
+        if mean_min_side < bound:
+            return params
+    raise AssertionError("unreachable")
+
+
+def class_crf_params(boxes: dict[str, dict[str, list]]) -> dict[str, tuple[int, int]]:
+    """Per class: the (sxy, srgb) from the mean min(w, h) over all its boxes in a BBoxes.json mapping (xywh)."""
+    sides: dict[str, list[float]] = {}
+    for per_image in boxes.values():
+        for cls, bxs in per_image.items():
+            sides.setdefault(cls, []).extend(min(b[2], b[3]) for b in bxs)
+    return {cls: crf_params(float(np.mean(v))) for cls, v in sides.items() if v}
+
+
+def crf_refine_mask(image_rgb: np.ndarray, mask: np.ndarray, sxy: float, srgb: float) -> np.ndarray:
+    """Dense-CRF refinement of a box mask: DenseCRF2D with 2 labels, unary_from_labels(gt_prob=0.7), a bilateral
+    kernel (compat 10), 5 iterations; the result is ANDed with the box. ``image_rgb`` (H,W,3) uint8, ``mask`` (H,W)
+    {0,1}. Needs the optional package ``pydensecrf2`` (``pip install 'cxr-repro[crf]'``)."""
+    try:
+        import pydensecrf.densecrf as dcrf
+        from pydensecrf.utils import unary_from_labels
+    except ImportError as err:  # pragma: no cover - depends on the optional extra
+        raise ImportError("use_crf: true needs pydensecrf2 (pip install 'cxr-repro[crf]' or pip install "
+                          "pydensecrf2)") from err
+    mask = (np.asarray(mask) > 0).astype(np.uint8)
+    if not mask.any():
+        return mask
+    h, w = mask.shape
+    crf = dcrf.DenseCRF2D(w, h, 2)
+    crf.setUnaryEnergy(unary_from_labels(mask, 2, gt_prob=CRF_GT_PROB, zero_unsure=False))
+    crf.addPairwiseBilateral(sxy=sxy, srgb=srgb, rgbim=np.ascontiguousarray(image_rgb, dtype=np.uint8),
+                             compat=CRF_COMPAT)
+    q = np.array(crf.inference(CRF_ITERS)).reshape(2, h, w)
+    return (q.argmax(0).astype(np.uint8) & mask)
