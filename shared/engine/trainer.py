@@ -1,0 +1,523 @@
+"""``Trainer``: the plain-PyTorch training loop shared by all methods, plus run-directory and seeding helpers."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import random
+import sys
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from .checkpoint import (get_rng_state, load_checkpoint, load_model_weights, save_checkpoint, set_rng_state,
+                         to_plain, weights_from_checkpoint)
+from .config import EngineConfig
+from .data import ResumableSampler, make_loader, move_to_device
+from .distributed import (all_gather_object, all_reduce_max, barrier, broadcast_object, get_local_rank, get_rank,
+                          get_world_size, init_distributed, is_distributed, is_main_process, unwrap_model)
+from .ema import ModelEMA
+from .logger import RunLogger
+
+CHECKPOINT_FORMAT = 1
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN/inf. ``checkpoints/last.pt`` still holds the last good state."""
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed python, numpy and torch (CPU + all GPUs); with ``deterministic`` also ask torch for deterministic
+    kernels (``use_deterministic_algorithms(warn_only=True)``, cudnn deterministic, no cudnn benchmark)."""
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def select_device(spec: str = "auto") -> torch.device:
+    """``auto`` -> ``cuda`` if available else ``cpu``; ``cuda`` means ``cuda:LOCAL_RANK`` under torchrun."""
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {spec!r} requested but CUDA is not available (use device: auto or cpu)")
+        if spec == "cuda":
+            return torch.device("cuda", get_local_rank() if is_distributed() or "LOCAL_RANK" in os.environ else 0)
+    return torch.device(spec)
+
+
+def create_run_dir(method: str, config_name: str, root: str | Path = "runs", resume: str | Path | None = None) -> Path:
+    """``root/method/config_name/YYYYmmdd-HHMMSS/`` (with ``checkpoints/``), or ``resume`` when given.
+
+    Under torchrun, initialises the process group and broadcasts rank 0's directory to every rank.
+    """
+    init_distributed()
+    if resume is not None:
+        path = Path(resume)
+        if not path.is_dir():
+            raise FileNotFoundError(f"run directory to resume not found: {path}")
+        if is_main_process():
+            (path / "checkpoints").mkdir(exist_ok=True)
+        barrier()
+        return path
+    path_str = None
+    if is_main_process():
+        base = Path(root) / method / config_name
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = base / stamp
+        n = 1
+        while True:
+            try:
+                path.mkdir(parents=True, exist_ok=False)
+                break
+            except FileExistsError:
+                path = base / f"{stamp}-{n}"
+                n += 1
+        (path / "checkpoints").mkdir()
+        path_str = str(path)
+    return Path(broadcast_object(path_str))
+
+
+def _plain_config(config: Any) -> dict | None:
+    if config is None:
+        return None
+    plain = to_plain(config)
+    return plain if isinstance(plain, dict) else {"value": plain}
+
+
+# ---------------------------------------------------------------------------------------------- Trainer
+class Trainer:
+    """Plain-PyTorch training loop. See the package docstring (``shared.engine``) for the full contract.
+
+    ``loss_fn(model, batch) -> (loss, {name: float})`` gets the model to call (the DDP wrapper under torchrun;
+    use ``unwrap_model(model)`` for attributes) and the batch already on ``trainer.device``; it runs under
+    autocast when AMP is on. ``evaluate(model) -> {name: float} | None`` runs under ``torch.no_grad()`` with the
+    model in eval mode on every rank.
+    """
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 cfg: EngineConfig | Mapping | None, run_dir: str | Path,
+                 loss_fn: Callable[[torch.nn.Module, Any], tuple[torch.Tensor, Mapping[str, float]]],
+                 evaluate: Callable[[torch.nn.Module], Mapping[str, float] | None] | None = None,
+                 scheduler: Any = None, scheduler_interval: str = "iter", config: Any = None,
+                 trainable_filter: Callable[[str, torch.nn.Parameter], bool] | None = None,
+                 ddp_kwargs: Mapping[str, Any] | None = None):
+        if cfg is None:
+            cfg = EngineConfig()
+        elif isinstance(cfg, Mapping):
+            cfg = EngineConfig(**cfg)
+        if scheduler_interval not in ("iter", "epoch", "plateau"):
+            raise ValueError(f"scheduler_interval must be iter, epoch or plateau, got {scheduler_interval!r}")
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.loss_fn, self.evaluate = loss_fn, evaluate
+        self.optimizer, self.scheduler, self.scheduler_interval = optimizer, scheduler, scheduler_interval
+        self.config = _plain_config(config)
+
+        self.distributed = init_distributed()
+        self.rank, self.world_size = get_rank(), get_world_size()
+        self.is_main = self.rank == 0
+        self.device = select_device(cfg.device)
+        if self.device.type == "cuda" and self.device.index is not None:
+            torch.cuda.set_device(self.device)
+        if self.is_main:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        barrier()
+        self.logger = RunLogger(self.run_dir, main=self.is_main, tensorboard=cfg.tensorboard, visdom=cfg.visdom)
+
+        self.amp = cfg.amp
+        if self.amp == "fp16" and self.device.type != "cuda":
+            self.logger.warn(f"amp=fp16 needs CUDA; running on {self.device} without AMP (amp=none)")
+            self.amp = "none"
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp == "fp16" else None
+
+        model = unwrap_model(model)
+        model.to(self.device)
+        if trainable_filter is not None:
+            for name, p in model.named_parameters():
+                if not trainable_filter(name, p):
+                    p.requires_grad_(False)
+        self.model = model
+        self.ema = ModelEMA(model, cfg.ema_decay, device=self.device) if cfg.ema_decay > 0 else None
+        if self.distributed:
+            kwargs = dict(ddp_kwargs or {})
+            if self.device.type == "cuda":
+                kwargs.setdefault("device_ids", [self.device.index])
+            self.train_model: torch.nn.Module = DistributedDataParallel(model, **kwargs)
+        else:
+            self.train_model = model
+
+        # progress state (saved in checkpoints)
+        self.epoch = 0
+        self.step_in_epoch = 0          # batches (micro-batches) of the current epoch already consumed
+        self.global_step = 0            # optimizer steps
+        self.best_metric: float | None = None
+        self.best_metrics: dict[str, float] = {}
+        self.last_metrics: dict[str, float] = {}
+        self.bad_evals = 0
+        self.last_val_step = -1
+        self.stopped = False            # early stop / max_iters reached
+        self._window: dict[str, Any] = {"n": 0, "sums": {}}
+
+    # ----------------------------------------------------------------------------------------- public
+    def make_loader(self, dataset, batch_size: int, shuffle: bool = True, sampler=None, collate_fn=None,
+                    drop_last: bool = False, repeats: int = 1, train: bool = True, **kwargs):
+        """The one way to build loaders: see :func:`shared.engine.data.make_loader` (seed, workers, pin_memory,
+        DDP sharding filled in from this trainer). ``train=False`` for evaluation loaders."""
+        kwargs.setdefault("num_workers", self.cfg.num_workers)
+        kwargs.setdefault("pin_memory", self.device.type == "cuda")
+        return make_loader(dataset, batch_size, shuffle=shuffle, sampler=sampler, collate_fn=collate_fn,
+                           drop_last=drop_last, repeats=repeats, seed=self.cfg.seed, train=train, **kwargs)
+
+    def autocast(self):
+        """The autocast context training uses (a no-op when amp is none); handy inside ``evaluate``."""
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def log(self, msg: str) -> None:
+        self.logger.info(msg)
+
+    def log_metrics(self, split: str, metrics: Mapping[str, Any]) -> None:
+        self.logger.metrics(split, self.global_step, self.epoch, dict(metrics))
+
+    @property
+    def last_path(self) -> Path:
+        return self.ckpt_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.ckpt_dir / "best.pt"
+
+    def best_model(self) -> torch.nn.Module:
+        """``self.model`` (in place, eval mode) with the weights of checkpoints/best.pt (EMA weights when EMA)."""
+        barrier()
+        path = self.best_path if self.best_path.exists() else self.last_path
+        ckpt = load_checkpoint(path, map_location=self.device)
+        load_model_weights(self.model, weights_from_checkpoint(ckpt, prefer_ema=True))
+        return self.model.eval()
+
+    # ------------------------------------------------------------------------------------------- fit
+    def fit(self, train_loader) -> dict[str, float]:
+        """Train (resuming from checkpoints/last.pt if present); returns the metrics of the best validation."""
+        cfg = self.cfg
+        rng = self._resume()
+        seed_everything(cfg.seed + self.rank, deterministic=cfg.deterministic)
+        if rng is not None:
+            set_rng_state(rng)
+        if self.is_main and self.config is not None:
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.config, sort_keys=False))
+        if rng is None:
+            self.logger.info(f"start: device={self.device} world_size={self.world_size} amp={self.amp} "
+                             f"torch={torch.__version__} run_dir={self.run_dir}")
+            self.logger.info("engine: " + " ".join(f"{k}={v}" for k, v in dataclasses.asdict(cfg).items()),
+                             console=False)
+        try:
+            n_batches = len(train_loader)
+        except TypeError:
+            n_batches = None
+        if n_batches == 0:
+            raise ValueError("train loader is empty (dataset smaller than one batch with drop_last?)")
+        try:
+            while not self._done():
+                self._train_epoch(train_loader, n_batches)
+            self._finish()
+        finally:
+            self.logger.close()
+        return dict(self.best_metrics)
+
+    def _done(self) -> bool:
+        return self.stopped or self.epoch >= self.cfg.epochs or \
+            (self.cfg.max_iters > 0 and self.global_step >= self.cfg.max_iters)
+
+    def _epoch_batches(self, loader, epoch: int, start: int):
+        sampler = getattr(loader, "sampler", None)
+        batch_sampler = getattr(loader, "batch_sampler", None)
+        inner = getattr(batch_sampler, "sampler", None)
+        if isinstance(sampler, ResumableSampler) and getattr(loader, "batch_size", None):
+            sampler.set_epoch(epoch, skip=start * loader.batch_size)
+            return iter(loader)
+        for s in (sampler, inner):
+            if s is not None and hasattr(s, "set_epoch"):
+                s.set_epoch(epoch)
+        it = iter(loader)
+        if start:
+            self.logger.warn(f"resuming mid-epoch by replaying {start} batches: build the loader with "
+                             "trainer.make_loader for exact and fast resume")
+            for _ in range(start):
+                next(it)
+        return it
+
+    def _train_epoch(self, loader, n_batches: int | None) -> None:
+        cfg, epoch, start = self.cfg, self.epoch, self.step_in_epoch
+        accum = cfg.grad_accum
+        batches = self._epoch_batches(loader, epoch, start)
+        self.train_model.train()
+        bar = tqdm(total=n_batches, initial=start, desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True,
+                   leave=False, disable=(not self.is_main) or None, file=sys.stdout)
+        group_loss, group_logs = 0.0, {}
+        finished_epoch = True
+        i = start - 1
+        try:
+            for i, batch in enumerate(batches, start=start):
+                group_start = (i // accum) * accum
+                group_size = min(accum, n_batches - group_start) if n_batches else accum
+                last_in_group = (i + 1 - group_start) == group_size
+                batch = move_to_device(batch, self.device, non_blocking=self.device.type == "cuda")
+                sync = self.train_model.no_sync() if (self.distributed and not last_in_group) else nullcontext()
+                with sync:
+                    with self.autocast():
+                        loss, logs = self.loss_fn(self.train_model, batch)
+                    loss_value = float(loss.detach().float().item())
+                    bad = 0.0 if math.isfinite(loss_value) else 1.0
+                    if all_reduce_max(bad, self._reduce_device()) > 0:
+                        self._non_finite(loss_value, i, logs)
+                    scaled = loss / group_size
+                    (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+                group_loss += loss_value / group_size
+                for k, v in (logs or {}).items():
+                    group_logs[k] = group_logs.get(k, 0.0) + float(v) / group_size
+                self.step_in_epoch = i + 1
+                bar.update(1)
+                if not last_in_group:
+                    continue
+                self._optimizer_step()
+                self._accumulate_window(group_loss, group_logs)
+                bar.set_postfix(loss=f"{group_loss:.4g}", refresh=False)
+                group_loss, group_logs = 0.0, {}
+                end_of_epoch = n_batches is not None and self.step_in_epoch >= n_batches
+                if self.global_step % cfg.log_every == 0:
+                    self._flush_window()
+                if cfg.val_every_iters and self.global_step % cfg.val_every_iters == 0:
+                    self._validate()
+                if self.scheduler is not None and self.scheduler_interval == "iter":
+                    pass  # stepped in _optimizer_step
+                if cfg.ckpt_every_iters and self.global_step % cfg.ckpt_every_iters == 0 and not end_of_epoch:
+                    self._save_last()
+                if self._done():
+                    finished_epoch = end_of_epoch
+                    break
+        finally:
+            bar.close()
+        if finished_epoch:
+            if cfg.val_every_iters == 0:
+                self._validate()
+            if self.scheduler is not None and self.scheduler_interval == "epoch":
+                self.scheduler.step()
+            self.epoch += 1
+            self.step_in_epoch = 0
+            self._save_last()
+
+    def _reduce_device(self) -> torch.device:
+        return self.device if self.device.type == "cuda" else torch.device("cpu")
+
+    def _optimizer_step(self) -> None:
+        cfg = self.cfg
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        if self.scaler is not None:
+            if cfg.clip_grad_norm > 0:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            if cfg.clip_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+        if self.scheduler is not None and self.scheduler_interval == "iter":
+            self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    def _accumulate_window(self, loss: float, logs: Mapping[str, float]) -> None:
+        w = self._window
+        w["n"] += 1
+        sums = w["sums"]
+        sums["loss"] = sums.get("loss", 0.0) + loss
+        for k, v in logs.items():
+            sums[k] = sums.get(k, 0.0) + v
+
+    def _flush_window(self) -> None:
+        w = self._window
+        if not w["n"]:
+            return
+        values = {k: v / w["n"] for k, v in w["sums"].items()}
+        values["lr"] = float(self.optimizer.param_groups[0]["lr"])
+        self.logger.metrics("train", self.global_step, self.epoch, values, console=False)
+        self._window = {"n": 0, "sums": {}}
+
+    def _non_finite(self, loss_value: float, batch_index: int, logs: Any) -> None:
+        last = self.last_path if self.last_path.exists() else None
+        msg = (f"non-finite loss ({loss_value}) at epoch {self.epoch}, batch {batch_index}, after optimizer step "
+               f"{self.global_step}; logs={dict(logs or {})}; stopping. Last good checkpoint: "
+               f"{last if last else 'none written yet'}")
+        self.logger.error(msg)
+        self.logger.close()
+        raise NonFiniteLossError(msg)
+
+    # -------------------------------------------------------------------------------------- validation
+    def _run_eval(self, model: torch.nn.Module) -> dict[str, float] | None:
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                out = self.evaluate(model)  # type: ignore[misc]
+        finally:
+            model.train(was_training)
+        if out is None:
+            return None
+        return {k: float(v) for k, v in out.items()}
+
+    def _is_better(self, value: float) -> bool:
+        if value is None or not math.isfinite(value):
+            return False
+        if self.best_metric is None:
+            return True
+        return value > self.best_metric if self.cfg.monitor_mode == "max" else value < self.best_metric
+
+    def _validate(self) -> None:
+        if self.evaluate is None or self.last_val_step == self.global_step:
+            return
+        if self.ema is not None:
+            ema_metrics = self._run_eval(self.ema.module)
+            raw_metrics = self._run_eval(self.model)
+            metrics = None
+            if ema_metrics is not None:
+                metrics = dict(ema_metrics)
+                metrics.update({f"ema/{k}": v for k, v in ema_metrics.items()})
+                metrics.update({f"raw/{k}": v for k, v in (raw_metrics or {}).items()})
+        else:
+            metrics = self._run_eval(self.model)
+        metrics = broadcast_object(metrics)
+        self.last_val_step = self.global_step
+        if metrics is None:
+            return
+        self.last_metrics = metrics
+        self.logger.metrics("val", self.global_step, self.epoch, metrics)
+        monitor = self.cfg.monitor
+        if monitor not in metrics:
+            raise KeyError(f"monitor metric {monitor!r} not returned by evaluate(); got: {sorted(metrics)} "
+                           "(set engine.monitor)")
+        value = metrics[monitor]
+        if self.scheduler is not None and self.scheduler_interval == "plateau":
+            self.scheduler.step(value)
+        if self._is_better(value):
+            self.best_metric = value
+            self.best_metrics = {**metrics, "step": float(self.global_step), "epoch": float(self.epoch)}
+            self.bad_evals = 0
+            self.logger.info(f"new best {monitor}={value:.6g} at step {self.global_step} -> {self.best_path}",
+                             console=False)
+            self._save(self.best_path)
+        else:
+            self.bad_evals += 1
+            if self.cfg.early_stop_patience and self.bad_evals >= self.cfg.early_stop_patience:
+                self.logger.info(f"early stop: {monitor} did not improve for {self.bad_evals} validations")
+                self.stopped = True
+
+    def _finish(self) -> None:
+        if self.evaluate is not None and self.last_val_step != self.global_step:
+            self._validate()
+        if self.cfg.max_iters > 0 and self.global_step >= self.cfg.max_iters:
+            self.stopped = True
+        self._save_last()
+        if not self.best_path.exists() and self.evaluate is None:
+            self._save(self.best_path)  # no validation: best = final weights, so test scripts always find best.pt
+        elif not self.best_path.exists():
+            self.logger.warn("no validation produced a finite monitor value; best.pt not written")
+        barrier()
+        best = f"{self.cfg.monitor}={self.best_metric:.6g}" if self.best_metric is not None else "n/a"
+        self.logger.info(f"done: {self.global_step} optimizer steps, {self.epoch} epochs, best {best}")
+
+    # ------------------------------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "best_metric": self.best_metric,
+            "best_metrics": dict(self.best_metrics),
+            "bad_evals": self.bad_evals,
+            "last_val_step": self.last_val_step,
+            "stopped": self.stopped,
+            "log_window": {"n": self._window["n"], "sums": dict(self._window["sums"])},
+            "rng": get_rng_state(),
+            "world_size": self.world_size,
+            "config": self.config,
+            "engine": dataclasses.asdict(self.cfg),
+            "metrics": dict(self.last_metrics),
+        }
+
+    def _save(self, path: Path) -> None:
+        state = self.state_dict()
+        if self.distributed:  # every rank's RNG, so each rank resumes its own stream
+            state["rng_per_rank"] = all_gather_object(state["rng"])
+        if self.is_main:
+            save_checkpoint(state, path)
+        barrier()
+
+    def _save_last(self) -> None:
+        self._save(self.last_path)
+
+    def _resume(self) -> dict | None:
+        if not self.last_path.exists():
+            return None
+        ckpt = load_checkpoint(self.last_path, map_location="cpu")
+        load_model_weights(self.model, ckpt["model"])
+        if self.ema is not None:
+            if ckpt.get("ema") is None:
+                raise RuntimeError(f"{self.last_path}: EMA is on but the checkpoint has no EMA weights")
+            self.ema.load_state_dict(ckpt["ema"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scheduler is not None and ckpt.get("scheduler") is not None:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None and ckpt.get("scaler") is not None:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.epoch = int(ckpt["epoch"])
+        self.step_in_epoch = int(ckpt["step_in_epoch"])
+        self.global_step = int(ckpt["global_step"])
+        self.best_metric = ckpt.get("best_metric")
+        self.best_metrics = dict(ckpt.get("best_metrics") or {})
+        self.last_metrics = dict(ckpt.get("metrics") or {})
+        self.bad_evals = int(ckpt.get("bad_evals", 0))
+        self.last_val_step = int(ckpt.get("last_val_step", -1))
+        self.stopped = bool(ckpt.get("stopped", False))
+        window = ckpt.get("log_window") or {"n": 0, "sums": {}}
+        self._window = {"n": int(window["n"]), "sums": dict(window["sums"])}
+        dropped = self.logger.truncate_after(self.global_step)
+        self.logger.info(f"resumed from {self.last_path}: epoch {self.epoch}, batch {self.step_in_epoch}, "
+                         f"step {self.global_step}" + (f" ({dropped} later metric events dropped)" if dropped else ""))
+        per_rank = ckpt.get("rng_per_rank")
+        if per_rank is not None and len(per_rank) == self.world_size:
+            return per_rank[self.rank]
+        if self.world_size != int(ckpt.get("world_size", 1)):
+            self.logger.warn(f"resuming with world_size={self.world_size} from a checkpoint written with "
+                             f"world_size={ckpt.get('world_size')}: the data order will differ")
+        return ckpt["rng"]
