@@ -485,13 +485,40 @@ def render_lateral(rng, findings, height, width):
 
 
 # ==================================================================================================== cases
-def _draw_case_findings(rng, layout_findings, weights=None):
+class _Deck:
+    """Deals findings like cards from shuffled decks of a layout's findings, so every finding gets an (almost)
+    equal share of the abnormal images whatever n is (i.i.d. draws leave some class at 5% on n=200)."""
+
+    def __init__(self, rng, findings):
+        self.rng, self.findings, self.cards = rng, list(findings), []
+
+    def deal(self, k):
+        out = []
+        while len(out) < k:
+            if not self.cards:
+                self.cards = list(self.rng.permutation(self.findings))
+            card = self.cards.pop()
+            if card in out:   # put it back for the next image
+                self.cards.insert(0, card)
+                if len(set(self.cards) - set(out)) == 0:
+                    self.cards += list(self.rng.permutation(self.findings))
+                continue
+            out.append(card)
+        return out
+
+
+def _deck(seed, layout):
+    rng = np.random.default_rng(np.random.SeedSequence([seed, _LAYOUT_CODE[layout], 7]))
+    return _Deck(rng, LAYOUT_FINDINGS[layout])
+
+
+def _draw_case_findings(rng, deck: _Deck):
+    """No finding (40%) or 1-4 findings dealt from ``deck``; Edema brings Cardiomegaly half the time."""
     if rng.random() < NO_FINDING_FRACTION:
         return []
     k = int(rng.choice(len(_N_FINDINGS_P), p=_N_FINDINGS_P)) + 1
-    p = None if weights is None else np.asarray(weights, float) / np.sum(weights)
-    chosen = list(rng.choice(layout_findings, size=k, replace=False, p=p))
-    if "Edema" in chosen and "Cardiomegaly" in layout_findings and "Cardiomegaly" not in chosen \
+    chosen = deck.deal(k)
+    if "Edema" in chosen and "Cardiomegaly" in deck.findings and "Cardiomegaly" not in chosen \
             and rng.random() < 0.5:
         chosen.append("Cardiomegaly")
     return [f for f in FINDINGS if f in chosen]   # canonical order
@@ -660,6 +687,7 @@ def _gen_nih(root: Path, n, size, seed, workers):
     counts = _patients(rng, n)
     pids = np.sort(rng.choice(np.arange(1, 30806), size=len(counts), replace=False))
     cases, rows = [], []
+    deck = _deck(seed, "nih")
     i = 0
     for pid, k in zip(pids, counts):
         sex = "M" if rng.random() < 0.55 else "F"
@@ -669,7 +697,7 @@ def _gen_nih(root: Path, n, size, seed, workers):
         for fu in range(k):
             name = f"{pid:08d}_{fu:03d}.png"
             crng = np.random.default_rng(np.random.SeedSequence([seed, _LAYOUT_CODE["nih"], 1, i]))
-            findings = _draw_case_findings(crng, LAYOUT_FINDINGS["nih"])
+            findings = _draw_case_findings(crng, deck)
             cases.append(Case(rel=f"images/{name}", findings=findings, seed=(seed, _LAYOUT_CODE["nih"], 2, i),
                               image_id=name))
             rows.append({"Image Index": name,
@@ -712,8 +740,486 @@ def _gen_nih(root: Path, n, size, seed, workers):
     return root
 
 
+# ==================================================================================================== reports
+_SIDE = {"R": "right", "L": "left", "B": "bilateral", "C": ""}
+# internal finding -> (certain sentence, uncertain sentence, impression phrase); {side} {size} filled in
+_SENTENCES = {
+    "Effusion": ("There is a {size} {side} pleural effusion.", "Possible {size} {side} pleural effusion.",
+                 "{Size} {side} pleural effusion."),
+    "Cardiomegaly": ("The heart is moderately enlarged.", "The heart size may be mildly enlarged.", "Cardiomegaly."),
+    "Nodule": ("There is a small nodule in the {side} lung.", "A possible small nodule projects over the {side} lung.",
+               "{Side} lung nodule."),
+    "Mass": ("There is a large mass in the {side} upper lung.", "Cannot exclude a mass in the {side} upper lung.",
+             "{Side} upper lung mass."),
+    "Pneumothorax": ("There is a {side} apical pneumothorax.", "Possible small {side} apical pneumothorax.",
+                     "{Side} apical pneumothorax."),
+    "Atelectasis": ("Plate-like atelectasis is seen at the {side} lung base.",
+                    "Linear opacity at the {side} lung base may reflect atelectasis.", "{Side} basilar atelectasis."),
+    "Infiltration": ("There is a patchy opacity in the {side} mid lung.",
+                     "There may be a faint opacity in the {side} mid lung.", "Patchy {side} mid lung opacity."),
+    "Consolidation": ("There is dense consolidation in the {side} lower lobe.",
+                      "Possible consolidation in the {side} lower lobe.", "{Side} lower lobe consolidation."),
+    "Pneumonia": ("Patchy opacity in the {side} upper lobe is consistent with pneumonia.",
+                  "Patchy opacity in the {side} upper lobe, pneumonia cannot be excluded.",
+                  "{Side} upper lobe pneumonia."),
+    "Edema": ("Perihilar haziness is consistent with pulmonary edema.",
+              "Perihilar haziness may reflect mild pulmonary edema.", "Pulmonary edema."),
+    "Pleural_Thickening": ("There is {side} apical pleural thickening.", "Possible {side} pleural thickening.",
+                           "{Side} pleural thickening."),
+    "Enlarged_CM": ("The cardiomediastinal silhouette is enlarged.",
+                    "The mediastinum may be widened.", "Widened mediastinum."),
+    "Fracture": ("There is a healing {side} rib fracture.", "Possible {side} rib fracture.", "{Side} rib fracture."),
+    "Support_Devices": ("An endotracheal tube and a right central venous catheter are in place.",
+                        "An endotracheal tube and a right central venous catheter are in place.",
+                        "Support devices in place."),
+}
+_NEGATIVES = {
+    "Pleural Effusion": "No pleural effusion.", "Pneumothorax": "No pneumothorax.",
+    "Consolidation": "No focal consolidation.", "Edema": "No pulmonary edema.", "Cardiomegaly": "Heart size is normal.",
+    "Enlarged Cardiomediastinum": "The mediastinal contours are normal.", "Pneumonia": "No evidence of pneumonia.",
+    "Atelectasis": "No atelectasis.", "Lung Lesion": "No suspicious pulmonary nodules.",
+    "Fracture": "No acute displaced fracture.",
+}
+
+
+def _fill(template, side, size):
+    s = _SIDE.get(side, "")
+    t = template.replace("{Side}", s.capitalize()).replace("{Size}", size.capitalize())
+    return " ".join(t.format(side=s, size=size).split()).replace(" .", ".")
+
+
+@dataclass
+class Study:
+    """A study's findings, its report, and the CheXpert-style label states derived from that report."""
+    findings: list
+    lesions: list = field(default_factory=list)     # [(finding, side, size)] from the frontal rendering
+    uncertain: set = field(default_factory=set)
+    negated: set = field(default_factory=set)       # CheXpert label names said to be absent
+    labels: dict = field(default_factory=dict)      # CheXpert label -> 1.0 / 0.0 / -1.0 / nan
+    findings_text: str = ""
+    impression_text: str = ""
+
+
+def _study_labels(rng, findings) -> tuple[set, set, dict]:
+    """Choose which findings are hedged and which absent labels are negated; return (uncertain, negated, labels)."""
+    uncertain = {f for f in findings if f != "Support_Devices" and rng.random() < 0.15}
+    labels = {}
+    for lab, srcs in CHEXPERT_FROM_FINDINGS.items():
+        present = [f for f in srcs if f in findings]
+        if present:
+            labels[lab] = 1.0 if any(f not in uncertain for f in present) else -1.0
+    negated = {lab for lab in _NEGATIVES if lab not in labels and rng.random() < 0.5}
+    for lab in negated:
+        labels[lab] = 0.0
+    pathologies = [l for l, v in labels.items() if l != "Support Devices" and v != 0.0]
+    out = {lab: labels.get(lab, np.nan) for lab in CHEXPERT_LABELS if lab != "No Finding"}
+    out["No Finding"] = np.nan if pathologies else 1.0
+    return uncertain, negated, {lab: out[lab] for lab in CHEXPERT_LABELS}
+
+
+def _report(rng, lesions, uncertain, negated):
+    """FINDINGS and IMPRESSION text from the drawn lesions [(finding, side, size)] and negated labels."""
+    pos, imp = [], []
+    seen = set()
+    for f, side, size in lesions:
+        if (f, side) in seen:
+            continue
+        seen.add((f, side))
+        cert, unc, phrase = _SENTENCES[f]
+        pos.append(_fill(unc if f in uncertain else cert, side, size))
+        if f not in uncertain:
+            imp.append(_fill(phrase, side, size))
+    neg = [_NEGATIVES[lab] for lab in _NEGATIVES if lab in negated]
+    sentences = pos + neg
+    if not pos:
+        sentences = ["The lungs are clear."] + neg
+    findings = " ".join(sentences)
+    impression = " ".join(imp) if imp else ("No acute cardiopulmonary process." if not pos else
+                                            "Findings as above, clinical correlation recommended.")
+    return findings, impression
+
+
+def _lesion_summary(rec):
+    """[(finding, side, size)] of a truth record, merging bilateral effusions into one "B" lesion."""
+    out = []
+    eff_sides = [l["side"] for l in rec["lesions"] if l["finding"] == "Effusion"]
+    for l in rec["lesions"]:
+        if l["finding"] == "Effusion":
+            if len(eff_sides) == 2:
+                if ("Effusion", "B", "small") not in out:
+                    out.append(("Effusion", "B", "small"))
+                continue
+        out.append((l["finding"], l["side"], l["size"]))
+    for f in rec["findings"]:   # findings without a frontal lesion record (lateral-only studies)
+        if not any(o[0] == f for o in out):
+            out.append((f, "C" if f in ("Cardiomegaly", "Edema", "Enlarged_CM", "Support_Devices") else "R",
+                        "small"))
+    return out
+
+
+def _hexid(rng):
+    return "-".join("".join(rng.choice(list("0123456789abcdef"), size=8)) for _ in range(5))
+
+
+# ==================================================================================================== CheXpert
+def _gen_chexpert(root: Path, n, size, seed, workers):
+    code = _LAYOUT_CODE["chexpert"]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, code, 0]))
+    base = root / "CheXpert-v1.0-small"
+    cases, rows, studies = [], [], []
+    deck = _deck(seed, "chexpert")
+    n_patients_valid = max(1, int(round(0.1 * n / 2.2))) if n >= 4 else 0
+    pid, i, n_pat = 0, 0, 0
+    while i < n:
+        n_pat += 1
+        split = "valid" if n_pat <= n_patients_valid else "train"
+        # real ids: train patient00001.., valid patient64541..
+        pid = 64540 + n_pat if split == "valid" else n_pat - n_patients_valid
+        sex = "Male" if rng.random() < 0.55 else "Female"
+        age = int(rng.integers(18, 90))
+        for s in range(1, int(rng.integers(1, 4)) + 1):
+            if i >= n:
+                break
+            crng = np.random.default_rng(np.random.SeedSequence([seed, code, 1, pid, s]))
+            findings = _draw_case_findings(crng, deck)
+            unc, neg, labels = _study_labels(crng, findings)
+            if split == "valid":   # radiologist-labelled: only 0/1, no blanks
+                labels = {k: (0.0 if (np.isnan(v) or v == 0.0) else 1.0) for k, v in labels.items()}
+            ap = "AP" if crng.random() < 0.6 else "PA"
+            views = [("frontal", "view1_frontal.jpg")]
+            if crng.random() < 0.3 and i + 1 < n:
+                views.append(("lateral", "view2_lateral.jpg"))
+            for view, fname in views:
+                rel = f"CheXpert-v1.0-small/{split}/patient{pid:05d}/study{s}/{fname}"
+                cases.append(Case(rel=rel, findings=findings, view=view, seed=(seed, code, 2, i), image_id=rel))
+                rows.append({"split": split, "Path": rel, "Sex": sex, "Age": age,
+                             "Frontal/Lateral": view.capitalize(), "AP/PA": ap if view == "frontal" else "",
+                             **labels})
+                i += 1
+    messy = _assign_messy(cases, ["exif", "nonsquare"])
+    truth = _write_all(cases, root, size, "jpg", workers)
+    df = pd.DataFrame(rows)
+    cols = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA"] + CHEXPERT_LABELS
+    for split in ("train", "valid"):
+        _write_csv(df[df["split"] == split][cols], base / f"{split}.csv")
+    _finish(root, "chexpert", n, size, seed, messy, truth,
+            "CheXpert-v1.0-small/valid.csv has only 0.0/1.0 (like the real radiologist-labelled validation set).")
+    return root
+
+
+# ==================================================================================================== MIMIC
+_MIMIC_META_COLS = ["dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows",
+                    "Columns", "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning",
+                    "ViewCodeSequence_CodeMeaning", "PatientOrientationCodeSequence_CodeMeaning"]
+
+
+def _mimic_plan(n, seed, code):
+    """Subjects, studies and images of a MIMIC-CXR twin with n images (deterministic)."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, code, 0]))
+    subjects = rng.choice(np.arange(10_000_000, 20_000_000), size=n, replace=False)
+    study_ids = rng.choice(np.arange(50_000_000, 60_000_000), size=n, replace=False)
+    cases, meta, studies = [], [], []
+    deck = _deck(seed, "mimic")
+    i = si = 0
+    for subj in subjects:
+        if i >= n:
+            break
+        subj = int(subj)
+        u = rng.random()
+        split = "train" if u < 0.7 else ("validate" if u < 0.8 else "test")
+        for _ in range(int(rng.integers(1, 4))):
+            if i >= n:
+                break
+            study = int(study_ids[si])
+            si += 1
+            crng = np.random.default_rng(np.random.SeedSequence([seed, code, 1, study]))
+            findings = _draw_case_findings(crng, deck)
+            unc, neg, labels = _study_labels(crng, findings)
+            ap = "AP" if crng.random() < 0.5 else "PA"
+            views = [ap] + (["LATERAL"] if crng.random() < 0.4 and i + 1 < n else [])
+            folder = f"files/p{str(subj)[:2]}/p{subj}/s{study}"
+            st = Study(findings=findings, uncertain=unc, negated=neg, labels=labels)
+            st.subject_id, st.study_id, st.split, st.folder, st.dicoms = subj, study, split, folder, []
+            st.impression_only = crng.random() < 0.1
+            date = 21000000 + int(crng.integers(0, 90)) * 10000 + int(crng.integers(1, 13)) * 100 + \
+                int(crng.integers(1, 29))
+            for vp in views:
+                dicom = _hexid(crng)
+                rel = f"{folder}/{dicom}.jpg"
+                cases.append(Case(rel=rel, findings=findings, view="lateral" if vp == "LATERAL" else "frontal",
+                                  seed=(seed, code, 2, i), image_id=dicom))
+                meta.append({"dicom_id": dicom, "subject_id": subj, "study_id": study,
+                             "PerformedProcedureStepDescription": "CHEST (PORTABLE AP)" if ap == "AP"
+                             else "CHEST (PA AND LAT)", "ViewPosition": vp, "StudyDate": date,
+                             "StudyTime": round(float(crng.uniform(0, 235959)), 3),
+                             "ProcedureCodeSequence_CodeMeaning": "CHEST (PORTABLE AP)" if ap == "AP"
+                             else "CHEST (PA AND LAT)",
+                             "ViewCodeSequence_CodeMeaning": {"AP": "antero-posterior", "PA": "postero-anterior",
+                                                              "LATERAL": "lateral"}[vp],
+                             "PatientOrientationCodeSequence_CodeMeaning": "Recumbent" if ap == "AP" else "Erect",
+                             "split": split})
+                st.dicoms.append(dicom)
+                i += 1
+            studies.append(st)
+    return cases, meta, studies
+
+
+def _gen_mimic(root: Path, n, size, seed, workers, scene_graphs=False):
+    code = _LAYOUT_CODE["mimic"]
+    cases, meta, studies = _mimic_plan(n, seed, code)
+    messy = _assign_messy(cases, ["exif", "nonsquare"])
+    truth = _write_all(cases, root, size, "jpg", workers)
+    by_rel = {r["path"]: r for r in truth}
+    by_dicom = {r["image_id"]: r for r in truth}
+    meta_by_dicom = {m["dicom_id"]: m for m in meta}
+    for m in meta:
+        rec = by_dicom[m["dicom_id"]]
+        m["Rows"], m["Columns"] = rec["height"], rec["width"]
+    # reports, from the frontal image's lesions (sides and sizes as drawn)
+    for st in studies:
+        frontal = [by_dicom[d] for d in st.dicoms if by_dicom[d]["view"] == "frontal"]
+        rec = frontal[0] if frontal else by_dicom[st.dicoms[0]]
+        st.lesions = _lesion_summary(rec)
+        rrng = np.random.default_rng(np.random.SeedSequence([seed, code, 4, st.study_id]))
+        st.findings_text, st.impression_text = _report(rrng, st.lesions, st.uncertain, st.negated)
+        indication = f"___-year-old {'man' if rrng.random() < 0.5 else 'woman'} with " + \
+            str(rrng.choice(["cough", "shortness of breath", "fever", "chest pain", "evaluate for pneumonia"])) + "."
+        body = [" " * 33 + "FINAL REPORT",
+                f" EXAMINATION:  {meta_by_dicom[st.dicoms[0]]['PerformedProcedureStepDescription']}",
+                " ", f" INDICATION:  {indication}", " ", " COMPARISON:  None.", " "]
+        if not st.impression_only:
+            body += [" FINDINGS:", " ", " " + st.findings_text, " "]
+        body += [" IMPRESSION:", " ", " " + st.impression_text, ""]
+        _write_text(root / f"{st.folder}.txt", "\n".join(body))
+        for d in st.dicoms:
+            by_dicom[d]["report"] = {"findings": "" if st.impression_only else st.findings_text,
+                                     "impression": st.impression_text}
+    # the four CSVs (sorted like the real files)
+    mdf = pd.DataFrame(meta).sort_values(["subject_id", "study_id", "dicom_id"])
+    _write_csv(mdf[_MIMIC_META_COLS], root / "mimic-cxr-2.0.0-metadata.csv")
+    _write_csv(mdf[["dicom_id", "study_id", "subject_id", "split"]], root / "mimic-cxr-2.0.0-split.csv")
+    lab_rows, neg_rows = [], []
+    for st in sorted(studies, key=lambda s: (s.subject_id, s.study_id)):
+        lab_rows.append({"subject_id": st.subject_id, "study_id": st.study_id, **st.labels})
+        nrng = np.random.default_rng(np.random.SeedSequence([seed, code, 5, st.study_id]))
+        # NegBio differs a little: it calls some hedged findings positive
+        neg = {k: (1.0 if (v == -1.0 and nrng.random() < 0.3) else v) for k, v in st.labels.items()}
+        neg_rows.append({"subject_id": st.subject_id, "study_id": st.study_id, **neg})
+    for name, rows in (("chexpert", lab_rows), ("negbio", neg_rows)):
+        df = pd.DataFrame(rows)[["subject_id", "study_id"] + MIMIC_LABELS]
+        _write_csv(df, root / f"mimic-cxr-2.0.0-{name}.csv")
+    extra = ("Reports: files/pXX/pSUBJECT/sSTUDY.txt; about 10% have only an IMPRESSION section (like some real ones). "
+             "Label files agree with the report sentences (positive 1.0, hedged -1.0, negated 0.0, unmentioned blank); "
+             "the negbio file calls ~30% of the hedged findings positive. Split: ~70/10/20 by subject.")
+    layout = "mimic"
+    if scene_graphs:
+        layout = "imagenome"
+        extra += "\n" + _write_scene_graphs(root, studies, by_dicom, meta, seed)
+    _finish(root, layout, n, size, seed, messy, truth, extra)
+    return root
+
+
+# ==================================================================================================== ImaGenome
+_IMAGENOME_LUNG_ANATOMIES = {"R": [a for a in IMAGENOME_ANATOMIES if a.startswith("right")],
+                             "L": [a for a in IMAGENOME_ANATOMIES if a.startswith("left")]}
+
+
+def _overlap(a, b):
+    """Intersection of two [x, y, w, h] boxes / the smaller box's area."""
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    small = max(1e-6, min(a[2] * a[3], b[2] * b[3]))
+    return ix * iy / small
+
+
+def imagenome_findings(rec) -> dict:
+    """{anatomy: set of ImaGenome findings} for a frontal truth record (the rule the scene graphs are written by)."""
+    out = {a: set() for a in IMAGENOME_ANATOMIES}
+    present = set(rec["findings"])
+    for l in rec["lesions"]:
+        f = l["finding"]
+        for g, (_, srcs) in IMAGENOME_FROM_FINDINGS.items():
+            if f not in srcs:
+                continue
+            if g == "fluid overload/heart failure" and "Cardiomegaly" not in present:
+                continue
+            if f == "Cardiomegaly":
+                out["cardiac silhouette"].add(g)
+                continue
+            if f == "Edema":
+                targets = [f"{s} {z}" for s in ("right", "left") for z in ("lung", "hilar structures",
+                                                                           "mid lung zone")]
+                for a in targets:
+                    out[a].add(g)
+                continue
+            sides = ["R", "L"] if l["side"] == "B" else [l["side"]]
+            for s in sides:
+                for a in _IMAGENOME_LUNG_ANATOMIES[s]:
+                    if a.endswith(" lung") or _overlap(l["box"], rec["anatomy"][a]) > 0.3:
+                        out[a].add(g)
+    return out
+
+
+def _write_scene_graphs(root: Path, studies, by_dicom, meta, seed) -> str:
+    code = _LAYOUT_CODE["imagenome"]
+    meta_by = {m["dicom_id"]: m for m in meta}
+    sg_dir = root / "silver" / "scene_graph"
+    dropped = None
+    conflicts = []
+    for st in studies:
+        for d in st.dicoms:
+            rec = by_dicom[d]
+            if rec["view"] != "frontal":
+                continue
+            rng = np.random.default_rng(np.random.SeedSequence([seed, code, 6, st.study_id, len(d)]))
+            H, W = rec["height"], rec["width"]
+            sx, sy = 224.0 / W, 224.0 / H
+            objects = []
+            anatomy = dict(rec["anatomy"])
+            if dropped is None and len(studies) > 3 and st is studies[2]:
+                dropped = (d, "trachea")
+                anatomy.pop("trachea")
+            for a, (x, y, w, h) in anatomy.items():
+                x1, y1, x2, y2 = int(round(x)), int(round(y)), int(round(x + w)), int(round(y + h))
+                objects.append({"object_id": f"{d}_{a}", "x1": int(round(x1 * sx)), "y1": int(round(y1 * sy)),
+                                "x2": int(round(x2 * sx)), "y2": int(round(y2 * sy)),
+                                "width": int(round((x2 - x1) * sx)), "height": int(round((y2 - y1) * sy)),
+                                "bbox_name": a, "synsets": [], "name": a.capitalize(),
+                                "original_x1": x1, "original_y1": y1, "original_x2": x2, "original_y2": y2,
+                                "original_width": x2 - x1, "original_height": y2 - y1})
+            yes = imagenome_findings(rec)
+            rec["imagenome"] = {a: sorted(v) for a, v in yes.items() if v and a in anatomy}
+            attributes = []
+            for a in anatomy:
+                strings = [f"{IMAGENOME_FROM_FINDINGS[g][0]}|yes|{g}" for g in IMAGENOME_FINDINGS if g in yes[a]]
+                phrases = [[*strings, "nlp|yes|abnormal"]] if strings else []
+                if strings and rng.random() < 0.03:     # a later sentence contradicts: "yes" must still win
+                    g = strings[0].split("|")[2]
+                    phrases.append([f"{IMAGENOME_FROM_FINDINGS[g][0]}|no|{g}", "nlp|yes|normal"])
+                    conflicts.append((d, a, g))
+                negs = []
+                if "lung opacity" not in yes[a] and a.endswith(" lung") and rng.random() < 0.5:
+                    negs.append("anatomicalfinding|no|lung opacity")
+                if "pneumothorax" not in yes[a] and a.endswith("apical zone") and rng.random() < 0.5:
+                    negs.append("anatomicalfinding|no|pneumothorax")
+                if "pleural effusion" not in yes[a] and a.endswith("costophrenic angle") and rng.random() < 0.5:
+                    negs.append("anatomicalfinding|no|pleural effusion")
+                if negs:
+                    phrases.append(negs + ["nlp|yes|normal"])
+                if not phrases:
+                    continue
+                attributes.append({"bbox_name": a, a: True, "synsets": [], "name": a.capitalize(),
+                                   "attributes": phrases, "attributes_ids": [[] for _ in phrases],
+                                   "phrases": [st.findings_text or st.impression_text] * len(phrases),
+                                   "phrase_IDs": [f"{st.study_id}|{k}" for k in range(len(phrases))],
+                                   "sections": ["finding"] * len(phrases),
+                                   "comparison_cues": [[] for _ in phrases], "temporal_cues": [[] for _ in phrases],
+                                   "severity_cues": [[] for _ in phrases], "texture_cues": [[] for _ in phrases],
+                                   "object_id": f"{d}_{a}"})
+            m = meta_by[d]
+            graph = {"image_id": d, "viewpoint": m["ViewPosition"], "patient_id": st.subject_id,
+                     "study_id": st.study_id, "gender": "F", "age_decile": "50-60",
+                     "reason_for_exam": "___-year-old with cough.", "StudyOrder": 1,
+                     "StudyDateTime": str(m["StudyDate"]), "objects": objects, "attributes": attributes,
+                     "relationships": []}
+            _write_text(sg_dir / f"{d}_SceneGraph.json", json.dumps(graph, indent=1) + "\n")
+    txt = ("silver/scene_graph/<dicom_id>_SceneGraph.json for every frontal image: objects at 224 scale (x1..y2, "
+           "width, height) and in written pixels (original_x1..original_y2); attributes 'category|yes|finding' / "
+           "'|no|'. truth.json['imagenome'] lists each anatomy's findings (yes wins).")
+    if dropped:
+        txt += f"\nMessy on purpose: the scene graph of {dropped[0]} lacks the '{dropped[1]}' object (not all 18)."
+    txt += (f"\nMessy on purpose: in {len(conflicts)} (image, anatomy) pairs a later phrase says 'no' after an "
+            "earlier 'yes' for the same finding (the truth is yes; the original CheXtriev parser lets 'no' win). "
+            "scene_graph_messy.json lists them and the image lacking an object.")
+    _write_text(root / "scene_graph_messy.json", json.dumps({"dropped_object": list(dropped) if dropped else None,
+                                                               "yes_then_no": [list(c) for c in conflicts]}) + "\n")
+    return txt
+
+
+def _gen_imagenome(root: Path, n, size, seed, workers):
+    return _gen_mimic(root, n, size, seed, workers, scene_graphs=True)
+
+
+# ==================================================================================================== OpenI
+def _openi_xml(k, img_ids, indication, findings, impression, mesh):
+    from xml.sax.saxutils import escape
+    parents = "".join(
+        f'   <parentImage id="{iid}">\n      <figureId>F{j + 1}</figureId>\n      <caption>Xray Chest PA and '
+        f'Lateral</caption>\n      <panel type="single">\n         <url>/hadoop/storage/radiology/extract/{iid}.jpg'
+        f'</url>\n         <imgModality>7</imgModality>\n      </panel>\n   </parentImage>\n'
+        for j, iid in enumerate(img_ids))
+    major = "".join(f"      <major>{escape(m)}</major>\n" for m in mesh)
+
+    def abst(label, text):
+        return (f'            <AbstractText Label="{label}">{escape(text)}</AbstractText>\n' if text else
+                f'            <AbstractText Label="{label}"/>\n')
+    return ('<?xml version="1.0" encoding="utf-8"?>\n<eCitation>\n   <meta type="rr"/>\n'
+            f'   <uId id="CXR{k}"/>\n   <pmcId id="{k}"/>\n   <docSource>CXR</docSource>\n   <IUXRId id="{k}"/>\n'
+            '   <licenseType>open-access</licenseType>\n   <articleType>XR</articleType>\n'
+            '   <publisher>Indiana University</publisher>\n   <title>Indiana University Chest X-ray Collection</title>\n'
+            '   <MedlineCitation Owner="Indiana University" Status="supplied by publisher">\n'
+            '      <Article PubModel="Electronic">\n'
+            '         <ArticleTitle>Indiana University Chest X-ray Collection</ArticleTitle>\n'
+            '         <Abstract>\n' + abst("COMPARISON", "None.") + abst("INDICATION", indication) +
+            abst("FINDINGS", findings) + abst("IMPRESSION", impression) +
+            '         </Abstract>\n      </Article>\n   </MedlineCitation>\n'
+            f'   <MeSH>\n{major}   </MeSH>\n{parents}</eCitation>\n')
+
+
+_MESH = {"Effusion": "Pleural Effusion/{side}/small", "Cardiomegaly": "Cardiomegaly/moderate",
+         "Nodule": "Nodule/lung/{side}", "Mass": "Mass/lung/upper lobe/{side}", "Pneumothorax": "Pneumothorax/{side}",
+         "Atelectasis": "Pulmonary Atelectasis/base/{side}", "Infiltration": "Opacity/lung/{side}/patchy",
+         "Consolidation": "Consolidation/lung/lower lobe/{side}", "Pneumonia": "Pneumonia/upper lobe/{side}",
+         "Edema": "Pulmonary Edema", "Pleural_Thickening": "Pleural thickening/{side}",
+         "Enlarged_CM": "Mediastinum/enlarged", "Fracture": "Fractures, Bone/ribs/{side}",
+         "Support_Devices": "Catheters, Indwelling"}
+
+
+def _gen_openi(root: Path, n, size, seed, workers):
+    code = _LAYOUT_CODE["openi"]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, code, 0]))
+    cases, reports = [], []
+    deck = _deck(seed, "openi")
+    i, k = 0, 0
+    while i < n:
+        k += 1
+        crng = np.random.default_rng(np.random.SeedSequence([seed, code, 1, k]))
+        findings = _draw_case_findings(crng, deck)
+        unc, neg, labels = _study_labels(crng, findings)
+        ids = [f"CXR{k}_IM-{k:04d}-1001"] + ([f"CXR{k}_IM-{k:04d}-2001"] if crng.random() < 0.7 and i + 1 < n else [])
+        for j, iid in enumerate(ids):
+            cases.append(Case(rel=f"images/{iid}.png", findings=findings, view="frontal" if j == 0 else "lateral",
+                              seed=(seed, code, 2, i), image_id=iid))
+            i += 1
+        reports.append((k, ids, findings, unc, neg, labels))
+    messy = _assign_messy(cases, ["rgba", "16bit", "nonsquare"])
+    truth = _write_all(cases, root, size, "png", workers)
+    by_id = {r["image_id"]: r for r in truth}
+    empty_findings = reports[1][0] if len(reports) > 2 else None
+    for k, ids, findings, unc, neg, labels in reports:
+        rec = by_id[ids[0]]
+        lesions = _lesion_summary(rec)
+        rrng = np.random.default_rng(np.random.SeedSequence([seed, code, 4, k]))
+        ftext, itext = _report(rrng, lesions, unc, neg)
+        if k == empty_findings:
+            ftext = ""
+        mesh = [_MESH[f].format(side=_SIDE[s] or "bilateral") for f, s, _ in lesions] or ["normal"]
+        indication = str(rrng.choice(["Positive TB test", "XXXX-year-old male, chest pain", "Shortness of breath",
+                                      "Preop exam"]))
+        _write_text(root / "ecgen-radiology" / f"{k}.xml", _openi_xml(k, ids, indication, ftext, itext, mesh))
+        for iid in ids:
+            by_id[iid]["report"] = {"uid": f"CXR{k}", "findings": ftext, "impression": itext}
+            by_id[iid]["labels"] = {a: (None if np.isnan(b) else b) for a, b in labels.items()}
+    extra = "ecgen-radiology/<k>.xml: NLMCXR-style reports; images/<parentImage id>.png."
+    if empty_findings is not None:
+        extra += f"\nMessy on purpose: ecgen-radiology/{empty_findings}.xml has an empty FINDINGS element."
+    _finish(root, "openi", n, size, seed, messy, truth, extra)
+    return root
+
+
 # ==================================================================================================== API
-_GENERATORS: dict[str, Callable] = {"nih": _gen_nih}
+_GENERATORS: dict[str, Callable] = {"nih": _gen_nih, "chexpert": _gen_chexpert, "mimic": _gen_mimic,
+                                      "imagenome": _gen_imagenome, "openi": _gen_openi}
 
 
 def generate(layout: str, out, n: int = 200, size: int = 128, seed: int = 0, workers: int = 1) -> Path:
@@ -735,7 +1241,7 @@ def generate(layout: str, out, n: int = 200, size: int = 128, seed: int = 0, wor
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m shared.data.synthetic", description=__doc__.split("\n\n")[0])
-    p.add_argument("--layout", required=True, choices=sorted(_GENERATORS) if len(_GENERATORS) < 5 else LAYOUTS)
+    p.add_argument("--layout", required=True, choices=LAYOUTS)
     p.add_argument("--out", required=True)
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--size", type=int, default=128)
