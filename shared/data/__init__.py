@@ -1,0 +1,20 @@
+"""Dataset readers of the real on-disk layouts, splits, image decoding, the torch Dataset and shared transforms.
+
+Import the submodule you need (this package itself imports only pandas, for ``DataError``)::
+
+    from shared.data import nih, chexpert, mimic, imagenome, openi   # read_index(root, ...) -> DataFrame
+    from shared.data import splits                                   # official / published / patient-disjoint
+    from shared.data import images                                   # load_image(path) -> uint8 (H, W)
+    from shared.data.dataset import ImageDataset                     # frame -> {"image", "labels", "index"}
+    from shared.data import transforms                               # IMAGENET_MEAN, eval_transform(...)
+    from shared.data import labels                                   # every dataset's label names
+
+Every reader returns one index DataFrame with at least ``path`` (absolute), ``image_id``, ``patient_id`` (str),
+``split`` ('train' / 'val' / 'test', or the dataset's own name where it has no split) and one float32 column per
+label named as in ``labels``; ``frame.attrs["label_columns"]`` lists them. Bad input raises one error naming the
+file, line or column (``DataError``, a ``ValueError``; ``FileNotFoundError`` for missing images, or with
+``on_missing="warn"`` a warning that counts the skipped rows). Nothing is dropped silently.
+"""
+from ._common import DataError
+
+__all__ = ["DataError"]

@@ -1,0 +1,220 @@
+"""Decode any chest X-ray file into one thing: a 2-D ``uint8`` grayscale array.
+
+``load_image(path) -> np.ndarray`` of shape (H, W), dtype uint8, whatever the file holds:
+
+=====================  ==========================================================================================
+file                   what happens
+=====================  ==========================================================================================
+8-bit grayscale PNG    returned as stored (no rescaling)
+16-bit PNG / 32-bit    high-bit-depth data is rescaled to 0..255 by ``high_bit_depth``: ``"minmax"`` (default) maps
+                       the image's own min..max to 0..255 — right for 12-bit data stored in 16-bit containers,
+                       where a plain shift would give a near-black image; ``"shift"`` keeps the top 8 of 16 bits
+                       (``>> 8``), the choice that preserves absolute intensities across images
+RGB / palette          ITU-R 601-2 luminance (PIL's ``convert("L")``: L = 0.299 R + 0.587 G + 0.114 B)
+RGBA / LA              alpha-composited over black (a transparent pixel carries no signal — the film background
+                       of an X-ray is black), then luminance; an opaque alpha is therefore simply dropped
+JPEG (and any PIL)     EXIF orientation applied first (``PIL.ImageOps.exif_transpose``)
+DICOM (.dcm, or any    pydicom: modality LUT (rescale slope/intercept) -> VOI LUT (window or LUT sequence) ->
+file with the DICM     MONOCHROME1 inverted so that bright = dense -> min-max to 0..255
+preamble)
+=====================  ==========================================================================================
+
+Any failure raises :class:`ImageReadError` naming the file. ``to_rgb(array)`` turns the result into a 3-channel
+``PIL.Image`` (the input every torchvision transform expects). ``verify_images(paths)`` opens every file's header
+in a thread pool and reports every unreadable one at once.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from PIL import Image, ImageOps
+
+__all__ = ["ImageReadError", "load_image", "to_rgb", "to_uint8", "verify_images", "DICOM_SUFFIXES"]
+
+DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
+
+
+class ImageReadError(OSError):
+    """An image file is missing, unreadable or in an unsupported format; the message names the file."""
+
+
+def to_uint8(array: np.ndarray, mode: str = "minmax") -> np.ndarray:
+    """Rescale a numeric array to uint8.
+
+    ``mode="minmax"`` maps the array's own min..max to 0..255 (a constant array becomes all zeros);
+    ``mode="shift"`` keeps the top 8 bits of a 16-bit range (``>> 8``, values clipped to 0..65535).
+    A uint8 array is returned unchanged.
+    """
+    array = np.asarray(array)
+    if array.dtype == np.uint8:
+        return array
+    if mode == "shift":
+        return (np.clip(array, 0, 65535).astype(np.uint32) >> 8).astype(np.uint8)
+    if mode != "minmax":
+        raise ValueError(f"unknown rescaling mode {mode!r}; use 'minmax' or 'shift'")
+    array = array.astype(np.float64)
+    finite = np.isfinite(array)
+    if not finite.all():
+        array = np.where(finite, array, np.nan)
+    lo, hi = np.nanmin(array), np.nanmax(array)
+    if not np.isfinite(lo) or hi <= lo:
+        return np.zeros(array.shape, dtype=np.uint8)
+    out = (np.nan_to_num(array, nan=lo) - lo) * (255.0 / (hi - lo))
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _is_dicom(path: Path) -> bool:
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R 601-2 luma of an (H, W, 3) array of any numeric dtype, as float64."""
+    rgb = rgb.astype(np.float64)
+    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+
+
+def _from_pil(img: Image.Image, high_bit_depth: str) -> np.ndarray:
+    img = ImageOps.exif_transpose(img)
+    mode = img.mode
+    if mode == "L":
+        return np.asarray(img, dtype=np.uint8).copy()
+    if mode in ("1", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
+        img = img.convert("RGBA" if ("transparency" in img.info or mode == "PA") else "RGB")
+        mode = img.mode
+    if mode in ("RGB", "RGBA", "LA"):
+        arr = np.asarray(img).astype(np.float64)
+        if mode == "LA":
+            gray, alpha = arr[..., 0], arr[..., 1]
+        else:
+            gray = _luminance(arr[..., :3])
+            alpha = arr[..., 3] if mode == "RGBA" else None
+        if alpha is not None:
+            gray = gray * (alpha / 255.0)          # composite over black
+        return np.clip(np.rint(gray), 0, 255).astype(np.uint8)
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        arr = np.asarray(img)
+        if arr.dtype.byteorder not in ("=", "|"):
+            arr = arr.astype(arr.dtype.newbyteorder("="))
+        return to_uint8(arr, high_bit_depth)
+    if mode in ("RGB;16", "RGBA;16", "RGBX"):  # pragma: no cover - rare PIL modes
+        return _from_pil(img.convert("RGB"), high_bit_depth)
+    raise ValueError(f"unsupported PIL image mode {mode!r}")
+
+
+def _from_dicom(path: Path) -> np.ndarray:
+    try:
+        import pydicom
+    except ImportError as exc:  # pragma: no cover - pydicom is a dependency
+        raise ImageReadError(f"{path}: reading DICOM needs pydicom (pip install pydicom)") from exc
+    try:  # pydicom >= 3
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    except ImportError:  # pragma: no cover - pydicom 2.x
+        from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
+    ds = pydicom.dcmread(str(path), force=True)
+    arr = ds.pixel_array
+    samples = int(getattr(ds, "SamplesPerPixel", 1))
+    if samples == 1 and arr.ndim == 3:
+        raise ValueError(f"multi-frame DICOM ({arr.shape[0]} frames) is not a radiograph this loader supports")
+    if samples == 3:
+        photometric = str(getattr(ds, "PhotometricInterpretation", "RGB")).upper()
+        if photometric.startswith("YBR"):
+            try:
+                from pydicom.pixels import convert_color_space
+            except ImportError:  # pragma: no cover
+                from pydicom.pixel_data_handlers.util import convert_color_space
+            arr = convert_color_space(arr, photometric, "RGB")
+        return to_uint8(_luminance(arr), "minmax")
+    arr = apply_modality_lut(arr, ds)
+    arr = apply_voi_lut(arr, ds, index=0)
+    arr = np.asarray(arr, dtype=np.float64)
+    if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        arr = arr.max() - arr + arr.min()
+    return to_uint8(arr, "minmax")
+
+
+def load_image(path: str | os.PathLike, high_bit_depth: str = "minmax") -> np.ndarray:
+    """Decode ``path`` to a (H, W) uint8 grayscale array (see the module docstring for every format's rule).
+
+    Raises :class:`ImageReadError` naming the file when it is missing, truncated, or in an unsupported format.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"image file not found: {path}")
+    try:
+        if _is_dicom(path):
+            out = _from_dicom(path)
+        else:
+            with Image.open(path) as img:
+                img.load()
+                out = _from_pil(img, high_bit_depth)
+    except ImageReadError:
+        raise
+    except Exception as exc:  # PIL/pydicom raise many types; always name the file
+        raise ImageReadError(f"cannot decode image {path}: {type(exc).__name__}: {exc}") from exc
+    if out.ndim != 2 or out.size == 0:
+        raise ImageReadError(f"image {path} decoded to shape {out.shape}, expected a non-empty 2-D image")
+    return np.ascontiguousarray(out)
+
+
+def to_rgb(array: np.ndarray) -> Image.Image:
+    """A (H, W) uint8 array (or an (H, W, 3) one) as a 3-channel ``PIL.Image`` in mode RGB."""
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        array = to_uint8(array)
+    if array.ndim == 2:
+        return Image.fromarray(array, mode="L").convert("RGB")
+    if array.ndim == 3 and array.shape[2] == 3:
+        return Image.fromarray(array, mode="RGB")
+    if array.ndim == 3 and array.shape[2] == 1:
+        return Image.fromarray(array[..., 0], mode="L").convert("RGB")
+    raise ValueError(f"to_rgb expects (H, W) or (H, W, 3), got shape {array.shape}")
+
+
+def _check_one(path: str) -> str | None:
+    try:
+        p = Path(path)
+        if not p.is_file():
+            return "missing"
+        if _is_dicom(p):
+            import pydicom
+            pydicom.dcmread(str(p), force=True, stop_before_pixels=True)
+        else:
+            with Image.open(p) as img:
+                img.verify()
+    except Exception as exc:  # noqa: BLE001 - reported, not swallowed
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def verify_images(paths: Iterable[str | os.PathLike], workers: int = 8, on_error: str = "error") -> list[str]:
+    """Open every file's header (PIL ``verify`` / DICOM header) in a thread pool.
+
+    Returns the list of bad paths. ``on_error="error"`` raises one :class:`ImageReadError` listing the first
+    bad files and their count; ``on_error="warn"`` warns with the count and returns them.
+    """
+    import warnings
+
+    paths: Sequence[str] = [str(p) for p in paths]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = list(pool.map(_check_one, paths, chunksize=64))
+    bad = [(p, r) for p, r in zip(paths, results) if r is not None]
+    if bad:
+        listing = "; ".join(f"{p} ({r})" for p, r in bad[:5])
+        msg = f"{len(bad)} of {len(paths)} image files are unreadable, e.g. {listing}"
+        if on_error == "error":
+            raise ImageReadError(msg)
+        if on_error != "warn":
+            raise ValueError(f"on_error must be 'error' or 'warn', got {on_error!r}")
+        warnings.warn(msg, stacklevel=2)
+    return [p for p, _ in bad]
