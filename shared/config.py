@@ -181,7 +181,11 @@ def _build(schema: type[T], data: dict, prefix: str, source: str) -> T:
             kwargs[name] = _coerce(data[name], hints[name], key, source)
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise ConfigError(f"missing required key '{key}'" + (f" in {source}" if source else ""))
-    return schema(**kwargs)
+    try:
+        return schema(**kwargs)
+    except (TypeError, ValueError) as err:  # a schema's own __post_init__ checks
+        raise ConfigError(f"section '{prefix or schema.__name__}'" + (f" in {source}" if source else "")
+                          + f": {err}") from err
 
 
 def from_dict(schema: type[T], data: dict, source: str = "") -> T:
