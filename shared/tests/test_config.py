@@ -65,19 +65,21 @@ def test_errors_name_the_key_and_file(tmp_path, text, overrides, message):
         assert "bad.yaml" in str(err.value)
 
 
+@dataclass
+class Checked:
+    epochs: int = 1
+
+    def __post_init__(self):
+        if self.epochs < 0:
+            raise ValueError("epochs must be >= 0")
+
+
+@dataclass
+class Outer:
+    train: Checked = field(default_factory=Checked)
+
+
 def test_schema_checks_become_config_errors(tmp_path):
-    @dataclass
-    class Checked:
-        epochs: int = 1
-
-        def __post_init__(self):
-            if self.epochs < 0:
-                raise ValueError("epochs must be >= 0")
-
-    @dataclass
-    class Outer:
-        train: Checked = field(default_factory=Checked)
-
     with pytest.raises(ConfigError, match=r"section 'train' in .*neg.yaml: epochs must be >= 0"):
         load_config(Outer, write(tmp_path / "neg.yaml", "train: {epochs: -1}\n"))
 
