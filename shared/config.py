@@ -80,19 +80,27 @@ def load_yaml_tree(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
 
 def apply_overrides(tree: dict, overrides: Sequence[str]) -> dict:
     """Apply ``a.b=c`` strings; values are parsed as YAML (``1e-4`` -> float, ``[1,2]`` -> list, ``null``)."""
-    tree = dict(tree)
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} must look like key.sub=value")
         value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""
-        node = tree
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node[part] = dict(node.get(part) or {})
-            node = node[part]
-        node[parts[-1]] = value
+        tree = _set_path(tree, key.split("."), value, item)
     return tree
+
+
+def _set_path(node, parts: list[str], value: Any, item: str):
+    """Copy-on-write set of ``value`` at ``parts``; a digit part indexes a list (``data.sources.0.root=...``)."""
+    head, rest = parts[0], parts[1:]
+    if isinstance(node, list):
+        if not head.isdigit() or int(head) >= len(node):
+            raise ConfigError(f"override {item!r}: {head!r} is not an index of a list of {len(node)} items")
+        node = list(node)
+        node[int(head)] = _set_path(node[int(head)], rest, value, item) if rest else value
+        return node
+    node = dict(node or {})
+    node[head] = _set_path(node.get(head) or {}, rest, value, item) if rest else value
+    return node
 
 
 # ------------------------------------------------------------------------------------------- validation

@@ -40,6 +40,24 @@ def test_base_inheritance_and_overrides(tmp_path):
     assert cfg.classes == ["a", "b"]
 
 
+@dataclass
+class Source:
+    root: str = ""
+
+
+@dataclass
+class WithList:
+    sources: list[Source] = field(default_factory=list)
+
+
+def test_override_indexes_lists(tmp_path):
+    path = write(tmp_path / "l.yaml", "sources: [{root: a}, {root: b}]\n")
+    cfg = load_config(WithList, path, ["sources.1.root=/data/x"])
+    assert [s.root for s in cfg.sources] == ["a", "/data/x"]
+    with pytest.raises(ConfigError, match="not an index"):
+        load_config(WithList, path, ["sources.5.root=y"])
+
+
 def test_round_trip_through_saved_yaml(tmp_path):
     cfg = load_config(Cfg, write(tmp_path / "c.yaml", "name: x\noptim: {lr: 0.5}\n"))
     save_config(cfg, tmp_path / "saved.yaml")
