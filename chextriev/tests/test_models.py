@@ -1,0 +1,145 @@
+"""Parameter counts and shapes from the spec; unit properties of the CheXtriev models."""
+import pytest
+import torch
+
+from chextriev.models import ATHNet, GraphTransformer, ModelConfig, build_model, count_parameters
+from chextriev.models.anaxnet import AnaXNet, DenseGCN, PygGCN
+from chextriev.models.common import GatedResidual
+from chextriev.models.graph_transformer import multi_level_embedding, xavier_bound
+
+
+def test_graph_transformer_parameter_counts():
+    with torch.device("meta"):      # shapes only: instant
+        assert count_parameters(GraphTransformer(abs_pos=True)) == 22_124_544
+        assert count_parameters(GraphTransformer(abs_pos=False)) == 22_059_008
+        # the faithful random edges are a buffer (never trained), the fixed ones a parameter
+        assert count_parameters(GraphTransformer(abs_pos=True, edges="fixed_random")) == 22_124_544
+        assert count_parameters(GraphTransformer(abs_pos=True, edges="learnable")) == 22_124_544 + 18 * 18 * 1024
+
+
+def test_ath_parameter_count_and_shapes():
+    model = ATHNet(32, 9)
+    assert count_parameters(model) == 48_394
+    out = model(torch.randn(2, 3, 256, 256))
+    assert out["logits"].shape == (2, 9) and out["hash"].shape == (2, 32)
+    with pytest.raises(ValueError, match="256"):
+        model(torch.randn(2, 3, 224, 224))
+
+
+def test_v6_trainable_parameters_and_outputs():
+    cfg = ModelConfig(name="graph_transformer", backbone="resnet50", abs_pos=True, edges="fixed_random",
+                      residual_type=2)
+    with torch.device("meta"):
+        model = build_model(cfg)
+    head = (2048 * 1024 + 1024) + (1024 * 1024 + 1024)
+    n_train = count_parameters(model, trainable_only=True)
+    assert n_train == 22_124_544 + head + 2048 + 1024 * 9 + 9       # + fc = LN + Linear(1024, 9)
+    assert round(n_train / 1e6, 2) == 25.28                             # the spec's "V6 trainable ~25.28 M"
+    small = ModelConfig(name="graph_transformer", backbone="resnet18", dim=64, heads=2, dim_head=8, abs_pos=True,
+                        edges="fixed_random", residual_type=2)
+    out = build_model(small)(torch.randn(2, 18, 512))
+    assert out["logits"].shape == (2, 9) and out["node_logits"].shape == (2, 18, 9)
+    assert out["embedding"].shape == (2, 64)
+
+
+def test_fixed_random_edges_are_xavier_buffer_never_trained():
+    torch.manual_seed(0)
+    gt = GraphTransformer(dim=32, heads=2, dim_head=8, edge_dim=32, edges="fixed_random")
+    assert "edges" in dict(gt.named_buffers()) and "edges" not in dict(gt.named_parameters())
+    bound = xavier_bound(18, 32)
+    assert gt.edges.abs().max() <= bound and gt.edges.abs().max() > 0.9 * bound
+    assert abs(xavier_bound() - 0.0128) < 1e-4
+    learn = GraphTransformer(dim=32, heads=2, dim_head=8, edge_dim=32, edges="learnable")
+    assert "edges" in dict(learn.named_parameters())
+
+
+@pytest.mark.parametrize("residual_type", [1, 2, 3])
+def test_graph_transformer_residual_types_and_multilevel(residual_type):
+    torch.manual_seed(0)
+    gt = GraphTransformer(dim=32, depth=2, heads=2, dim_head=8, edge_dim=32, abs_pos=True,
+                          edges="fixed_random", residual_type=residual_type)
+    x = torch.randn(3, 18, 32)
+    h, levels = gt(x)
+    assert h.shape == x.shape and len(levels) == 3 and levels[0] is x
+    emb = multi_level_embedding(levels)
+    assert torch.allclose(emb, (levels[0] + levels[1] + levels[2]).mean(1))
+    h.sum().backward()
+    assert all(p.grad is not None for p in gt.parameters())
+
+
+def test_graph_transformer_is_permutation_equivariant_without_positions():
+    """Fully connected, no abs_pos, no edges: permuting the nodes permutes the output (sanity of attention)."""
+    torch.manual_seed(0)
+    gt = GraphTransformer(dim=16, heads=2, dim_head=8, edge_dim=16).eval()
+    x = torch.randn(2, 18, 16)
+    perm = torch.randperm(18)
+    assert torch.allclose(gt(x)[0][:, perm], gt(x[:, perm])[0], atol=1e-5)
+
+
+def test_adjacency_embedding_changes_output():
+    torch.manual_seed(0)
+    adj = torch.eye(18)
+    a = GraphTransformer(dim=16, heads=2, dim_head=8, edge_dim=16, adjacency=adj)
+    b = GraphTransformer(dim=16, heads=2, dim_head=8, edge_dim=16)
+    b.load_state_dict(a.state_dict() | {"adjacency": b.adjacency})
+    x = torch.randn(1, 18, 16)
+    assert not torch.allclose(a(x)[0], b(x)[0])
+    with pytest.raises(ValueError, match="18x18"):
+        GraphTransformer(dim=16, heads=2, dim_head=8, edge_dim=16, adjacency=torch.ones(3, 3))
+
+
+def test_gated_residual_is_convex_combination():
+    g = GatedResidual(4)
+    x, r = torch.zeros(2, 4), torch.ones(2, 4)
+    out = g(x, r)
+    assert torch.all(out > 0) and torch.all(out < 1)
+
+
+def test_anaxnet_dense_and_pyg_gcn_agree():
+    torch.manual_seed(0)
+    adj = (torch.rand(18, 18) > 0.5).float()
+    adj.fill_diagonal_(1)
+    dense, pyg = DenseGCN(16, 32), PygGCN(16, 32)
+    with torch.no_grad():
+        pyg.conv1.lin.weight.copy_(dense.w1.t())
+        pyg.conv2.lin.weight.copy_(dense.w2.t())
+    f = torch.randn(3, 18, 16)
+    assert torch.allclose(dense(f, adj), pyg(f, adj), atol=1e-5)
+    # and the formula g = A LeakyReLU(A f W1) W2
+    ref = adj @ torch.nn.functional.leaky_relu(adj @ f @ dense.w1, 0.2) @ dense.w2
+    assert torch.allclose(dense(f, adj), ref, atol=1e-5)
+
+
+def test_anaxnet_shapes_and_gcn_size():
+    model = AnaXNet(backbone="resnet18")
+    assert model.gcn.w1.shape == (512, 2048) and model.gcn.w2.shape == (2048, 512)
+    out = model(torch.randn(2, 18, 512))
+    assert out["logits"].shape == (2, 9) and out["embedding"].shape == (2, 512)
+
+
+def test_frozen_cnn_eval_mode_by_default_and_bn_drift_switch():
+    frozen = build_model(ModelConfig(name="v0", backbone="resnet18")).train()
+    assert not frozen.encoder.cnn.net.training and frozen.encoder.head.training
+    assert not any(p.requires_grad for p in frozen.encoder.cnn.parameters())
+    drift = build_model(ModelConfig(name="v0", backbone="resnet18", bn_drift=True)).train()
+    assert drift.encoder.cnn.net.training
+
+
+def test_crop_and_cached_feature_paths_agree():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="graph_transformer", backbone="resnet18", dim=64, heads=2,
+                                    dim_head=8, edges="fixed_random")).eval()
+    crops = torch.randn(2, 18, 3, 32, 32)
+    feats = model.encoder.cnn_features(crops)
+    assert torch.allclose(model(crops)["embedding"], model(feats)["embedding"], atol=1e-5)
+
+
+def test_global_baseline_embeds_with_frozen_feature():
+    model = build_model(ModelConfig(name="resnet50", backbone="resnet18"))
+    out = model(torch.randn(2, 512))
+    assert out["logits"].shape == (2, 9) and out["embedding"].shape == (2, 512)
+
+
+def test_cooccurrence_adjacency_is_required():
+    with pytest.raises(ValueError, match="adjacency"):
+        build_model(ModelConfig(name="graph_transformer", backbone="resnet18", adjacency="cooccurrence"))
