@@ -110,7 +110,9 @@ def check_label_values(frame: pd.DataFrame, columns: Sequence[str], allowed: Seq
         bad = (~np.isnan(values) & ~np.isin(values, allowed_arr)) | (np.isnan(values) & ~raw_nan)
         if bad.any():
             pos = int(np.flatnonzero(bad)[0])
-            raise DataError(f"{source}: line {pos + row_offset}, column {col!r}: value {frame[col].iloc[pos]!r} "
+            value = frame[col].iloc[pos]
+            value = value.item() if hasattr(value, "item") else value
+            raise DataError(f"{source}: line {pos + row_offset}, column {col!r}: value {value!r} "
                             f"is not one of {list(allowed)} or blank ({int(bad.sum())} bad values in this column)")
 
 

@@ -9,7 +9,8 @@ file                   what happens
 16-bit PNG / 32-bit    high-bit-depth data is rescaled to 0..255 by ``high_bit_depth``: ``"minmax"`` (default) maps
                        the image's own min..max to 0..255 — right for 12-bit data stored in 16-bit containers,
                        where a plain shift would give a near-black image; ``"shift"`` keeps the top 8 of 16 bits
-                       (``>> 8``), the choice that preserves absolute intensities across images
+                       (``>> 8``), the choice that preserves absolute intensities across images. Either way an
+                       8-bit image stored as value * 257 (every value a multiple of 257) is returned exactly
 RGB / palette          ITU-R 601-2 luminance (PIL's ``convert("L")``: L = 0.299 R + 0.587 G + 0.114 B)
 RGBA / LA              alpha-composited over black (a transparent pixel carries no signal — the film background
                        of an X-ray is black), then luminance; an opaque alpha is therefore simply dropped
@@ -106,6 +107,8 @@ def _from_pil(img: Image.Image, high_bit_depth: str) -> np.ndarray:
         arr = np.asarray(img)
         if arr.dtype.byteorder not in ("=", "|"):
             arr = arr.astype(arr.dtype.newbyteorder("="))
+        if arr.dtype.kind in "iu" and arr.min() >= 0 and arr.max() <= 65535 and not (arr % 257).any():
+            return (arr // 257).astype(np.uint8)    # an 8-bit image stored as value * 257: exact
         return to_uint8(arr, high_bit_depth)
     if mode in ("RGB;16", "RGBA;16", "RGBX"):  # pragma: no cover - rare PIL modes
         return _from_pil(img.convert("RGB"), high_bit_depth)

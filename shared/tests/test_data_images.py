@@ -36,6 +36,9 @@ def test_16bit_png(tmp_path):
     assert (np.diff(arr.astype(int), axis=1) >= 0).all()
     shifted = load_image(tmp_path / "a.png", high_bit_depth="shift")
     assert shifted.max() == 4095 >> 8
+    eight = np.arange(10, 210, dtype=np.uint16).reshape(10, 20)
+    Image.fromarray(eight * 257).save(tmp_path / "b.png")           # 8-bit data widened to 16 bits
+    np.testing.assert_array_equal(load_image(tmp_path / "b.png"), eight)
 
 
 def test_rgb_and_generated_rgba(tmp_path):
