@@ -270,7 +270,9 @@ def _draw_findings(img, U, V, lung_mask, geom: Geometry, findings, rng, aspect):
         img[:] += amp * m
         lesions.append(Lesion(finding, side, (cx - r, cy - r / aspect, cx + r, cy + r / aspect), size))
 
-    for f in findings:
+    # patterns that replace the pixels (pneumothorax, hernia) first, so additive lesions stay visible over them
+    order = sorted(findings, key=lambda f: f not in ("Pneumothorax", "Hernia"))
+    for f in order:
         if f == "Cardiomegaly":
             hx, hy, hax, hay = geom.heart
             lesions.append(Lesion(f, "C", (hx - hax, hy - hay, hx + hax, hy + hay)))
@@ -455,10 +457,11 @@ def render_frontal(rng, geom: Geometry, findings, height, width):
     hx, hy, hax, hay = geom.heart
     heart = _ellipse(U, V, hx, hy, hax, hay, soft=0.08)
     img = img * (1 - heart) + 0.8 * heart
+    # the noise is drawn before the findings, so an image with and without a finding differ only where it is
+    noise = 0.03 * _smooth_noise(rng, H, W, max(2, W // 8)) + 0.02 * rng.standard_normal((H, W), dtype=np.float32)
     lesions = _draw_findings(img, U, V, lung_mask, geom, findings, rng, aspect)
     k = max(1, int(round(W / 256.0))) * 2 + 1
-    img = cv2.GaussianBlur(img, (k, k), 0)
-    img += 0.03 * _smooth_noise(rng, H, W, max(2, W // 8)) + 0.02 * rng.standard_normal((H, W), dtype=np.float32)
+    img = cv2.GaussianBlur(img, (k, k), 0) + noise
     return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8), lesions
 
 
