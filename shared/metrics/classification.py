@@ -138,40 +138,52 @@ def render_table(df: pd.DataFrame, digits: int = 3) -> str:
 
 
 # ------------------------------------------------------------------------------------------- bootstrap
-def _group_sums(w_sorted: np.ndarray, y_sorted: np.ndarray, starts: np.ndarray):
-    pos = np.add.reduceat(w_sorted * y_sorted, starts, axis=1)
-    neg = np.add.reduceat(w_sorted * ~y_sorted, starts, axis=1)
-    return pos, neg
+# A resample is a vector of counts w (how often each row was drawn). With positives and negatives sorted by
+# score once, the resampled AUROC and AP need only cumulative sums of w and gathers at searchsorted positions
+# (all integer until the last division), so blocks of resamples are computed at once and the result equals
+# scikit-learn on the resampled rows exactly, ties included.
+def _split_sorted(y: np.ndarray, s: np.ndarray):
+    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
+    pos = pos[np.argsort(s[pos], kind="stable")]
+    neg = neg[np.argsort(s[neg], kind="stable")]
+    sp, sn = s[pos], s[neg]
+    return pos, neg, sp, sn
+
+
+def _cum0(w: np.ndarray) -> np.ndarray:
+    out = np.zeros((w.shape[0], w.shape[1] + 1), dtype=np.int64)
+    np.cumsum(w, axis=1, out=out[:, 1:])
+    return out
 
 
 def _weighted_auroc(counts: np.ndarray, y: np.ndarray, s: np.ndarray) -> np.ndarray:
     """AUROC of each row of resample ``counts`` (B, N) — exactly roc_auc_score on the repeated samples."""
-    order = np.argsort(s, kind="stable")
-    s_sorted, y_sorted = s[order], y[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(s_sorted)) + 1]
-    pos, neg = _group_sums(counts[:, order].astype(np.float64), y_sorted, starts)
-    neg_before = np.cumsum(neg, axis=1) - neg
-    p, n = pos.sum(1), neg.sum(1)
-    num = (pos * (neg_before + 0.5 * neg)).sum(1)
+    pos, neg, sp, sn = _split_sorted(y, s)
+    wp = counts[:, pos]
+    cn = _cum0(counts[:, neg])                                   # negative weight below each sorted position
+    below = cn[:, np.searchsorted(sn, sp, "left")]               # negatives with a lower score
+    upto = cn[:, np.searchsorted(sn, sp, "right")]               # ... lower or tied
+    num2 = (wp * (below + upto)).sum(1)                          # 2 x sum over positives of (lower + tie/2)
+    p, n = wp.sum(1), cn[:, -1]
     out = np.full(counts.shape[0], np.nan)
     ok = (p > 0) & (n > 0)
-    out[ok] = num[ok] / (p[ok] * n[ok])
+    out[ok] = num2[ok] / (2.0 * p[ok] * n[ok])
     return out
 
 
 def _weighted_ap(counts: np.ndarray, y: np.ndarray, s: np.ndarray) -> np.ndarray:
     """Average precision of each resample — exactly average_precision_score on the repeated samples."""
-    order = np.argsort(-s, kind="stable")
-    s_sorted, y_sorted = s[order], y[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(s_sorted)) + 1]
-    tp, fp = _group_sums(counts[:, order].astype(np.float64), y_sorted, starts)
-    ctp, cfp = np.cumsum(tp, axis=1), np.cumsum(fp, axis=1)
-    prec = np.zeros_like(ctp)
-    np.divide(ctp, ctp + cfp, out=prec, where=(ctp + cfp) > 0)
-    p, n = tp.sum(1), fp.sum(1)
+    pos, neg, sp, sn = _split_sorted(y, s)
+    wp = counts[:, pos]
+    cp, cn = _cum0(wp), _cum0(counts[:, neg])
+    p, n = cp[:, -1], cn[:, -1]
+    tp = p[:, None] - cp[:, np.searchsorted(sp, sp, "left")]     # positive weight with score >= s_i
+    fp = n[:, None] - cn[:, np.searchsorted(sn, sp, "left")]     # negative weight with score >= s_i
+    prec = np.zeros(tp.shape)
+    np.divide(tp, tp + fp, out=prec, where=(tp + fp) > 0)
     out = np.full(counts.shape[0], np.nan)
     ok = (p > 0) & (n > 0)
-    out[ok] = (tp * prec).sum(1)[ok] / p[ok]
+    out[ok] = (wp * prec).sum(1)[ok] / p[ok]
     return out
 
 
@@ -179,7 +191,7 @@ _VECTORISED = {"auroc": (_weighted_auroc, roc_auc_score), "ap": (_weighted_ap, a
 
 
 def bootstrap_samples(y_true, y_score, metric: str | Callable = "auroc", n: int = 1000, seed: int = 0,
-                      block_elems: int = 20_000_000) -> np.ndarray:
+                      block_elems: int = 4_000_000) -> np.ndarray:
     """Per-resample, per-class metric values, shape (n, C); NaN where a resample lacks positives or negatives.
 
     Resamples draw N rows with replacement (``numpy.random.default_rng(seed)``), the same rows for every class

@@ -112,6 +112,13 @@ def iou_iobb(pred_mask, gt_mask, pred_threshold: float | None = None) -> tuple[n
     """IoU and IoBB per pair for (H, W) or (B, H, W) masks (numpy or torch); returns float64 arrays (B,)."""
     p = _as_bool(pred_mask, pred_threshold, "pred_mask")
     g = _as_bool(gt_mask, None, "gt_mask")
+    p_torch, g_torch = hasattr(p, "cpu"), hasattr(g, "cpu")
+    if p_torch != g_torch:                       # one torch, one numpy: compute in torch on its device
+        import torch
+        if p_torch:
+            g = torch.as_tensor(g, device=p.device)
+        else:
+            p = torch.as_tensor(p, device=g.device)
     if tuple(p.shape) != tuple(g.shape):
         raise ValueError(f"pred_mask {tuple(p.shape)} and gt_mask {tuple(g.shape)} must have the same shape")
     if p.ndim == 2:

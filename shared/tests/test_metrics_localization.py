@@ -49,6 +49,8 @@ def test_iou_iobb_definitions():
         iou_iobb(np.full((4, 4), 0.7), g[:4, :4])
     iou, _ = iou_iobb(np.full((4, 4), 0.9991), np.ones((4, 4)), pred_threshold=0.999)
     assert iou[0] == 1.0
+    iou, iobb = iou_iobb(torch.tensor(p), g.astype(np.uint8))          # torch and numpy mixed
+    assert iou[0] == pytest.approx(4 / 20) and iobb[0] == pytest.approx(4 / 10)
 
 
 def test_meter_streaming_matches_brute_force():
