@@ -46,9 +46,24 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         torch.cuda.manual_seed_all(seed)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        _deterministic_algorithms()
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
+
+
+def _deterministic_algorithms() -> None:
+    """``torch.use_deterministic_algorithms(True, warn_only=True)`` without importing torch._inductor (whose
+    import costs seconds) when nothing has imported it yet; torch.compile users get the public call."""
+    if torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled():
+        return
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if "torch._inductor.config" in sys.modules or setter is None:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        return
+    try:
+        setter(True, warn_only=True)
+    except TypeError:
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def select_device(spec: str = "auto") -> torch.device:

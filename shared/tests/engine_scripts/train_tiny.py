@@ -1,7 +1,7 @@
 """Tiny CPU training run used by the engine tests (subprocess, torchrun and in-process).
 
     python train_tiny.py RUN_DIR [--epochs 2] [--batch 8] [--accum 1] [--ckpt-every 0] [--kill-at-batch N]
-                                 [--workers 0] [--ema 0.0] [--max-iters 0] [--sleep 0] [--n 64] [--dropout 0.2]
+                                 [--workers 0] [--ema 0.0] [--max-iters 0] [--sleep 0] [--samples 64] [--dropout 0.2]
 Prints one JSON line ``{"best": ..., "global_step": ...}`` at the end (rank 0).
 """
 from __future__ import annotations
@@ -73,7 +73,7 @@ def main(argv=None) -> dict:
     p.add_argument("--ema", type=float, default=0.0)
     p.add_argument("--max-iters", type=int, default=0)
     p.add_argument("--sleep", type=float, default=0.0)
-    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--samples", type=int, default=64)
     p.add_argument("--dropout", type=float, default=0.2)
     args = p.parse_args(argv)
 
@@ -95,7 +95,7 @@ def main(argv=None) -> dict:
 
     trainer = Trainer(model, opt, cfg, args.run_dir, loss_fn=counting_loss,
                       evaluate=make_evaluate(NoisyDataset(32, seed=1, noise=0.0)), config={"tiny": vars(args)})
-    loader = trainer.make_loader(NoisyDataset(args.n, seed=0), batch_size=args.batch, shuffle=True, drop_last=True)
+    loader = trainer.make_loader(NoisyDataset(args.samples, seed=0), batch_size=args.batch, shuffle=True, drop_last=True)
     steps_per_epoch = len(loader) // args.accum
     trainer.scheduler = cosine_schedule(opt, total_steps=max(1, args.epochs * steps_per_epoch), min_lr=1e-4,
                                         warmup_steps=2)
