@@ -444,6 +444,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if (args.run_dir is None) == (args.all is None):
         ap.error("give either RUN_DIR or --all RUNS")
+    if args.all is None and args.out is not None:
+        ap.error("--out goes with --all (a single run writes RUN_DIR/report.md)")
+    if args.all is not None and args.published is not None:
+        ap.error("--published goes with a single RUN_DIR (--all reads <repo>/<method>/published.yaml)")
     try:
         if args.all is not None:
             text = aggregate(args.all, args.out or "RESULTS.md", root=args.repo_root)

@@ -109,6 +109,10 @@ def test_report_run_cli(repo, tmp_path, capsys):
     text3 = report.report_run(run3, root=repo, plot=False)
     assert "no published table for method 'agcnn'" in text3 and "| 0.800 | not available |" in text3
     assert report.main([str(tmp_path / "missing"), "--repo-root", str(repo)]) == 2
+    with pytest.raises(SystemExit):
+        report.main([])
+    with pytest.raises(SystemExit):
+        report.main([str(run), "--out", "x.md"])
 
 
 def test_aggregate_all(repo, tmp_path):
