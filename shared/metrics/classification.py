@@ -19,6 +19,7 @@ without positives, specificity NaN without negatives; precision and F1 are 0 whe
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
@@ -247,13 +248,11 @@ def bootstrap_ci(y_true, y_score, metric: str | Callable = "auroc", n: int = 100
     est = np.array([float(point_fn(yt[:, c], ys[:, c])) if valid[c] else np.nan for c in range(yt.shape[1])])
     samples = bootstrap_samples(yt, ys, metric, n=n, seed=seed)
     samples[:, ~valid] = np.nan
-    with np.errstate(all="ignore"):
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean_s = np.nanmean(samples[:, valid], axis=1) if valid.any() else np.full(n, np.nan)
-            allv = np.concatenate([samples, mean_s[:, None]], axis=1)
-            lo, hi = np.nanpercentile(allv, [100 * alpha / 2, 100 * (1 - alpha / 2)], axis=0)
+    with warnings.catch_warnings():                   # all-NaN columns (excluded classes) stay NaN quietly
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean_s = np.nanmean(samples[:, valid], axis=1) if valid.any() else np.full(n, np.nan)
+        allv = np.concatenate([samples, mean_s[:, None]], axis=1)
+        lo, hi = np.nanpercentile(allv, [100 * alpha / 2, 100 * (1 - alpha / 2)], axis=0)
     est_mean = np.nanmean(est[valid]) if valid.any() else np.nan
     df = pd.DataFrame({"estimate": np.r_[est, est_mean], "low": lo, "high": hi,
                        "n_valid": np.isfinite(allv).sum(0)},
