@@ -37,7 +37,7 @@ import pandas as pd
 
 from ._common import DataError, apply_missing, check_on_missing, find_file, read_csv, require_columns, walk_files
 from .labels import IMAGENOME_ANATOMIES, IMAGENOME_FINDINGS
-from .mimic import image_path
+from .mimic import image_paths
 from .splits import mimic_official
 
 __all__ = ["SceneGraph", "read_scene_graph", "read_index", "find_scene_graph_dir"]
@@ -176,8 +176,7 @@ def read_index(root: str | os.PathLike, mimic_root: str | os.PathLike | None = N
         warnings.warn(msg + f"; skipped {int(unknown.sum())}", stacklevel=2)
         frame = frame.loc[~unknown].reset_index(drop=True)
     frame["view"] = frame["view"].fillna("").astype(str)
-    frame.insert(0, "path", [image_path(mroot, s, st, d, image_ext)
-                             for s, st, d in zip(frame["subject_id"], frame["study_id"], frame["image_id"])])
+    frame.insert(0, "path", image_paths(mroot, frame["subject_id"], frame["study_id"], frame["image_id"], image_ext))
     frame.insert(2, "patient_id", frame.pop("subject_id"))
     frame = frame[["path", "image_id", "patient_id", "study_id", "split", "view", "scene_graph"]]
     frame.attrs = {"label_columns": [], "scene_graph_dir": str(sg_dir)}

@@ -48,7 +48,7 @@ from ._common import (DataError, apply_missing, apply_policy, check_label_values
 from .labels import CHEXPERT_LABELS, MIMIC_LABELS
 from .splits import normalise_split_name
 
-__all__ = ["read_index", "read_report", "parse_report", "longer_section", "image_path", "report_path",
+__all__ = ["read_index", "read_report", "parse_report", "longer_section", "image_path", "image_paths", "report_path",
            "LABELERS"]
 
 LABELERS = ("negbio", "chexpert")
@@ -61,6 +61,16 @@ def image_path(root: str | os.PathLike, subject_id: str, study_id: str, dicom_id
     """``root/files/p{subject[:2]}/p{subject}/s{study}/{dicom}{ext}`` (absolute)."""
     s = str(subject_id)
     return os.path.join(os.path.abspath(root), "files", f"p{s[:2]}", f"p{s}", f"s{study_id}", f"{dicom_id}{ext}")
+
+
+def image_paths(root: str | os.PathLike, subject_ids: pd.Series, study_ids: pd.Series, dicom_ids: pd.Series,
+                ext: str = ".jpg") -> np.ndarray:
+    """Vectorised ``image_path`` for whole columns (object array of absolute paths)."""
+    base = os.path.join(os.path.abspath(root), "files") + os.sep
+    s = subject_ids.astype(str)
+    out = (base + "p" + s.str[:2] + os.sep + "p" + s + os.sep + "s" + study_ids.astype(str) + os.sep
+           + dicom_ids.astype(str) + ext)
+    return out.to_numpy(dtype=object)
 
 
 def report_path(root: str | os.PathLike, subject_id: str, study_id: str) -> str:
@@ -207,8 +217,7 @@ def read_index(root: str | os.PathLike, labeler: str = "negbio", labels: Sequenc
     if views is not None:
         frame = frame.loc[frame["view"].isin(list(views))].reset_index(drop=True)
 
-    frame.insert(0, "path", [image_path(root, s, st, d, image_ext)
-                             for s, st, d in zip(frame["subject_id"], frame["study_id"], frame["dicom_id"])])
+    frame.insert(0, "path", image_paths(root, frame["subject_id"], frame["study_id"], frame["dicom_id"], image_ext))
     frame.insert(1, "image_id", frame["dicom_id"])
     frame.insert(2, "patient_id", frame["subject_id"])
 
