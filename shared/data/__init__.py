@@ -14,6 +14,13 @@ Every reader returns one index DataFrame with at least ``path`` (absolute), ``im
 label named as in ``labels``; ``frame.attrs["label_columns"]`` lists them. Bad input raises one error naming the
 file, line or column (``DataError``, a ``ValueError``; ``FileNotFoundError`` for missing images, or with
 ``on_missing="warn"`` a warning that counts the skipped rows). Nothing is dropped silently.
+
+Readers check that image files EXIST (one directory listing, not one stat per row). Whether they DECODE is checked
+when an image is loaded (``images.load_image`` raises ``ImageReadError`` naming the file), or up front for a
+whole index with ``images.verify_images(frame["path"])`` (threaded header check, one error listing the bad files).
+
+Split names are 'train' / 'val' / 'test' (MIMIC's "validate" and CheXpert's valid.csv become 'val'); NIH images
+in neither official list are 'unlisted' (with a warning). Patient, subject and study ids are strings.
 """
 from ._common import DataError
 
