@@ -1,0 +1,92 @@
+"""AG-CNN architecture: parameter counts of spec section 5, shapes, pooling, the seed fusion-FC file."""
+import pytest
+import torch
+
+from agcnn.model import AGCNN, Branch, count_parameters
+from agcnn.weights import load_backbone, load_seed_fusion_fc
+
+
+def test_resnet50_branch_fc15_count():
+    assert count_parameters(Branch("resnet50", num_classes=15)) == 23_538_767
+
+
+def test_resnet50_agcnn_total_count():
+    model = AGCNN("resnet50", num_classes=15)
+    assert count_parameters(model) == 47_138_989
+    assert model.fusion.in_features == 4096
+
+
+def test_densenet121_branch_count_is_for_14_classes():
+    # spec: 6,968,206 = 6,953,856 (backbone) + 1024 * 14 + 14 -> the DenseNet count is for C = 14
+    assert count_parameters(Branch("densenet121", num_classes=14)) == 6_968_206
+    assert count_parameters(Branch("densenet121", num_classes=15)) == 6_968_206 + 1025
+
+
+def test_branch_shapes_resnet50_224():
+    branch = Branch("resnet50", num_classes=15).eval()
+    with torch.no_grad():
+        out = branch(torch.randn(1, 3, 224, 224))
+    assert out.features.shape == (1, 2048, 7, 7)
+    assert out.pooled.shape == (1, 2048)
+    assert out.logits.shape == (1, 15)
+
+
+@pytest.mark.parametrize("pool", ["max", "avg"])
+def test_pooling_switch(pool):
+    branch = Branch("resnet18", num_classes=3, pool=pool).eval()
+    with torch.no_grad():
+        out = branch(torch.randn(2, 3, 64, 64))
+    ref = out.features.amax((2, 3)) if pool == "max" else out.features.mean((2, 3))
+    torch.testing.assert_close(out.pooled, ref)
+
+
+def test_agcnn_forward_small():
+    model = AGCNN("resnet18", num_classes=14, crop_size=64).eval()
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        out = model(x)
+    for k in ("global", "local", "fusion"):
+        assert out[k].shape == (3, 14)
+    assert out["crops"].shape == (3, 3, 64, 64)
+    b = out["boxes"]
+    assert ((b[:, 0] >= 0) & (b[:, 0] <= b[:, 2]) & (b[:, 2] < 64)).all()
+    assert ((b[:, 1] >= 0) & (b[:, 1] <= b[:, 3]) & (b[:, 3] < 64)).all()
+    assert set(model(x, branches=("global",))) == {"global"}
+
+
+def test_small_densenet_via_same_code():
+    model = AGCNN("densenet121", num_classes=15, crop_size=64,
+                  backbone_kwargs={"growth_rate": 8, "block_config": (1, 1, 1, 1)})
+    out = model(torch.randn(2, 3, 64, 64))
+    assert out["fusion"].shape == (2, 15)
+    assert model.fusion.in_features == 2 * model.global_branch.num_features
+
+
+def test_seed_fusion_fc_loads_into_densenet121_c14(tmp_path):
+    # 2048 = 1024 + 1024: DenseNet-121's concatenated pooled vectors; a ResNet-50 AG-CNN would need 4096
+    fc = {"fc.weight": torch.randn(14, 2048), "fc.bias": torch.randn(14)}
+    path = tmp_path / "fusion.pkl"
+    torch.save(fc, path)
+    model = AGCNN("densenet121", num_classes=14)
+    load_seed_fusion_fc(model, path)
+    torch.testing.assert_close(model.fusion.weight, fc["fc.weight"])
+    torch.testing.assert_close(model.fusion.bias, fc["fc.bias"])
+    with pytest.raises(ValueError, match=r"\[14, 2048\].*densenet121"):
+        load_seed_fusion_fc(torch.nn.Linear(4096, 15), path)  # a ResNet-50 C=15 fusion head
+    torch.save({"fc.weight": torch.randn(14, 2048)}, tmp_path / "bad.pkl")
+    with pytest.raises(ValueError, match="fc.weight and fc.bias"):
+        load_seed_fusion_fc(model, tmp_path / "bad.pkl")
+    with pytest.raises(FileNotFoundError):
+        load_seed_fusion_fc(model, tmp_path / "absent.pkl")
+
+
+def test_backbone_weights_from_local_file(tmp_path):
+    src = Branch("resnet18", num_classes=1000)
+    sd = {**src.backbone.state_dict(), "fc.weight": torch.randn(1000, 512), "fc.bias": torch.zeros(1000)}
+    torch.save(sd, tmp_path / "r18.pth")
+    dst = Branch("resnet18", num_classes=15)
+    assert load_backbone(dst, tmp_path / "r18.pth") == []
+    torch.testing.assert_close(dst.backbone.conv1.weight, src.backbone.conv1.weight)
+    torch.save({"x.weight": torch.zeros(1)}, tmp_path / "junk.pth")
+    with pytest.raises(ValueError, match="no key matches"):
+        load_backbone(dst, tmp_path / "junk.pth")
