@@ -68,9 +68,16 @@ def to_uint8(array: np.ndarray, mode: str = "minmax") -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+_RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+
+
 def _is_dicom(path: Path) -> bool:
-    if path.suffix.lower() in DICOM_SUFFIXES:
+    """By suffix; a file with another, non-raster suffix (or none) is sniffed for the DICM preamble."""
+    suffix = path.suffix.lower()
+    if suffix in DICOM_SUFFIXES:
         return True
+    if suffix in _RASTER_SUFFIXES:
+        return False
     try:
         with open(path, "rb") as fh:
             head = fh.read(132)
@@ -152,8 +159,6 @@ def load_image(path: str | os.PathLike, high_bit_depth: str = "minmax") -> np.nd
     Raises :class:`ImageReadError` naming the file when it is missing, truncated, or in an unsupported format.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(f"image file not found: {path}")
     try:
         if _is_dicom(path):
             out = _from_dicom(path)
@@ -163,6 +168,8 @@ def load_image(path: str | os.PathLike, high_bit_depth: str = "minmax") -> np.nd
                 out = _from_pil(img, high_bit_depth)
     except ImageReadError:
         raise
+    except (FileNotFoundError, IsADirectoryError):
+        raise ImageReadError(f"image file not found: {path}") from None
     except Exception as exc:  # PIL/pydicom raise many types; always name the file
         raise ImageReadError(f"cannot decode image {path}: {type(exc).__name__}: {exc}") from exc
     if out.ndim != 2 or out.size == 0:
