@@ -1,0 +1,84 @@
+"""shared.data.prepare: same layout read by the same reader, clean 8-bit images, resumable, optional cache."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from shared.data import synthetic
+from shared.data.prepare import main, prepare
+
+
+@pytest.fixture(scope="module")
+def nih_twin(tmp_path_factory):
+    return synthetic.generate("nih", tmp_path_factory.mktemp("p") / "nih", n=12, size=64, seed=4)
+
+
+def test_same_layout_same_reader_and_resumable(nih_twin, tmp_path):
+    from shared.data import nih
+    out = tmp_path / "nih32"
+    counts = prepare("nih", nih_twin, out, size=32, mode="square", workers=2, progress=False)
+    assert counts["images"] == 12 and counts["written"] == 12 and counts["copied"] >= 4
+    a, b = nih.read_index(nih_twin), nih.read_index(out)
+    cols = ["image_id", "patient_id", "split"] + a.attrs["label_columns"]
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+    assert (out / "BBox_List_2017.csv").read_bytes() == (nih_twin / "BBox_List_2017.csv").read_bytes()
+    for p in b["path"]:
+        with Image.open(p) as im:
+            assert im.mode == "L" and im.size == (32, 32)   # RGBA / 16-bit inputs come out clean 8-bit
+    sizes = pd.read_csv(out / "prepare_sizes.csv")
+    assert len(sizes) == 12 and set(sizes["height"]) == {32} and 80 in set(sizes["orig_height"])
+    # a second run does no work and touches nothing
+    mtimes = {p: os.stat(p).st_mtime_ns for p in b["path"]}
+    again = prepare("nih", nih_twin, out, size=32, mode="square", workers=2, progress=False)
+    assert again["written"] == 0 and again["skipped"] == 12 and again["copied"] == 0
+    assert mtimes == {p: os.stat(p).st_mtime_ns for p in b["path"]}
+    # a killed run: one output missing, one half-written temp file left behind -> only that one is redone
+    os.remove(b["path"][5])
+    (out / "sizes_stale").unlink(missing_ok=True)
+    os.remove(out / "prepare_sizes.csv")
+    third = prepare("nih", nih_twin, out, size=32, mode="square", workers=1, progress=False)
+    assert third["written"] == 1 and third["skipped"] == 11
+    # another size means new work
+    assert prepare("nih", nih_twin, out, size=24, mode="square", workers=1, progress=False)["written"] == 12
+
+
+def test_shorter_mode_keeps_aspect_and_never_upscales(nih_twin, tmp_path):
+    prepare("nih", nih_twin, tmp_path / "s", size=32, mode="shorter", workers=1, progress=False)
+    messy = json.loads((nih_twin / "messy.json").read_text())
+    with Image.open(tmp_path / "s" / messy["nonsquare"]) as im:
+        assert im.size == (32, 40)
+    prepare("nih", nih_twin, tmp_path / "big", size=128, mode="shorter", workers=1, progress=False)
+    with Image.open(tmp_path / "big" / messy["rgba"]) as im:
+        assert im.size == (64, 64) and im.mode == "L"
+
+
+def test_cache_keyed_by_reader_ids_and_cli(nih_twin, tmp_path):
+    from shared.data import nih
+    from shared.data.cache import ImageCache
+    from shared.data.images import load_image
+    main(["--dataset", "nih", "--root", str(nih_twin), "--out", str(tmp_path / "o"), "--size", "32",
+          "--mode", "square", "--cache", "--workers", "1", "--no-progress"])
+    frame = nih.read_index(tmp_path / "o")
+    cache = ImageCache.open(tmp_path / "o" / "cache")
+    for row in frame.itertuples():
+        assert np.array_equal(cache.get(row.image_id), load_image(row.path))
+
+
+def test_mimic_jpeg_exif_and_reports(tmp_path):
+    root = synthetic.generate("mimic", tmp_path / "m", n=8, size=64, seed=1)
+    out = tmp_path / "m32"
+    prepare("mimic", root, out, size=32, mode="square", workers=1, progress=False)
+    messy = json.loads((root / "messy.json").read_text())
+    with Image.open(out / messy["exif"]) as im:
+        assert im.format == "JPEG" and im.getexif().get(0x0112) is None and im.size == (32, 32)
+    reports = sorted(p.relative_to(root) for p in (root / "files").rglob("*.txt"))
+    assert reports and all((out / r).read_text() == (root / r).read_text() for r in reports)
+    for name in ("chexpert", "negbio", "split", "metadata"):
+        assert (out / f"mimic-cxr-2.0.0-{name}.csv").is_file()
+    with pytest.raises(ValueError, match="must differ"):
+        prepare("mimic", root, root, size=32)
