@@ -1,0 +1,214 @@
+"""Checkpoints: the authors' released ``{name}.pth.tar`` files <-> our ADNet, through an explicit key map.
+
+Original layout (what :func:`original_to_ours` expects; the inverse is :func:`ours_to_original`):
+
+* ConvNeXt backbone, Facebook-style names (top level, no prefix)::
+
+      downsample_layers.0.0.*            -> backbone.stem.0.*                 (4x4 stem conv)
+      downsample_layers.0.1.*            -> backbone.stem.1.*                 (stem LayerNorm)
+      downsample_layers.{i}.{j}.*  i>=1  -> backbone.stages.{i}.downsample.{j}.*
+      stages.{i}.{j}.dwconv.*            -> backbone.stages.{i}.blocks.{j}.conv_dw.*
+      stages.{i}.{j}.norm.*              -> backbone.stages.{i}.blocks.{j}.norm.*
+      stages.{i}.{j}.pwconv1.* / pwconv2 -> backbone.stages.{i}.blocks.{j}.mlp.fc1.* / mlp.fc2.*
+      stages.{i}.{j}.gamma               -> backbone.stages.{i}.blocks.{j}.gamma
+      norm.*                             -> norm.*        (the head's LayerNorm)
+      head.*                             -> head.*        (the classifier)
+
+* ResNet backbone, timm names (top level): ``conv1.*, bn1.*, layer{1-4}.*`` -> ``backbone.<same>``;
+  the classifier ``fc.*`` -> ``head.*``.
+
+* ADNet parts (both backbones; the original names are NOT known for sure, so these are the names we expect):
+  ``decoder.{0,1}.*`` (0 = AD1, 1 = AD2; inside: ``norm_q, norm_kv, attn.q, attn.kv, attn.proj, norm_mlp,
+  mlp.{0..7}``), ``fc_layer.*`` (``fc_layer.weight`` is accepted for ``fc_layer.0.weight``), ``hmt.{filter,
+  bn1, proj, bn2}.*`` — identical to ours. A checkpoint whose names differ fails with one error listing every
+  unmatched key on both sides (checkpoint keys nobody claims, model keys nobody fills, shape mismatches);
+  ``extra_rules`` (regex, replacement) pairs, applied first, let a user bridge other names without code changes.
+
+A file is either a raw state dict or a dict with the state dict under ``"model"``, ``"state_dict"`` (or
+``"model_ema"`` / ``"state_dict_ema"`` when ``ema=True``); a ``module.`` prefix (DDP) is stripped.
+Our own checkpoints (shared.engine: keys ``backbone.*``) are recognised and loaded without mapping.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import torch
+
+from .model import ADNet, build_model
+
+__all__ = ["CheckpointKeyError", "extract_state_dict", "original_to_ours", "ours_to_original", "is_ours",
+           "load_state_dict_file", "load_weights", "create_model"]
+
+Rules = Iterable[tuple[str, str]]
+
+
+class CheckpointKeyError(KeyError):
+    """The checkpoint's names or shapes do not match the model; the message lists every unmatched key."""
+
+    def __str__(self) -> str:  # KeyError repr-quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+# --------------------------------------------------------------------------------------------- containers
+def extract_state_dict(obj, ema: bool = False) -> dict[str, torch.Tensor]:
+    """The state dict inside a loaded checkpoint object (raw, or under model/state_dict[_ema]); strips module."""
+    if not isinstance(obj, Mapping):
+        raise CheckpointKeyError(f"checkpoint is a {type(obj).__name__}, not a state dict or a dict holding one")
+    keys = ("model_ema", "state_dict_ema", "ema") if ema else ("model", "state_dict")
+    for key in keys:
+        if key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+            break
+    else:
+        if ema:
+            raise CheckpointKeyError(f"checkpoint has no EMA weights (looked for {list(keys)}; "
+                                     f"top-level keys: {sorted(obj)[:10]})")
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CheckpointKeyError(f"no tensors found in the checkpoint (top-level keys: {sorted(obj)[:10]})")
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in tensors.items()}
+
+
+def is_ours(state: Mapping[str, torch.Tensor]) -> bool:
+    return any(k.startswith("backbone.") for k in state)
+
+
+# ------------------------------------------------------------------------------------------------- maps
+_CONVNEXT_TO_OURS = [
+    (r"^downsample_layers\.0\.(\d+)\.", r"backbone.stem.\1."),
+    (r"^downsample_layers\.(\d+)\.(\d+)\.", r"backbone.stages.\1.downsample.\2."),
+    (r"^stages\.(\d+)\.(\d+)\.dwconv\.", r"backbone.stages.\1.blocks.\2.conv_dw."),
+    (r"^stages\.(\d+)\.(\d+)\.pwconv(\d)\.", r"backbone.stages.\1.blocks.\2.mlp.fc\3."),
+    (r"^stages\.(\d+)\.(\d+)\.(norm\.|gamma$)", r"backbone.stages.\1.blocks.\2.\3"),
+]
+_CONVNEXT_TO_ORIG = [
+    (r"^backbone\.stem\.(\d+)\.", r"downsample_layers.0.\1."),
+    (r"^backbone\.stages\.(\d+)\.downsample\.(\d+)\.", r"downsample_layers.\1.\2."),
+    (r"^backbone\.stages\.(\d+)\.blocks\.(\d+)\.conv_dw\.", r"stages.\1.\2.dwconv."),
+    (r"^backbone\.stages\.(\d+)\.blocks\.(\d+)\.mlp\.fc(\d)\.", r"stages.\1.\2.pwconv\3."),
+    (r"^backbone\.stages\.(\d+)\.blocks\.(\d+)\.(norm\.|gamma$)", r"stages.\1.\2.\3"),
+]
+_RESNET_TO_OURS = [(r"^(conv1|bn1|layer[1-4])\.", r"backbone.\1."), (r"^fc\.", "head.")]
+_RESNET_TO_ORIG = [(r"^backbone\.", ""), (r"^head\.", "fc.")]
+_SHARED_ALIASES = [(r"^fc_layer\.(weight)$", r"fc_layer.0.\1")]  # a bare conv stored without Sequential index
+_OURS_PARTS = re.compile(r"^(decoder|fc_layer|hmt|norm|head)\.")
+
+
+def _rename(key: str, rules: Rules) -> str | None:
+    for pattern, repl in rules:
+        new, n = re.subn(pattern, repl, key)
+        if n:
+            return new
+    return None
+
+
+def original_to_ours(state: Mapping[str, torch.Tensor], style: str,
+                     extra_rules: Rules = ()) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Rename an original-layout state dict to ours. Returns (renamed, keys no rule claimed)."""
+    backbone_rules = _CONVNEXT_TO_OURS if style == "convnext" else _RESNET_TO_OURS
+    extra_rules = list(extra_rules)
+    out: dict[str, torch.Tensor] = {}
+    unclaimed: list[str] = []
+    for key, value in state.items():
+        new = _rename(key, extra_rules)
+        if new is None:
+            new = _rename(key, backbone_rules)
+        if new is None:
+            new = _rename(key, _SHARED_ALIASES)
+        if new is None and _OURS_PARTS.match(key):
+            new = key
+        if new is None:
+            unclaimed.append(key)
+        elif new in out:
+            raise CheckpointKeyError(f"two checkpoint keys map to {new!r} (second: {key!r})")
+        else:
+            out[new] = value
+    return out, unclaimed
+
+
+def ours_to_original(state: Mapping[str, torch.Tensor], style: str) -> dict[str, torch.Tensor]:
+    """Inverse map: our state dict -> the original layout (used by the round-trip test and for exporting)."""
+    rules = _CONVNEXT_TO_ORIG if style == "convnext" else _RESNET_TO_ORIG
+    out = {}
+    for key, value in state.items():
+        new = _rename(key, rules)
+        out[key if new is None else new] = value
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ loading
+def load_state_dict_file(path: str | Path, ema: bool = False) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling errors are many types; name the file
+        raise CheckpointKeyError(f"{path}: cannot be read as a PyTorch checkpoint ({type(err).__name__}: {err})") from err
+    try:
+        return extract_state_dict(obj, ema=ema)
+    except CheckpointKeyError as err:
+        raise CheckpointKeyError(f"{path}: {err}") from None
+
+
+def _fmt(keys: list[str], limit: int = 40) -> str:
+    more = f" ... (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def load_weights(model: ADNet, source: str | Path | Mapping[str, torch.Tensor], *, ema: bool = False,
+                 extra_rules: Rules = (), drop_head_if_mismatch: bool = False, source_name: str = "") -> list[str]:
+    """Load ours or the original layout into ``model``; strict about every key and shape.
+
+    ``drop_head_if_mismatch``: a classifier of another size (fine-tuning the 1000-class IN1K or 21-class ALL
+    weights) is skipped and left freshly initialised. Returns notes (what was skipped), raises
+    :class:`CheckpointKeyError` listing every unmatched key otherwise.
+    """
+    name = source_name or (str(source) if isinstance(source, (str, Path)) else "state dict")
+    state = load_state_dict_file(source, ema=ema) if isinstance(source, (str, Path)) else extract_state_dict(source)
+    if is_ours(state):
+        mapped, unclaimed = dict(state), []
+    else:
+        mapped, unclaimed = original_to_ours(state, model.style, extra_rules)
+    target = model.state_dict()
+    notes = []
+    head_keys = [k for k in target if k.startswith("head.")]
+    if drop_head_if_mismatch and any(k in mapped and mapped[k].shape != target[k].shape for k in head_keys):
+        for k in head_keys:
+            mapped.pop(k, None)
+        notes.append(f"classifier of {name} has another size; head left freshly initialised "
+                     f"({model.num_classes} classes)")
+    missing = [k for k in target if k not in mapped and not (notes and k.startswith("head."))]
+    unexpected = [k for k in mapped if k not in target]
+    shapes = [f"{k}: checkpoint {tuple(mapped[k].shape)} vs model {tuple(target[k].shape)}"
+              for k in mapped if k in target and mapped[k].shape != target[k].shape]
+    if unclaimed or missing or unexpected or shapes:
+        lines = [f"{name} does not match {model.backbone_name} ADNet ({model.style} layout, {model.num_classes} "
+                 f"classes); see adnet/README.md 'Loading the released checkpoints' for the expected names."]
+        if unclaimed:
+            lines.append(f"checkpoint keys no rule maps ({len(unclaimed)}): {_fmt(unclaimed)}")
+        if unexpected:
+            lines.append(f"checkpoint keys (after mapping) the model lacks ({len(unexpected)}): {_fmt(unexpected)}")
+        if missing:
+            lines.append(f"model keys the checkpoint does not fill ({len(missing)}): {_fmt(missing)}")
+        if shapes:
+            lines.append(f"shape mismatches ({len(shapes)}): {_fmt(shapes)}")
+        raise CheckpointKeyError("\n  ".join(lines))
+    model.load_state_dict(mapped, strict=not notes)
+    return notes
+
+
+def create_model(name: str, num_classes: int | None = None, pretrained_path: str | Path | None = None,
+                 ema: bool = False, extra_rules: Rules = (), **kwargs) -> ADNet:
+    """``adnet.create_model("convnext_tiny_ADNet_IN1K_NIH")``: build a registered ADNet; with ``pretrained_path``
+    (a local file only; nothing is downloaded) load its weights, original layout or ours. With a ``num_classes``
+    other than the checkpoint's, the classifier is re-initialised (fine-tuning)."""
+    if pretrained_path is not None and not Path(pretrained_path).is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {pretrained_path}")
+    model = build_model(name, num_classes, **kwargs)
+    if pretrained_path is not None:
+        load_weights(model, pretrained_path, ema=ema, extra_rules=extra_rules,
+                     drop_head_if_mismatch=num_classes is not None)
+    return model
