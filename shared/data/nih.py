@@ -71,7 +71,8 @@ def _official_split(root: Path, image_ids: pd.Series) -> pd.Series:
     test = find_file(root, ("test_list.txt",), "NIH split", required=False)
     if train is None and test is None:
         warnings.warn(f"no train_val_list.txt / test_list.txt in {root}: split is 'unlisted' for every image; "
-                      "use shared.data.splits.nih_official() for the shipped official lists", stacklevel=3)
+                      "splits.assign_split(frame, splits.nih_official()) applies the shipped official lists",
+                      stacklevel=3)
         return pd.Series("unlisted", index=image_ids.index)
     if (train is None) != (test is None):
         raise DataError(f"{root}: found only one of train_val_list.txt / test_list.txt ({train or test})")
