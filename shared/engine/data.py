@@ -101,9 +101,14 @@ class ResumableSampler(Sampler):
         return iter(idx)
 
     def __len__(self) -> int:
-        return len(self._positions()[1]) if self.repeats > 1 else self._len_fast()
-
-    def _len_fast(self) -> int:
+        if self.repeats > 1:
+            per_rank = int(math.ceil(self.n * self.repeats / self.world))
+            keep = 0
+            if self.repeat_round > 0:
+                keep = int(math.floor(self.n // self.repeat_round * self.repeat_round / self.world))
+            if keep <= 0:
+                keep = int(math.ceil(self.n / self.world))
+            return min(per_rank, keep)
         if self.pad:
             return int(math.ceil(self.n / self.world)) if self.n else 0
         return len(range(self.rank, self.n, self.world))
@@ -144,7 +149,7 @@ class SeededDataset(Dataset):
         return self.base[key]
 
     def __getattr__(self, name: str):  # forward attributes (e.g. .frame, .label_columns) to the wrapped dataset
-        if name == "base":
+        if name == "base" or name.startswith("__"):  # never forward dunders (__getitems__ would bypass seeding)
             raise AttributeError(name)
         return getattr(self.base, name)
 
@@ -184,14 +189,25 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = True, sampler
 
 
 def move_to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
-    """Tensors inside (nested) dicts, lists, tuples and namedtuples moved to ``device``; other values untouched."""
+    """Tensors inside (nested) dicts, lists, tuples and namedtuples moved to ``device``; other values untouched.
+    Objects with a ``.to(device)`` method (e.g. a tokenizer's BatchEncoding) are moved with it."""
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=non_blocking)
     if isinstance(batch, Mapping):
-        return type(batch)({k: move_to_device(v, device, non_blocking) for k, v in batch.items()}) \
-            if type(batch) is not dict else {k: move_to_device(v, device, non_blocking) for k, v in batch.items()}
+        moved = {k: move_to_device(v, device, non_blocking) for k, v in batch.items()}
+        if type(batch) is dict:
+            return moved
+        try:
+            return type(batch)(moved)
+        except Exception:
+            return moved
     if isinstance(batch, tuple) and hasattr(batch, "_fields"):
         return type(batch)(*(move_to_device(v, device, non_blocking) for v in batch))
     if isinstance(batch, (list, tuple)):
         return type(batch)(move_to_device(v, device, non_blocking) for v in batch)
+    if hasattr(batch, "to") and callable(batch.to) and not isinstance(batch, torch.nn.Module):
+        try:
+            return batch.to(device)
+        except Exception:
+            return batch
     return batch

@@ -52,11 +52,15 @@ class RunLogger:
         except Exception as err:
             self.warn(f"visdom requested but not importable ({type(err).__name__}); continuing without it")
             return None
+        import contextlib
+        import io
         try:
-            vis = visdom.Visdom(server=os.environ.get("VISDOM_SERVER", "http://localhost"),
-                                port=int(os.environ.get("VISDOM_PORT", "8097")), env=env,
-                                raise_exceptions=False, use_incoming_socket=False)
-            if not vis.check_connection(timeout_seconds=0):
+            with contextlib.redirect_stdout(io.StringIO()):  # the client prints tracebacks when no server runs
+                vis = visdom.Visdom(server=os.environ.get("VISDOM_SERVER", "http://localhost"),
+                                    port=int(os.environ.get("VISDOM_PORT", "8097")), env=env,
+                                    raise_exceptions=False, use_incoming_socket=False)
+                connected = vis.check_connection(timeout_seconds=0)
+            if not connected:
                 self.warn("visdom: no server reachable; continuing without it")
                 return None
             return vis

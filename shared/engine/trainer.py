@@ -111,6 +111,13 @@ def create_run_dir(method: str, config_name: str, root: str | Path = "runs", res
     return Path(broadcast_object(path_str))
 
 
+def _isatty() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except Exception:
+        return False
+
+
 def _plain_config(config: Any) -> dict | None:
     if config is None:
         return None
@@ -191,7 +198,7 @@ class Trainer:
         self.last_metrics: dict[str, float] = {}
         self.bad_evals = 0
         self.last_val_step = -1
-        self.stopped = False            # early stop / max_iters reached
+        self.stopped = False            # early stop triggered
         self._window: dict[str, Any] = {"n": 0, "sums": {}}
 
     # ----------------------------------------------------------------------------------------- public
@@ -290,9 +297,8 @@ class Trainer:
         self.train_model.train()
         bar = tqdm(total=n_batches, initial=start, desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True,
                    leave=False, disable=(not self.is_main) or None, file=sys.stdout)
-        group_loss, group_logs = 0.0, {}
+        group_loss, group_logs, pending = 0.0, {}, 0
         finished_epoch = True
-        i = start - 1
         try:
             for i, batch in enumerate(batches, start=start):
                 group_start = (i // accum) * accum
@@ -313,9 +319,11 @@ class Trainer:
                 for k, v in (logs or {}).items():
                     group_logs[k] = group_logs.get(k, 0.0) + float(v) / group_size
                 self.step_in_epoch = i + 1
+                pending += 1
                 bar.update(1)
                 if not last_in_group:
                     continue
+                pending = 0
                 self._optimizer_step()
                 self._accumulate_window(group_loss, group_logs)
                 bar.set_postfix(loss=f"{group_loss:.4g}", refresh=False)
@@ -325,8 +333,6 @@ class Trainer:
                     self._flush_window()
                 if cfg.val_every_iters and self.global_step % cfg.val_every_iters == 0:
                     self._validate()
-                if self.scheduler is not None and self.scheduler_interval == "iter":
-                    pass  # stepped in _optimizer_step
                 if cfg.ckpt_every_iters and self.global_step % cfg.ckpt_every_iters == 0 and not end_of_epoch:
                     self._save_last()
                 if self._done():
@@ -334,6 +340,9 @@ class Trainer:
                     break
         finally:
             bar.close()
+        if finished_epoch and pending:  # loader without len(): step on the short last group
+            self._optimizer_step()
+            self._accumulate_window(group_loss * accum / pending, group_logs)
         if finished_epoch:
             if cfg.val_every_iters == 0:
                 self._validate()
@@ -380,7 +389,7 @@ class Trainer:
             return
         values = {k: v / w["n"] for k, v in w["sums"].items()}
         values["lr"] = float(self.optimizer.param_groups[0]["lr"])
-        self.logger.metrics("train", self.global_step, self.epoch, values, console=False)
+        self.logger.metrics("train", self.global_step, self.epoch, values, console=not _isatty())
         self._window = {"n": 0, "sums": {}}
 
     def _non_finite(self, loss_value: float, batch_index: int, logs: Any) -> None:
@@ -454,8 +463,6 @@ class Trainer:
     def _finish(self) -> None:
         if self.evaluate is not None and self.last_val_step != self.global_step:
             self._validate()
-        if self.cfg.max_iters > 0 and self.global_step >= self.cfg.max_iters:
-            self.stopped = True
         self._save_last()
         if not self.best_path.exists() and self.evaluate is None:
             self._save(self.best_path)  # no validation: best = final weights, so test scripts always find best.pt

@@ -312,7 +312,7 @@ def test_max_iters_ema_bf16_plateau_and_weights_only(tmp_path):
     tr = Trainer(model, opt, cfg, tmp_path / "r", loss_fn=_mse, evaluate=ev, scheduler=sched,
                  scheduler_interval="plateau", config=cfg)
     tr.fit(tr.make_loader(_linear_data(32), 4))
-    assert tr.global_step == 5 and tr.stopped
+    assert tr.global_step == 5 and not tr.stopped
     for name in ("last.pt", "best.pt"):
         ck = torch.load(tr.ckpt_dir / name, weights_only=True)
         assert ck["ema"] is not None and ck["config"]["ema_decay"] == 0.5

@@ -1,4 +1,5 @@
-"""DDP under torchrun on CPU (gloo, 2 processes): same weights as one process with the double batch."""
+"""DDP under torchrun on CPU (gloo, 2 processes, grad accumulation 2 x batch 2 per rank): same weights as one
+process with batch 8."""
 from __future__ import annotations
 
 import importlib.util
@@ -24,7 +25,7 @@ def test_torchrun_two_processes_match_single_process_double_batch(tmp_path):
     env["CUDA_VISIBLE_DEVICES"] = ""            # CPU + gloo even on a GPU machine
     ddp_dir = tmp_path / "ddp"
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(SCRIPT), str(ddp_dir), *ARGS, "--batch", "4"],
+                           str(SCRIPT), str(ddp_dir), *ARGS, "--batch", "2", "--accum", "2"],
                           env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     printed = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
