@@ -120,3 +120,10 @@ def test_mimic_official_and_chexclusion(tmp_path):
     assert splits.chexclusion_test_subjects(tmp_path / "subj.csv") == ["10000032", "10000034"]
     (tmp_path / "plain.csv").write_text("10000034\n10000033\n")
     assert splits.chexclusion_test_subjects(tmp_path / "plain.csv") == ["10000033", "10000034"]
+
+
+def test_assign_split_matches_reader(nih_real_index):
+    relabelled = splits.assign_split(nih_real_index.drop(columns="split"), splits.nih_official())
+    assert relabelled["split"].equals(nih_real_index["split"].astype(relabelled["split"].dtype))
+    with pytest.raises(DataError, match="both split"):
+        splits.assign_split(nih_real_index, {"train": ["00000001_000.png"], "test": ["00000001_000.png"]})
