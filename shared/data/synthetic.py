@@ -360,7 +360,7 @@ def _draw_findings(img, U, V, lung_mask, geom: Geometry, findings, rng, aspect):
                 gx, gy = (hx0 + hx1) / 2, (hy0 + hy1) / 2
                 sx, sy = 0.1, 0.13
                 g = np.exp(-(((U - gx) / sx) ** 2 + ((V - gy) / sy) ** 2))
-                img[:] += 0.32 * g * (lung_mask + 0.2)
+                img[:] += 0.4 * g * (lung_mask + 0.2)
                 boxes.append((gx - 1.5 * sx, gy - 1.5 * sy, gx + 1.5 * sx, gy + 1.5 * sy))
             lesions.append(Lesion(f, "B", (min(b[0] for b in boxes), min(b[1] for b in boxes),
                                            max(b[2] for b in boxes), max(b[3] for b in boxes))))
@@ -422,8 +422,33 @@ def _draw_findings(img, U, V, lung_mask, geom: Geometry, findings, rng, aspect):
     return lesions
 
 
+_MAX_DRAW = 512   # larger images are drawn at this size, upscaled, and given full-resolution grain
+
+
+def _upscaled(draw, rng, height, width, *args):
+    """Run ``draw(rng, *args, h, w)`` at most _MAX_DRAW px, then upscale to (height, width) and add grain."""
+    s = _MAX_DRAW / max(height, width)
+    if s >= 1.0:
+        return draw(rng, *args, height, width)
+    out = draw(rng, *args, max(32, int(round(height * s))), max(32, int(round(width * s))))
+    img, rest = (out[0], out[1:]) if isinstance(out, tuple) else (out, None)
+    big = cv2.resize(img, (width, height), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    big += 4.0 * rng.standard_normal((height, width), dtype=np.float32)
+    big = np.clip(big + 0.5, 0, 255).astype(np.uint8)
+    return (big, *rest) if rest is not None else big
+
+
 def render_frontal(rng, geom: Geometry, findings, height, width):
     """Draw one frontal chest image with ``findings``; return (uint8 (H, W) image, lesions)."""
+    return _upscaled(_render_frontal, rng, height, width, geom, findings)
+
+
+def render_lateral(rng, findings, height, width):
+    """A lateral-looking view: one lung field, heart anterior (image left), spine posterior (image right)."""
+    return _upscaled(_render_lateral, rng, height, width, findings)
+
+
+def _render_frontal(rng, geom: Geometry, findings, height, width):
     H, W = height, width
     aspect = H / W
     u = (np.arange(W, dtype=np.float32) + 0.5) / W
@@ -465,8 +490,7 @@ def render_frontal(rng, geom: Geometry, findings, height, width):
     return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8), lesions
 
 
-def render_lateral(rng, findings, height, width):
-    """A lateral-looking view: one lung field, heart anterior (image left), spine posterior (image right)."""
+def _render_lateral(rng, findings, height, width):
     H, W = height, width
     u = (np.arange(W, dtype=np.float32) + 0.5) / W
     v = (np.arange(H, dtype=np.float32) + 0.5) / H
