@@ -32,6 +32,10 @@ Contract
 * ``scheduler_interval``: ``"iter"`` (``step()`` after each optimizer step), ``"epoch"`` (after each epoch),
   ``"plateau"`` (``step(monitor_value)`` after each validation).
 * ``trainable_filter(name, param) -> bool``: parameters for which it returns False get ``requires_grad=False``.
+* ``on_epoch_start(trainer)`` (optional): called before each epoch (and again when a run resumes mid-epoch), e.g.
+  to unfreeze a backbone from epoch N; it must depend only on ``trainer.epoch`` so resume stays exact.
+* ``ddp_kwargs`` (optional): extra DistributedDataParallel arguments, e.g. ``{"find_unused_parameters": True}``.
+* Multi-stage methods (e.g. AG-CNN global -> local -> fusion): one Trainer per stage with ``run_dir / "<stage>"``.
 * ``max_iters`` > 0 stops after that many optimizer steps (whichever comes first with ``epochs``).
   ``grad_accum``: an optimizer step every ``grad_accum`` batches; the last group of an epoch may be shorter
   (its loss is averaged over its own size). ``amp``: ``bf16`` (autocast, no scaler) or ``fp16`` (autocast +

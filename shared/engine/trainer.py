@@ -7,7 +7,6 @@ import os
 import random
 import sys
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from pathlib import Path
@@ -141,7 +140,8 @@ class Trainer:
                  evaluate: Callable[[torch.nn.Module], Mapping[str, float] | None] | None = None,
                  scheduler: Any = None, scheduler_interval: str = "iter", config: Any = None,
                  trainable_filter: Callable[[str, torch.nn.Parameter], bool] | None = None,
-                 ddp_kwargs: Mapping[str, Any] | None = None):
+                 ddp_kwargs: Mapping[str, Any] | None = None,
+                 on_epoch_start: Callable[["Trainer"], None] | None = None):
         if cfg is None:
             cfg = EngineConfig()
         elif isinstance(cfg, Mapping):
@@ -154,6 +154,7 @@ class Trainer:
         self.loss_fn, self.evaluate = loss_fn, evaluate
         self.optimizer, self.scheduler, self.scheduler_interval = optimizer, scheduler, scheduler_interval
         self.config = _plain_config(config)
+        self.on_epoch_start = on_epoch_start
 
         self.distributed = init_distributed()
         self.rank, self.world_size = get_rank(), get_world_size()
@@ -293,6 +294,8 @@ class Trainer:
     def _train_epoch(self, loader, n_batches: int | None) -> None:
         cfg, epoch, start = self.cfg, self.epoch, self.step_in_epoch
         accum = cfg.grad_accum
+        if self.on_epoch_start is not None:
+            self.on_epoch_start(self)   # must depend only on trainer.epoch (it runs again on resume)
         batches = self._epoch_batches(loader, epoch, start)
         self.train_model.train()
         bar = tqdm(total=n_batches, initial=start, desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True,

@@ -367,3 +367,17 @@ def test_engine_config_validation():
     from shared.config import from_dict
     cfg = from_dict(EngineConfig, {"amp": "bf16", "epochs": 3})
     assert cfg.amp == "bf16" and cfg.epochs == 3
+
+
+def test_trainable_filter_on_epoch_start_and_subset_datasets(tmp_path):
+    seen = []
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 1))
+    frozen = model[0].weight.detach().clone()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    tr = Trainer(model, opt, EngineConfig(epochs=2, device="cpu", num_workers=0), tmp_path / "r", loss_fn=_mse,
+                 trainable_filter=lambda name, p: not name.startswith("0."),
+                 on_epoch_start=lambda t: seen.append(t.epoch))
+    subset = torch.utils.data.Subset(_linear_data(16), list(range(12)))   # has __getitems__: must still work
+    tr.fit(tr.make_loader(subset, 4, num_workers=2))
+    assert seen == [0, 1] and tr.global_step == 6
+    assert torch.equal(model[0].weight, frozen) and not model[0].weight.requires_grad
