@@ -1,0 +1,63 @@
+"""The CheXtriev config schema (one YAML per published setting, ``_base_`` inheritance, ``--set`` overrides)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Literal, Optional
+
+from shared.engine import EngineConfig
+
+from chextriev.models import ModelConfig
+
+
+@dataclass
+class DataConfig:
+    prepared: str = "data/chextriev"       # output directory of `python -m chextriev.prepare`
+    crop_size: int = 224                   # anatomy crops (V0-V6, AnaXNet)
+    image_size: int = 224                  # whole image (ResNet50 baseline; ATH uses model.ath_input_size)
+    feature_cache: bool = True             # cache the frozen CNN's outputs once per image (not for ATH)
+    cache_dir: str = ""                    # default: <prepared>/feature_cache
+    cache_batch_size: int = 32
+    batch_size: int = 16                   # per optimizer micro-batch; engine.grad_accum gives the effective batch
+    eval_batch_size: int = 64
+    limit_train: int = 0                   # >0: use only the first N training images (smoke tests)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1.0e-4
+    weight_decay: float = 0.0
+    scheduler: Literal["plateau", "step", "none"] = "plateau"   # plateau: ReduceLROnPlateau on val loss
+    plateau_factor: float = 0.1
+    plateau_patience: int = 4
+    step_size: int = 30                    # StepLR (epochs), AnaXNet
+    step_gamma: float = 0.1
+
+
+@dataclass
+class LossConfig:
+    graph_importance: float = 1.0          # gi: gi * BCE(graph) + (1 - gi) * BCE(nodes)
+    triplet_weight: float = 1.0            # ATH: BCE(type) + w * triplet(hash)
+
+
+@dataclass
+class EvalConfig:
+    ks: List[int] = field(default_factory=lambda: [3, 5, 10])
+    drop_self: Literal["first", "id"] = "first"   # first: the original (drop the first result); id: the fix
+    side_aware: bool = True                # also the 17-class (right/left) tables
+    skip_modes: List[bool] = field(default_factory=lambda: [False, True])
+    subgroups: bool = True                 # view AP/PA, sex, age bins (9 classes, skip=False)
+    strips: int = 4                        # PNG strips: a query and its top-5, for this many queries
+    split: str = "test"
+
+
+@dataclass
+class ChextrievConfig:
+    name: str = "chextriev"                # run / config name
+    published_key: Optional[str] = None    # row of published.yaml to compare with
+    runs_root: str = "runs"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)

@@ -1,0 +1,226 @@
+"""Datasets over a prepared directory (``chextriev.prepare``) and the frozen-CNN feature cache.
+
+Every sample is ``{"x": tensor, "labels": (9,) float, "node_labels": (18, 9) float, "index": int}`` where ``x`` is
+
+* ``crops``   (18, 3, S, S): each anatomy box cut from the original image, resized to S x S (224 in the paper),
+  grayscale repeated to RGB, ImageNet-normalised, no augmentation (AnaXNet, V0-V6);
+* ``image``   (3, S, S): the whole image resized (224 for the ResNet50 baseline, 256 for ATH);
+* ``features`` (18, F) or (F,): the frozen CNN's output for those crops / that image, read from the feature cache.
+
+Feature cache: the CNN is frozen (and in eval mode by default), so its output for a crop never changes; computing
+it once per image replaces 18 ResNet50 forward passes per sample by a memory-mapped read. A cache directory holds
+``features.npy`` (N x 18 x F, or N x F, float16, ``np.lib.format.open_memmap``), ``ids.csv`` (image_id per row) and
+``meta.json`` (backbone, weights file, crop size, mode, count), written under a temporary name and renamed, so a
+directory that exists is complete. ``bn_drift=True`` (original behaviour) changes the CNN while training, so a
+cache is refused then.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Literal, Optional, Sequence
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from shared.data.images import load_image
+from shared.data.labels import IMAGENOME_FINDINGS
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+Mode = Literal["crops", "image"]
+
+
+def _normalise(gray: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 -> (3, H, W) float32 ImageNet-normalised (gray repeated to RGB)."""
+    x = gray.astype(np.float32)[None] / 255.0
+    return ((np.repeat(x, 3, 0) - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None]).astype(np.float32)
+
+
+def crop_boxes(image: np.ndarray, boxes_xywh: np.ndarray, size: int, scale: tuple[float, float] = (1.0, 1.0)
+               ) -> np.ndarray:
+    """Cut each [x, y, w, h] box (original pixels, times ``scale`` = (sx, sy) for a resized image) out of ``image``
+    (H, W) uint8 and resize it to size x size -> (n, size, size) uint8. Boxes are clipped to the image; a box
+    with no area inside the image becomes a 1-pixel crop at its clipped corner."""
+    h, w = image.shape
+    out = np.empty((len(boxes_xywh), size, size), dtype=np.uint8)
+    for i, (x, y, bw, bh) in enumerate(np.asarray(boxes_xywh, dtype=np.float64)):
+        x0 = int(np.clip(np.floor(x * scale[0]), 0, w - 1))
+        y0 = int(np.clip(np.floor(y * scale[1]), 0, h - 1))
+        x1 = int(np.clip(np.ceil((x + bw) * scale[0]), x0 + 1, w))
+        y1 = int(np.clip(np.ceil((y + bh) * scale[1]), y0 + 1, h))
+        patch = image[y0:y1, x0:x1]
+        interp = cv2.INTER_AREA if patch.shape[0] > size and patch.shape[1] > size else cv2.INTER_LINEAR
+        out[i] = cv2.resize(patch, (size, size), interpolation=interp)
+    return out
+
+
+class AnatomyDataset(Dataset):
+    """Images of ``frame`` (a prepared index, rows = ``rows``) as anatomy crops or whole images (see module doc)."""
+
+    def __init__(self, frame: pd.DataFrame, boxes: np.ndarray, labels: np.ndarray, rows: Sequence[int],
+                 mode: Mode = "crops", size: int = 224):
+        if mode not in ("crops", "image"):
+            raise ValueError(f"mode must be crops or image, got {mode!r}")
+        self.frame, self.boxes, self.node_labels = frame, boxes, labels
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.mode, self.size = mode, int(size)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def image_id(self, i: int) -> str:
+        return str(self.frame["image_id"].iloc[self.rows[i]])
+
+    def pixels(self, i: int) -> np.ndarray:
+        """Crops (18, S, S) or the resized image (S, S), uint8."""
+        r = self.rows[i]
+        row = self.frame.iloc[r]
+        img = load_image(row["path"])
+        if self.mode == "image":
+            return cv2.resize(img, (self.size, self.size), interpolation=cv2.INTER_AREA)
+        scale = (1.0, 1.0)
+        cols, rws = row.get("columns"), row.get("rows")
+        if pd.notna(cols) and pd.notna(rws) and float(cols) > 0 and float(rws) > 0:
+            scale = (img.shape[1] / float(cols), img.shape[0] / float(rws))   # JPEG resized vs the original
+        return crop_boxes(img, self.boxes[r], self.size, scale)
+
+    def __getitem__(self, i: int) -> dict:
+        r = self.rows[i]
+        px = self.pixels(i)
+        x = _normalise(px) if px.ndim == 2 else np.stack([_normalise(c) for c in px])
+        node = self.node_labels[r].astype(np.float32)
+        return {"x": torch.from_numpy(x), "labels": torch.from_numpy(node.max(0)),
+                "node_labels": torch.from_numpy(node), "index": int(i)}
+
+
+# ------------------------------------------------------------------------------------------ feature cache
+class FeatureCache:
+    """A built feature cache (see the module doc): ``cache[image_id] -> np.ndarray float16``."""
+
+    def __init__(self, directory: str | os.PathLike):
+        d = Path(directory)
+        if not (d / "meta.json").exists():
+            raise FileNotFoundError(f"feature cache not found or incomplete: {d}")
+        self.dir = d
+        self.meta = json.loads((d / "meta.json").read_text())
+        ids = pd.read_csv(d / "ids.csv", dtype={"image_id": str})["image_id"].tolist()
+        self.slot = {k: i for i, k in enumerate(ids)}
+        self._data = None
+
+    @property
+    def data(self) -> np.ndarray:
+        if self._data is None:           # opened lazily: one map per process (DataLoader workers)
+            self._data = np.load(self.dir / "features.npy", mmap_mode="r")
+        return self._data
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_data"] = None
+        return state
+
+    def __len__(self) -> int:
+        return len(self.slot)
+
+    def __contains__(self, image_id) -> bool:
+        return image_id in self.slot
+
+    def __getitem__(self, image_id: str) -> np.ndarray:
+        try:
+            return self.data[self.slot[image_id]]
+        except KeyError:
+            raise KeyError(f"image {image_id!r} is not in the feature cache {self.dir}; delete the cache to "
+                           "rebuild it") from None
+
+
+def cache_key(backbone: str, pretrained_path: Optional[str], mode: str, size: int, image_ids: Sequence[str]) -> str:
+    h = hashlib.sha1()
+    weights = ""
+    if pretrained_path:
+        st = os.stat(pretrained_path)
+        weights = f"{os.path.abspath(pretrained_path)}:{st.st_size}:{int(st.st_mtime)}"
+    h.update(json.dumps([backbone, weights, mode, int(size)]).encode())
+    h.update("\n".join(image_ids).encode())
+    return f"{backbone}_{mode}{size}_{h.hexdigest()[:12]}"
+
+
+@torch.no_grad()
+def build_feature_cache(cnn: torch.nn.Module, dataset: AnatomyDataset, out_dir: str | os.PathLike,
+                        batch_size: int = 16, num_workers: int = 0, device: str | torch.device = "cpu",
+                        meta: Optional[dict] = None) -> FeatureCache:
+    """Run the frozen ``cnn`` (eval mode; ``cnn(images (B,3,S,S)) -> (B,F)``) once over ``dataset`` and write a
+    float16 cache to ``out_dir`` (no-op when it already exists). Progress bar; atomic (temp dir + rename)."""
+    out_dir = Path(out_dir)
+    if (out_dir / "meta.json").exists():
+        return FeatureCache(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    was_training = cnn.training
+    cnn.eval().to(device)
+    n = len(dataset)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    store = None
+    pos = 0
+    for batch in tqdm(loader, desc=f"feature cache ({n} images)", unit="batch", disable=None):
+        x = batch["x"].to(device)
+        if x.dim() == 5:
+            b, k = x.shape[:2]
+            feats = cnn(x.flatten(0, 1)).view(b, k, -1)
+        else:
+            feats = cnn(x)
+        if store is None:
+            store = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=np.float16,
+                                              shape=(n, *feats.shape[1:]))
+        store[pos:pos + len(feats)] = feats.float().cpu().numpy().astype(np.float16)
+        pos += len(feats)
+    if store is None:
+        raise ValueError("cannot build a feature cache of an empty dataset")
+    store.flush()
+    del store
+    pd.DataFrame({"image_id": [dataset.image_id(i) for i in range(n)]}).to_csv(tmp / "ids.csv", index=False)
+    (tmp / "meta.json").write_text(json.dumps({**(meta or {}), "count": n, "mode": dataset.mode,
+                                               "size": dataset.size, "dtype": "float16"}, indent=1))
+    cnn.train(was_training)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
+    return FeatureCache(out_dir)
+
+
+class CachedDataset(Dataset):
+    """Same samples as :class:`AnatomyDataset` with ``x`` = cached CNN features (float32 from float16)."""
+
+    def __init__(self, base: AnatomyDataset, cache: FeatureCache):
+        self.base, self.cache = base, cache
+        missing = [base.image_id(i) for i in range(len(base)) if base.image_id(i) not in cache]
+        if missing:
+            raise KeyError(f"{len(missing)} images (e.g. {missing[0]}) are not in the feature cache {cache.dir}")
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def image_id(self, i: int) -> str:
+        return self.base.image_id(i)
+
+    def __getitem__(self, i: int) -> dict:
+        r = self.base.rows[i]
+        node = self.base.node_labels[r].astype(np.float32)
+        x = np.asarray(self.cache[self.base.image_id(i)], dtype=np.float32)
+        return {"x": torch.from_numpy(x), "labels": torch.from_numpy(node.max(0)),
+                "node_labels": torch.from_numpy(node), "index": int(i)}
+
+
+def label_matrix(labels: np.ndarray, rows: Sequence[int]) -> np.ndarray:
+    """(len(rows), 9) image labels = OR over anatomies."""
+    return np.asarray(labels)[np.asarray(rows)].any(1).astype(np.int64)
+
+
+__all__ = ["AnatomyDataset", "CachedDataset", "FeatureCache", "build_feature_cache", "cache_key", "crop_boxes",
+           "label_matrix", "IMAGENOME_FINDINGS"]

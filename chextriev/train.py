@@ -1,0 +1,183 @@
+"""Train a CheXtriev model (any of V0-V6, the ResNet50 baseline, ATH, AnaXNet).
+
+    python -m chextriev.train -cfg chextriev/configs/v6.yaml [--set data.prepared=DIR engine.epochs=2] [--resume RUN]
+    cd chextriev && python train.py -cfg configs/v6.yaml
+
+Recipe (spec section 3): Adam, ReduceLROnPlateau on the validation loss (StepLR for AnaXNet), gradient clipping
+0.5, early stopping and checkpoint selection on the validation mean AUROC (``engine.monitor``), gradient
+accumulation to the original effective batch. Writes runs/chextriev/<name>/<timestamp>/ (see shared.engine);
+evaluate it with ``python -m chextriev.test -cfg ... --run RUN_DIR``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+if __package__ in (None, ""):  # `cd chextriev && python train.py`: make the package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import torch
+
+from shared.config import parse_config
+from shared.engine import Trainer, create_run_dir, seed_everything
+from shared.metrics.classification import per_class_auroc
+
+from chextriev.config import ChextrievConfig
+from chextriev.data import AnatomyDataset, CachedDataset, build_feature_cache, cache_key
+from chextriev.losses import compute_loss
+from chextriev.models import ANATOMY_MODELS, build_model
+from chextriev.prepare import Prepared
+
+METHOD = "chextriev"
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def input_mode(cfg: ChextrievConfig) -> tuple[str, int]:
+    if cfg.model.name in ANATOMY_MODELS:
+        return "crops", cfg.data.crop_size
+    if cfg.model.name == "ath":
+        return "image", cfg.model.ath_input_size
+    return "image", cfg.data.image_size
+
+
+def uses_cache(cfg: ChextrievConfig) -> bool:
+    if not cfg.data.feature_cache or cfg.model.name == "ath":
+        return False
+    if cfg.model.bn_drift:
+        raise ValueError("data.feature_cache=true cannot be combined with model.bn_drift=true (the original's "
+                         "drifting BatchNorm changes the CNN's output during training); set data.feature_cache=false")
+    return True
+
+
+def frozen_cnn(model: torch.nn.Module) -> torch.nn.Module:
+    """The frozen CNN inside any of the models (GlobalCNN.cnn, encoder.cnn)."""
+    if hasattr(model, "encoder"):
+        return model.encoder.cnn
+    return model.cnn
+
+
+def make_datasets(cfg: ChextrievConfig, prepared: Prepared, model: torch.nn.Module, splits: Sequence[str],
+                  device: str | torch.device = "cpu") -> dict:
+    """{split: Dataset}; with the feature cache on, builds it once (all prepared images) and serves features."""
+    mode, size = input_mode(cfg)
+    sets = {s: AnatomyDataset(prepared.frame, prepared.boxes, prepared.labels, prepared.split(s), mode, size)
+            for s in splits}
+    if "train" in sets and cfg.data.limit_train > 0:
+        sets["train"].rows = sets["train"].rows[: cfg.data.limit_train]
+    if not uses_cache(cfg):
+        return sets
+    everything = AnatomyDataset(prepared.frame, prepared.boxes, prepared.labels, np.arange(len(prepared.frame)),
+                                mode, size)
+    ids = prepared.frame["image_id"].tolist()
+    root = Path(cfg.data.cache_dir) if cfg.data.cache_dir else prepared.dir / "feature_cache"
+    key = cache_key(cfg.model.backbone, cfg.model.pretrained_path, mode, size, ids)
+    cache = build_feature_cache(frozen_cnn(model), everything, root / key, cfg.data.cache_batch_size,
+                                device=device, meta={"backbone": cfg.model.backbone,
+                                                     "pretrained_path": cfg.model.pretrained_path})
+    return {s: CachedDataset(d, cache) for s, d in sets.items()}
+
+
+def load_adjacency(cfg: ChextrievConfig, prepared: Prepared) -> Optional[torch.Tensor]:
+    return torch.as_tensor(prepared.adjacency) if cfg.model.adjacency == "cooccurrence" else None
+
+
+class ValLossPlateau:
+    """ReduceLROnPlateau stepped with the validation LOSS although the engine's monitor (best checkpoint, early
+    stop) is the validation AUROC: the engine calls ``step(monitor_value)``; this ignores it and uses the loss
+    that ``evaluate`` stored in ``last``."""
+
+    def __init__(self, optimizer, factor: float, patience: int):
+        self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=factor,
+                                                                patience=patience)
+        self.last: dict = {}
+
+    def step(self, _monitor_value=None) -> None:
+        if "val/loss" in self.last:
+            self.sched.step(self.last["val/loss"])
+
+    def state_dict(self) -> dict:
+        return self.sched.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sched.load_state_dict(state)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, loader, device) -> dict:
+    """Concatenate logits, embeddings and labels over ``loader`` (model in eval mode)."""
+    outs = {"logits": [], "embedding": [], "labels": [], "node_labels": [], "node_logits": []}
+    for batch in loader:
+        out = model(batch["x"].to(device))
+        outs["logits"].append(out["logits"].float().cpu())
+        outs["embedding"].append(out["embedding"].float().cpu())
+        outs["labels"].append(batch["labels"])
+        outs["node_labels"].append(batch["node_labels"])
+        if "node_logits" in out:
+            outs["node_logits"].append(out["node_logits"].float().cpu())
+    return {k: torch.cat(v) for k, v in outs.items() if v}
+
+
+def make_optimizer(cfg: ChextrievConfig, model: torch.nn.Module):
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    if cfg.optim.scheduler == "plateau":
+        return opt, ValLossPlateau(opt, cfg.optim.plateau_factor, cfg.optim.plateau_patience), "plateau"
+    if cfg.optim.scheduler == "step":
+        return opt, torch.optim.lr_scheduler.StepLR(opt, cfg.optim.step_size, cfg.optim.step_gamma), "epoch"
+    return opt, None, "iter"
+
+
+# -------------------------------------------------------------------------------------------------- train
+def train(cfg: ChextrievConfig, resume: Optional[str] = None) -> Path:
+    """Train per ``cfg``; returns the run directory (checkpoints/best.pt = best validation mean AUROC)."""
+    prepared = Prepared(cfg.data.prepared)
+    seed_everything(cfg.engine.seed, cfg.engine.deterministic)
+    model = build_model(cfg.model, load_adjacency(cfg, prepared))
+    run_dir = create_run_dir(METHOD, cfg.name, root=cfg.runs_root, resume=resume)
+    optimizer, scheduler, interval = make_optimizer(cfg, model)
+
+    def loss_fn(m, batch):
+        out = m(batch["x"])
+        return compute_loss(cfg.model.name, out, batch, cfg.loss.graph_importance, cfg.loss.triplet_weight)
+
+    trainer = Trainer(model, optimizer, cfg.engine, run_dir, loss_fn=loss_fn, scheduler=scheduler,
+                      scheduler_interval=interval, config=cfg)
+    sets = make_datasets(cfg, prepared, model, ("train", "val"), device=trainer.device)
+    val_loader = trainer.make_loader(sets["val"], cfg.data.eval_batch_size, shuffle=False, train=False)
+
+    def evaluate(m):
+        pred = predict(m, val_loader, trainer.device)
+        out = {"logits": pred["logits"], "node_logits": pred.get("node_logits"), "hash": pred["embedding"]}
+        batch = {"labels": pred["labels"], "node_labels": pred["node_labels"]}
+        loss, _ = compute_loss(cfg.model.name, out, batch, cfg.loss.graph_importance, cfg.loss.triplet_weight)
+        auroc = per_class_auroc(pred["labels"].numpy(), torch.sigmoid(pred["logits"]).numpy())
+        metrics = {"val/loss": float(loss), "val/auroc_mean": float(np.nanmean(auroc))
+                   if np.isfinite(auroc).any() else float("nan")}
+        if isinstance(scheduler, ValLossPlateau):
+            scheduler.last = metrics
+        return metrics
+
+    trainer.evaluate = evaluate
+    train_loader = trainer.make_loader(sets["train"], cfg.data.batch_size, shuffle=True, drop_last=False)
+    best = trainer.fit(train_loader)
+    print(f"best validation: {({k: round(v, 4) for k, v in best.items()})} -> {run_dir}")
+    return run_dir
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description="Train a CheXtriev model")
+    parser.add_argument("--resume", default=None, help="run directory to resume")
+    cfg, args = parse_config(ChextrievConfig, argv, parser=parser)
+    try:
+        train(cfg, args.resume)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
