@@ -1,7 +1,9 @@
 """``Trainer``: the plain-PyTorch training loop shared by all methods, plus run-directory and seeding helpers."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import importlib
 import math
 import os
 import random
@@ -48,6 +50,8 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         _deterministic_algorithms()
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
+        with contextlib.suppress(Exception):  # a NaN-fill of every torch.empty buys nothing for correct code
+            importlib.import_module("torch.utils.deterministic").fill_uninitialized_memory = False
 
 
 def _deterministic_algorithms() -> None:
@@ -233,8 +237,8 @@ class Trainer:
         return self.ckpt_dir / "best.pt"
 
     def best_model(self) -> torch.nn.Module:
-        """``self.model`` (in place, eval mode) with the weights of checkpoints/best.pt (EMA weights when EMA)."""
-        barrier()
+        """``self.model`` (in place, eval mode) with the weights of checkpoints/best.pt (EMA weights when EMA);
+        falls back to last.pt when no best.pt exists. Safe to call on one rank only."""
         path = self.best_path if self.best_path.exists() else self.last_path
         ckpt = load_checkpoint(path, map_location=self.device)
         load_model_weights(self.model, weights_from_checkpoint(ckpt, prefer_ema=True))
@@ -467,9 +471,10 @@ class Trainer:
         if self.evaluate is not None and self.last_val_step != self.global_step:
             self._validate()
         self._save_last()
-        if not self.best_path.exists() and self.evaluate is None:
+        have_best = broadcast_object(self.best_path.exists())
+        if not have_best and self.evaluate is None:
             self._save(self.best_path)  # no validation: best = final weights, so test scripts always find best.pt
-        elif not self.best_path.exists():
+        elif not have_best:
             self.logger.warn("no validation produced a finite monitor value; best.pt not written")
         barrier()
         best = f"{self.cfg.monitor}={self.best_metric:.6g}" if self.best_metric is not None else "n/a"
