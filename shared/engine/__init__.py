@@ -13,7 +13,7 @@ Typical ``train.py``::
     trainer.scheduler = cosine_schedule(opt, total_steps=cfg.engine.epochs * len(train_loader) // cfg.engine.grad_accum,
                                         min_lr=1e-6, warmup_steps=500)   # or pass it to Trainer(...)
     best = trainer.fit(train_loader)                      # resumes from run_dir/checkpoints/last.pt if present
-    model = trainer.best_model()                          # best.pt weights (EMA weights when EMA is on), eval mode
+    model = trainer.best_model()                          # best.pt's winning weights (EMA/raw), eval mode
 
 Contract
 --------
@@ -22,9 +22,12 @@ Contract
   torchrun — use ``unwrap_model(model)`` to reach attributes); runs under autocast when ``amp`` is on. The engine
   divides the loss by the accumulation group size itself. The logged dict is averaged over ``log_every`` steps.
 * ``evaluate(model) -> {name: float} | None``: called on every rank under ``torch.no_grad()``, model in eval mode
-  (then back to train). With EMA on, it is called on the EMA model and on the raw model; the EMA metrics are
-  logged under their own names (what ``monitor`` sees) and again as ``ema/<name>``, the raw model's as
-  ``raw/<name>``. Rank 0's dict is broadcast, so best-checkpoint and early-stop decisions agree on all ranks.
+  (then back to train). With EMA on, it is called on the EMA model and on the raw model, logged as
+  ``ema/<name>`` and ``raw/<name>``; the plain ``<name>`` keys (what ``monitor`` sees) hold the selected model's
+  metrics: ``ema_select="ema"`` (default) the EMA model, ``"raw"`` the raw one, ``"best"`` whichever scores better
+  on ``monitor`` at that validation (ADNet: "both are evaluated, the best is kept"); ``selected_ema`` is 1/0 and
+  best.pt records ``best_source`` so ``best_model()`` / ``weights_from_checkpoint`` load the winning weights.
+  Rank 0's dict is broadcast, so best-checkpoint and early-stop decisions agree on all ranks.
   Validation runs every ``val_every_iters`` optimizer steps (0: at each epoch end) and once more at the end
   of training if the last step was not validated. ``evaluate=None``: no validation, best.pt = final weights.
   For multi-rank evaluation use ``trainer.make_loader(val_set, bs, train=False)`` (sharded, no padding) and
@@ -75,13 +78,14 @@ Checkpoints (``torch.load(path, weights_only=True)`` always works)::
     {"format": 1, "model": state_dict (unwrapped), "ema": state_dict | None, "optimizer", "scheduler", "scaler",
      "epoch", "step_in_epoch" (batches consumed in that epoch), "global_step", "best_metric", "best_metrics",
      "bad_evals", "last_val_step", "stopped", "log_window", "rng": {torch, numpy, python, cuda?},
-     "rng_per_rank" (DDP), "world_size", "config": plain dict, "engine": EngineConfig as dict, "metrics": last val}
+     "rng_per_rank" (DDP), "world_size", "config": plain dict, "engine": EngineConfig as dict, "metrics": last val,
+     "best_source": "ema" | "raw" (best.pt only, when EMA is on)}
 
 ``save_checkpoint(obj, path)`` writes atomically (temp file in the same directory + fsync + ``os.replace``);
 ``load_checkpoint(path)`` loads with ``weights_only=True`` and raises :class:`CheckpointError` naming the file;
 ``load_model_weights(model, state_dict_or_checkpoint, strict=True, key_map=None)`` strips ``module.`` /
 ``_orig_mod.`` prefixes and raises :class:`WeightsMismatchError` listing missing, unexpected and wrongly shaped
-keys; ``weights_from_checkpoint(ckpt)`` picks the EMA weights when present.
+keys; ``weights_from_checkpoint(ckpt)`` picks the weights to evaluate (``best_source``, else EMA when present).
 
 Other helpers: ``select_device``, ``is_main_process``, ``get_rank``, ``get_world_size``, ``init_distributed``
 (torchrun env vars; gloo on CPU, nccl on CUDA), ``all_gather_concat``, ``broadcast_object``, ``barrier``,

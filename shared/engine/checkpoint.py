@@ -142,7 +142,13 @@ def load_model_weights(model: torch.nn.Module, state_dict: Mapping[str, Any], st
 
 
 def weights_from_checkpoint(ckpt: Mapping[str, Any], prefer_ema: bool = True) -> Mapping[str, Any]:
-    """The state dict to evaluate: the EMA weights when the checkpoint has them (and ``prefer_ema``), else model."""
+    """The state dict to evaluate: the weights that won best.pt (``ckpt["best_source"]``: "ema"/"raw") when
+    recorded, else the EMA weights when present (and ``prefer_ema``), else the raw model's."""
+    source = ckpt.get("best_source")
+    if source == "raw":
+        return ckpt["model"]
+    if source == "ema" and ckpt.get("ema") is not None:
+        return ckpt["ema"]
     if prefer_ema and ckpt.get("ema") is not None:
         return ckpt["ema"]
     return ckpt["model"]

@@ -15,6 +15,7 @@ class EngineConfig:
     grad_accum: int = 1           # micro-batches per optimizer step
     clip_grad_norm: float = 0.0   # 0 = off
     ema_decay: float = 0.0        # 0 = off; EMA updated after every optimizer step
+    ema_select: Literal["ema", "raw", "best"] = "ema"  # with EMA: whose metrics compete for best.pt ("best": either)
     seed: int = 42
     device: str = "auto"          # auto -> cuda (cuda:LOCAL_RANK under torchrun) if available else cpu
     val_every_iters: int = 0      # 0 = validate at the end of each epoch
@@ -41,5 +42,7 @@ class EngineConfig:
             raise ValueError("EngineConfig: invalid value for " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad))
         if self.amp not in ("none", "bf16", "fp16"):
             raise ValueError(f"EngineConfig: amp must be none, bf16 or fp16, got {self.amp!r}")
+        if self.ema_select not in ("ema", "raw", "best"):
+            raise ValueError(f"EngineConfig: ema_select must be ema, raw or best, got {self.ema_select!r}")
         if self.monitor_mode not in ("max", "min"):
             raise ValueError(f"EngineConfig: monitor_mode must be max or min, got {self.monitor_mode!r}")

@@ -237,8 +237,8 @@ class Trainer:
         return self.ckpt_dir / "best.pt"
 
     def best_model(self) -> torch.nn.Module:
-        """``self.model`` (in place, eval mode) with the weights of checkpoints/best.pt (EMA weights when EMA);
-        falls back to last.pt when no best.pt exists. Safe to call on one rank only."""
+        """``self.model`` (in place, eval mode) with the winning weights of checkpoints/best.pt (EMA or raw, see
+        ``ema_select``); falls back to last.pt when no best.pt exists. Safe to call on one rank only."""
         path = self.best_path if self.best_path.exists() else self.last_path
         ckpt = load_checkpoint(path, map_location=self.device)
         load_model_weights(self.model, weights_from_checkpoint(ckpt, prefer_ema=True))
@@ -421,33 +421,44 @@ class Trainer:
             return None
         return {k: float(v) for k, v in out.items()}
 
-    def _is_better(self, value: float) -> bool:
+    def _better(self, value: float | None, than: float | None) -> bool:
+        """``value`` strictly better than ``than`` under monitor_mode (non-finite never better; beats None/NaN)."""
         if value is None or not math.isfinite(value):
             return False
-        if self.best_metric is None:
+        if than is None or not math.isfinite(than):
             return True
-        return value > self.best_metric if self.cfg.monitor_mode == "max" else value < self.best_metric
+        return value > than if self.cfg.monitor_mode == "max" else value < than
+
+    def _is_better(self, value: float) -> bool:
+        return self._better(value, self.best_metric)
 
     def _validate(self) -> None:
         if self.evaluate is None or self.last_val_step == self.global_step:
             return
+        monitor = self.cfg.monitor
+        source = None
         if self.ema is not None:
             ema_metrics = self._run_eval(self.ema.module)
             raw_metrics = self._run_eval(self.model)
             metrics = None
             if ema_metrics is not None:
-                metrics = dict(ema_metrics)
+                source = "ema"
+                if raw_metrics is not None and (self.cfg.ema_select == "raw" or (
+                        self.cfg.ema_select == "best" and self._better(raw_metrics.get(monitor),
+                                                                     ema_metrics.get(monitor)))):
+                    source = "raw"
+                metrics = dict(raw_metrics if source == "raw" else ema_metrics)
                 metrics.update({f"ema/{k}": v for k, v in ema_metrics.items()})
                 metrics.update({f"raw/{k}": v for k, v in (raw_metrics or {}).items()})
+                metrics["selected_ema"] = float(source == "ema")
         else:
             metrics = self._run_eval(self.model)
-        metrics = broadcast_object(metrics)
+        metrics, source = broadcast_object((metrics, source))
         self.last_val_step = self.global_step
         if metrics is None:
             return
         self.last_metrics = metrics
         self.logger.metrics("val", self.global_step, self.epoch, metrics)
-        monitor = self.cfg.monitor
         if monitor not in metrics:
             raise KeyError(f"monitor metric {monitor!r} not returned by evaluate(); got: {sorted(metrics)} "
                            "(set engine.monitor)")
@@ -460,7 +471,7 @@ class Trainer:
             self.bad_evals = 0
             self.logger.info(f"new best {monitor}={value:.6g} at step {self.global_step} -> {self.best_path}",
                              console=False)
-            self._save(self.best_path)
+            self._save(self.best_path, best_source=source)
         else:
             self.bad_evals += 1
             if self.cfg.early_stop_patience and self.bad_evals >= self.cfg.early_stop_patience:
@@ -505,8 +516,10 @@ class Trainer:
             "metrics": dict(self.last_metrics),
         }
 
-    def _save(self, path: Path) -> None:
+    def _save(self, path: Path, best_source: str | None = None) -> None:
         state = self.state_dict()
+        if best_source is not None:  # best.pt: which weights scored ("ema" or "raw"); best_model() loads those
+            state["best_source"] = best_source
         if self.distributed:  # every rank's RNG, so each rank resumes its own stream
             state["rng_per_rank"] = all_gather_object(state["rng"])
         if self.is_main:

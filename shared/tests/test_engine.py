@@ -393,3 +393,22 @@ def test_trainable_filter_on_epoch_start_and_subset_datasets(tmp_path):
     tr.fit(tr.make_loader(subset, 4, num_workers=2))
     assert seen == [0, 1] and tr.global_step == 6
     assert torch.equal(model[0].weight, frozen) and not model[0].weight.requires_grad
+
+
+@pytest.mark.parametrize("values, best_step, source", [
+    ([1, 3, 5, 2, 4, 4.5], 2, "ema"),      # (ema, raw) per validation: raw wins 1st, ema 2nd, nothing 3rd
+    ([1, 3, 2, 6, 4, 4.5], 2, "raw"),
+])
+def test_ema_select_best_keeps_the_better_of_raw_and_ema(tmp_path, values, best_step, source):
+    it = iter(values)
+    tr = _trainer(tmp_path, epochs=1, ema_decay=0.5, ema_select="best", val_every_iters=1, monitor="val/score",
+                  monitor_mode="max", evaluate=lambda m: {"val/score": float(next(it))})
+    best = tr.fit(tr.make_loader(_linear_data(12), 4))
+    ck = torch.load(tr.best_path, weights_only=True)
+    assert ck["global_step"] == best_step and ck["best_source"] == source
+    assert best["val/score"] == max(values[2], values[3]) and best["selected_ema"] == float(source == "ema")
+    val = [r for r in _jsonl(tr.run_dir / "metrics.jsonl") if r["split"] == "val"]
+    assert [r["val/score"] for r in val] == [3, max(values[2:4]), 4.5]
+    model = tr.best_model()
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, ck["ema" if source == "ema" else "model"][k])
