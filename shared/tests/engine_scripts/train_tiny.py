@@ -100,6 +100,11 @@ def main(argv=None) -> dict:
     trainer.scheduler = cosine_schedule(opt, total_steps=max(1, args.epochs * steps_per_epoch), min_lr=1e-4,
                                         warmup_steps=2)
     best = trainer.fit(loader)
+    if trainer.world_size > 1:  # all_gather_concat with uneven first dims: rank r contributes r + 1 rows
+        rank = trainer.rank
+        gathered = all_gather_concat(torch.full((rank + 1, 2), float(rank)))
+        expected = torch.cat([torch.full((r + 1, 2), float(r)) for r in range(trainer.world_size)])
+        assert torch.equal(gathered, expected), gathered
     out = {"best": best, "global_step": trainer.global_step, "epoch": trainer.epoch}
     if is_main_process():
         print(json.dumps(out))
