@@ -85,9 +85,23 @@ def select_device(spec: str = "auto") -> torch.device:
 def create_run_dir(method: str, config_name: str, root: str | Path = "runs", resume: str | Path | None = None) -> Path:
     """``root/method/config_name/YYYYmmdd-HHMMSS/`` (with ``checkpoints/``), or ``resume`` when given.
 
-    Under torchrun, initialises the process group and broadcasts rank 0's directory to every rank.
+    ``resume``: an existing run directory, or ``"latest"`` for the newest run under ``root/method/config_name``
+    that has a ``checkpoints/last.pt``. Under torchrun, initialises the process group and broadcasts rank 0's
+    directory to every rank.
     """
     init_distributed()
+    if resume is not None and str(resume) == "latest":
+        found = None
+        if is_main_process():
+            base = Path(root) / method / config_name
+            runs = sorted(p for p in base.glob("*") if (p / "checkpoints" / "last.pt").is_file()) \
+                if base.is_dir() else []
+            found = str(runs[-1]) if runs else None
+        found = broadcast_object(found)
+        if found is None:
+            raise FileNotFoundError(f"resume=latest: no run with checkpoints/last.pt under "
+                                    f"{Path(root) / method / config_name}")
+        resume = found
     if resume is not None:
         path = Path(resume)
         if not path.is_dir():
@@ -119,6 +133,16 @@ def _isatty() -> bool:
         return sys.stdout.isatty()
     except Exception:
         return False
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two plain nested dicts."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for k in sorted(set(a) | set(b), key=str):
+            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
 
 
 def _plain_config(config: Any) -> dict | None:
@@ -205,6 +229,8 @@ class Trainer:
         self.last_val_step = -1
         self.stopped = False            # early stop triggered
         self._window: dict[str, Any] = {"n": 0, "sums": {}}
+        self._loader_shape: tuple = (None, cfg.grad_accum, None)
+        self._resumed_shape: tuple | None = None
 
     # ----------------------------------------------------------------------------------------- public
     def make_loader(self, dataset, batch_size: int, shuffle: bool = True, sampler=None, collate_fn=None,
@@ -263,6 +289,13 @@ class Trainer:
             n_batches = len(train_loader)
         except TypeError:
             n_batches = None
+        batch_size = getattr(train_loader, "batch_size", None)
+        if rng is not None and self._resumed_shape is not None and \
+                self._resumed_shape != (batch_size, cfg.grad_accum, n_batches):
+            self.logger.warn(f"resuming with (batch_size, grad_accum, batches/epoch) = "
+                             f"{(batch_size, cfg.grad_accum, n_batches)} but the checkpoint was written with "
+                             f"{self._resumed_shape}: the continuation will not match an uninterrupted run")
+        self._loader_shape = (batch_size, cfg.grad_accum, n_batches)
         if n_batches == 0:
             raise ValueError("train loader is empty (dataset smaller than one batch with drop_last?)")
         try:
@@ -511,6 +544,7 @@ class Trainer:
             "log_window": {"n": self._window["n"], "sums": dict(self._window["sums"])},
             "rng": get_rng_state(),
             "world_size": self.world_size,
+            "loader_shape": list(self._loader_shape),   # (batch_size, grad_accum, batches per epoch)
             "config": self.config,
             "engine": dataclasses.asdict(self.cfg),
             "metrics": dict(self.last_metrics),
@@ -552,6 +586,12 @@ class Trainer:
         self.bad_evals = int(ckpt.get("bad_evals", 0))
         self.last_val_step = int(ckpt.get("last_val_step", -1))
         self.stopped = bool(ckpt.get("stopped", False))
+        shape = ckpt.get("loader_shape")
+        self._resumed_shape = tuple(shape) if shape is not None else None
+        if self.config is not None and ckpt.get("config") is not None and ckpt["config"] != self.config:
+            diff = _diff_keys(ckpt["config"], self.config)
+            self.logger.warn(f"resuming {self.last_path} with a different config: {', '.join(diff[:12])}"
+                             + (f" (+{len(diff) - 12} more)" if len(diff) > 12 else ""))
         window = ckpt.get("log_window") or {"n": 0, "sums": {}}
         self._window = {"n": int(window["n"]), "sums": dict(window["sums"])}
         dropped = self.logger.truncate_after(self.global_step)

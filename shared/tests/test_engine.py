@@ -412,3 +412,24 @@ def test_ema_select_best_keeps_the_better_of_raw_and_ema(tmp_path, values, best_
     model = tr.best_model()
     for k, v in model.state_dict().items():
         assert torch.equal(v, ck["ema" if source == "ema" else "model"][k])
+
+
+def test_resume_latest_and_mismatch_warnings(tmp_path):
+    root = tmp_path / "runs"
+    with pytest.raises(FileNotFoundError, match="latest"):
+        create_run_dir("m", "c", root=root, resume="latest")
+    run = create_run_dir("m", "c", root=root)
+    create_run_dir("m", "c", root=root)                                    # newer, but no last.pt
+    tr = Trainer(nn.Linear(4, 1), None, EngineConfig(epochs=1, device="cpu", num_workers=0), run, loss_fn=_mse,
+                 config={"lr": 0.1})
+    tr.optimizer = torch.optim.SGD(tr.model.parameters(), lr=0.1)
+    tr.fit(tr.make_loader(_linear_data(8), 4))
+    assert create_run_dir("m", "c", root=root, resume="latest") == run
+    tr2 = Trainer(nn.Linear(4, 1), None, EngineConfig(epochs=2, device="cpu", num_workers=0), run, loss_fn=_mse,
+                  config={"lr": 0.2})
+    tr2.optimizer = torch.optim.SGD(tr2.model.parameters(), lr=0.1)
+    with pytest.warns(UserWarning) as record:
+        tr2.fit(tr2.make_loader(_linear_data(8), 2))
+    text = " ".join(str(w.message) for w in record)
+    assert "lr: 0.1 -> 0.2" in text and "batch_size" in text
+    assert tr2.epoch == 2
