@@ -46,6 +46,9 @@ Contract
   unscaling. ``ema_decay`` > 0: :class:`ModelEMA` updated after every optimizer step.
 * Seeding: ``fit`` calls ``seed_everything(seed + rank, deterministic)`` at its start (a resumed run then
   restores the RNG states of the checkpoint). Call ``seed_everything(seed)`` yourself before building the model.
+  ``deterministic: true`` (default) = ``use_deterministic_algorithms(warn_only=True)``, cudnn deterministic and
+  no cudnn benchmark; set ``engine.deterministic: false`` for full GPU speed when bitwise repeatability on the GPU
+  does not matter (CPU runs are deterministic either way).
 * NaN/inf loss: stop before the backward pass, log an error, raise :class:`NonFiniteLossError`; ``last.pt`` is
   untouched (the last good state).
 
@@ -55,7 +58,8 @@ Build the train loader with ``trainer.make_loader(dataset, batch_size, shuffle=T
 drop_last=False, repeats=1)``: a :class:`ResumableSampler` (seeded per-epoch order, sharded over ranks under
 torchrun, ``repeats=3`` = repeated augmentation as in timm's RepeatAugSampler) and a dataset wrapper that
 produces every sample under its own RNG seed (from seed, epoch, position) — so random augmentations using
-``random``/``numpy``/``torch`` global RNGs are identical whatever ``num_workers``, world size or resume point.
+``random``/``numpy``/``torch`` global RNGs are identical whatever ``num_workers``, world size or resume point
+(a private ``np.random.default_rng()`` without a seed is not covered — draw from the global RNGs).
 The loader gets its own generator, pin_memory on CUDA and persistent workers. On resume the sampler skips the
 batches already consumed. ``batch_size`` is per process: 2 ranks x 4 see exactly the batches of 1 rank x 8.
 Loaders built otherwise still work (``set_epoch`` is called when the sampler has it) but a mid-epoch resume
@@ -65,7 +69,8 @@ Run directory and files
 -----------------------
 ``create_run_dir(method, config_name, root="runs", resume=None)`` -> ``root/method/config_name/YYYYmmdd-HHMMSS/``
 (``-1``, ``-2`` suffix on collision; under torchrun rank 0 creates it and broadcasts it). ``resume=<dir>``
-returns that directory. The Trainer writes ``config.yaml`` (from ``config=``), ``log.txt`` (human),
+returns that directory; ``resume="latest"`` the newest run of that method/config with a ``checkpoints/last.pt``.
+Resuming with a different config or loader shape (batch size, grad_accum, batches per epoch) logs a warning. The Trainer writes ``config.yaml`` (from ``config=``), ``log.txt`` (human),
 ``metrics.jsonl`` (one JSON object per event: ``step`` (optimizer steps), ``epoch`` (0-based), ``split``
 (``train``/``val``/...), ``time`` and the values; NaN written as null; train events carry ``loss``, the
 ``loss_fn`` logs and ``lr``), optional ``tensorboard/`` and visdom (env ``VISDOM_SERVER``/``VISDOM_PORT``; never
@@ -78,7 +83,7 @@ Checkpoints (``torch.load(path, weights_only=True)`` always works)::
     {"format": 1, "model": state_dict (unwrapped), "ema": state_dict | None, "optimizer", "scheduler", "scaler",
      "epoch", "step_in_epoch" (batches consumed in that epoch), "global_step", "best_metric", "best_metrics",
      "bad_evals", "last_val_step", "stopped", "log_window", "rng": {torch, numpy, python, cuda?},
-     "rng_per_rank" (DDP), "world_size", "config": plain dict, "engine": EngineConfig as dict, "metrics": last val,
+     "rng_per_rank" (DDP), "world_size", "loader_shape", "config": plain dict, "engine": EngineConfig as dict, "metrics": last val,
      "best_source": "ema" | "raw" (best.pt only, when EMA is on)}
 
 ``save_checkpoint(obj, path)`` writes atomically (temp file in the same directory + fsync + ``os.replace``);
