@@ -48,7 +48,7 @@ Contract
   restores the RNG states of the checkpoint). Call ``seed_everything(seed)`` yourself before building the model.
   ``deterministic: true`` (default) = ``use_deterministic_algorithms(warn_only=True)``, cudnn deterministic and
   no cudnn benchmark; set ``engine.deterministic: false`` for full GPU speed when bitwise repeatability on the GPU
-  does not matter (CPU runs are deterministic either way).
+  does not matter.
 * NaN/inf loss: stop before the backward pass, log an error, raise :class:`NonFiniteLossError`; ``last.pt`` is
   untouched (the last good state).
 

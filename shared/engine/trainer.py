@@ -564,6 +564,11 @@ class Trainer:
         self._save(self.last_path)
 
     def _resume(self) -> dict | None:
+        if self.is_main and self.ckpt_dir.is_dir():  # temp files of a save that a kill interrupted
+            for stale in self.ckpt_dir.glob(".*.tmp"):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+        barrier()
         if not self.last_path.exists():
             return None
         ckpt = load_checkpoint(self.last_path, map_location="cpu")

@@ -94,6 +94,8 @@ def test_external_kill9_after_a_checkpoint_then_resume_is_exact(tmp_path, refere
     assert last.exists()
     if proc.returncode == -signal.SIGKILL:
         assert torch.load(last, weights_only=True)["global_step"] < 16
+    (last.parent / ".last.pt.interrupted.tmp").write_bytes(b"half a checkpoint")   # as if killed mid-save
     resumed = _run([str(run_dir), *ARGS])
     assert resumed.returncode == 0, resumed.stderr
+    assert sorted(p.name for p in last.parent.iterdir()) == ["best.pt", "last.pt"]   # stale temp file removed
     _assert_same_run(reference, run_dir)
