@@ -12,15 +12,16 @@ from typing import Iterable, Literal
 
 import torch
 from transformers import BertTokenizer
-from transformers.models.bert.tokenization_bert import BasicTokenizer
+from tokenizers.normalizers import BertNormalizer
+from tokenizers.pre_tokenizers import BertPreTokenizer
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 def build_vocab(texts: Iterable[str], out_dir: str | Path) -> Path:
     """Write ``out_dir/vocab.txt`` covering every word of ``texts``; returns the directory."""
-    basic = BasicTokenizer(do_lower_case=True)
-    words = sorted({w for text in texts for w in basic.tokenize(text)})
+    normalise, split = BertNormalizer(lowercase=True), BertPreTokenizer()  # BERT's own basic tokenisation
+    words = sorted({w for text in texts for w, _ in split.pre_tokenize_str(normalise.normalize_str(text))})
     chars = sorted(set(string.ascii_lowercase + string.digits + string.punctuation) | {c for w in words for c in w})
     vocab = list(dict.fromkeys(SPECIAL_TOKENS + chars + [f"##{c}" for c in chars] + words))
     out_dir = Path(out_dir)

@@ -1,0 +1,76 @@
+"""Typed configuration of CXR-CLIP runs (one YAML per published setting, see configs/)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from cxrclip.model import ModelConfig
+from shared.engine import EngineConfig
+
+
+@dataclass
+class SourceConfig:
+    """One training/validation source; several are concatenated (M, M+C, M+C+C14, or a custom set)."""
+
+    name: Literal["mimic", "chexpert", "chest14", "custom"]
+    root: str = ""                      # dataset root in its real layout (mimic / chexpert / chest14)
+    train_csv: str | None = None        # custom (CGMH format): image (list), text_label (list)
+    valid_csv: str | None = None
+    image_root: str | None = None       # custom: folder the CSV's image paths are relative to
+    prompt_file: str | None = None      # {label: {pos, neg, unc}}; None -> plain template sentences
+    tasks: list[str] = field(default_factory=list)  # custom: the label set negatives are drawn from
+    num_negs: int = 0                   # chest14: 3 in the paper; custom: 0 by default
+
+
+@dataclass
+class DataConfig:
+    sources: list[SourceConfig] = field(default_factory=lambda: [SourceConfig(name="mimic")])
+    tokenizer: str = ""                 # local dir with vocab.txt / tokenizer files; "build" = from the texts
+    image_size: int = 224
+    max_length: int = 256
+    batch_size: int = 128               # per process (the paper: 128 global)
+    eval_batch_size: int = 256
+
+
+@dataclass
+class LossConfig:
+    i2i_weight: float = 1.0             # ICL; 0 with t2t 0 = plain CLIP
+    t2t_weight: float = 0.5             # TCL
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 5e-5
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0          # per-step linear warmup, then half-cosine to 0
+
+
+@dataclass
+class EvalConfig:
+    """What test.py evaluates (each part runs when its data is given)."""
+
+    retrieval_root: str | None = None   # MIMIC-layout root: image<->report retrieval on its test split
+    retrieval_split: str = "test"
+    zeroshot_root: str | None = None    # MIMIC/CheXpert-layout root: binary zero-shot per class on its test split
+    zeroshot_layout: Literal["mimic", "chexpert"] = "mimic"
+    zeroshot_classes: list[str] = field(default_factory=lambda: ["Atelectasis", "Cardiomegaly", "Consolidation",
+                                                                 "Edema", "Pleural Effusion"])
+    binary_prompts: dict[str, list[str]] = field(default_factory=dict)  # {class: [negative, positive]};
+    #                                   default ["No <class>", "<class>"]; RSNA: ["No evidence of pneumonia",
+    #                                   "Findings suggesting pneumonia."]
+    chexpert5x200_csv: str | None = None  # GLoRIA's csv: Path, Report Impression, 5 class columns
+    chexpert5x200_image_root: str | None = None
+    class_prompts: str | None = None    # {class: [prompt, ...]} ensembles for 5x200; None -> templates
+
+
+@dataclass
+class TrainConfig:
+    name: str = "cxrclip"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    engine: EngineConfig = field(default_factory=lambda: EngineConfig(epochs=15, amp="fp16", monitor="val/loss",
+                                                                      monitor_mode="min"))
+    output_root: str = "runs"

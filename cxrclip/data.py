@@ -1,0 +1,201 @@
+"""CXR-CLIP data: every training sample is (two images, two texts) whatever the source.
+
+Sources (concatenated for training, as in the paper's M / M+C / M+C+C14 settings):
+  mimic     image-text: a study's views and its report sections (FINDINGS / IMPRESSION).
+  chexpert  label-only: texts composed from a prompt file (pos / neg / unc sentences).
+  chest14   label-only: positives + 3 sampled negatives ("Effusion" -> "Pleural Effusion"); 80/20 by patient.
+  custom    label-only, the CGMH fork's format: a CSV with ``image`` (list of paths) and ``text_label`` (list of
+            positive labels), a user label list and prompt file from the config.
+Two images = two distinct views of the study when it has several, else two augmentations of one image.
+Two texts = two sections drawn with replacement (image-text), or two independent prompt draws (label-only).
+Validation is deterministic: first two views, findings + impression (or the one section twice), first prompt
+sentence of each positive.
+"""
+from __future__ import annotations
+
+import ast
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+import torchvision.transforms as T
+from PIL import Image
+from torch.utils.data import Dataset
+
+from cxrclip import prompts as P
+from cxrclip.tokenizer import tokenize
+from shared.data import chexpert, mimic, nih, splits
+from shared.data.images import load_image, to_rgb
+from shared.data.labels import CHEXPERT_LABELS, NIH_LABELS
+from shared.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+HALF = (0.5, 0.5, 0.5)
+
+
+@dataclass
+class Sample:
+    images: list[str]
+    sections: list[str] = field(default_factory=list)           # image-text sources
+    positives: list[str] = field(default_factory=list)          # label-only sources
+    values: dict[str, float] = field(default_factory=dict)      # CheXpert 1/0/-1/NaN per label
+
+
+# ------------------------------------------------------------------------------------------------ transforms
+class Clahe:
+    """Contrast-limited adaptive histogram equalisation on the grey image, with probability ``p``."""
+
+    def __init__(self, clip_limit: float = 4.0, p: float = 0.5, grid: int = 8):
+        self.clip_limit, self.p, self.grid = clip_limit, p, grid
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        if random.random() >= self.p:
+            return image
+        grey = np.asarray(image.convert("L"))
+        equalised = cv2.createCLAHE(clipLimit=self.clip_limit, tileGridSize=(self.grid, self.grid)).apply(grey)
+        return Image.fromarray(equalised).convert("RGB")
+
+
+def normalisation(image_encoder: str) -> tuple[tuple, tuple]:
+    """ImageNet statistics for ResNet, 0.5/0.5 for the HF Swin (its image processor's values)."""
+    return (HALF, HALF) if image_encoder == "swin" else (IMAGENET_MEAN, IMAGENET_STD)
+
+
+def train_transform(size: int, image_encoder: str) -> T.Compose:
+    mean, std = normalisation(image_encoder)
+    return T.Compose([T.RandomResizedCrop(size, scale=(0.8, 1.1)), Clahe(4.0, p=0.5),
+                      T.ColorJitter(0.1, 0.2, 0.2, 0.1), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
+
+
+def eval_transform(size: int, image_encoder: str) -> T.Compose:
+    mean, std = normalisation(image_encoder)
+    return T.Compose([T.Resize(size), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
+
+
+# -------------------------------------------------------------------------------------------------- datasets
+class PairDataset(Dataset):
+    """(image1, image2, text1, text2) from samples of one source; texts stay strings (the collator tokenises)."""
+
+    def __init__(self, samples: Sequence[Sample], transform, train: bool, text_fn=None):
+        self.samples = list(samples)
+        self.transform = transform
+        self.train = train
+        self.text_fn = text_fn or self._sections
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _image(self, path: str) -> torch.Tensor:
+        return self.transform(to_rgb(load_image(path)))
+
+    def _sections(self, sample: Sample, draw: int) -> str:
+        if self.train:
+            return random.choice(sample.sections)
+        return sample.sections[min(draw, len(sample.sections) - 1)]
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.samples[index]
+        paths = sample.images
+        if len(paths) > 1:
+            first, second = random.sample(paths, 2) if self.train else paths[:2]
+        else:
+            first = second = paths[0]
+        return {"image1": self._image(first), "image2": self._image(second),
+                "text1": self.text_fn(sample, 0), "text2": self.text_fn(sample, 1)}
+
+
+def prompt_text_fn(prompts: dict, kind: str, train: bool, tasks: Sequence[str] = (), num_negs: int = 0):
+    """Text maker for label-only samples (see cxrclip.prompts for the rules of each kind)."""
+    def make(sample: Sample, draw: int) -> str:
+        if not train:
+            return P.validation_text(sample.positives, prompts)
+        rng = random.Random(random.getrandbits(64))  # follows the engine's per-sample seeding
+        if kind == "chexpert":
+            return P.chexpert_text(sample.values, prompts, rng) or P.validation_text([], prompts)
+        return P.positives_text(sample.positives, prompts, rng, tasks, num_negs) or P.validation_text([], prompts)
+    return make
+
+
+class TextCollator:
+    """Batch of B pairs -> ``images`` (2B, 3, H, W) = [all image1; all image2] and ``input_ids`` /
+    ``attention_mask`` (2B, L) = [all text1; all text2], padded to ``max_length`` when training, to the longest
+    otherwise — one layout so the model runs one forward (which DDP needs) per batch."""
+
+    def __init__(self, tokenizer, max_length: int = 256, train: bool = True):
+        self.tokenizer, self.max_length = tokenizer, max_length
+        self.padding = "max_length" if train else "longest"
+
+    def __call__(self, items: list[dict]) -> dict:
+        images = torch.stack([it["image1"] for it in items] + [it["image2"] for it in items])
+        texts = [it["text1"] for it in items] + [it["text2"] for it in items]
+        return {"images": images, **tokenize(self.tokenizer, texts, self.max_length, self.padding)}
+
+
+# ------------------------------------------------------------------------------------------ source readers
+def mimic_samples(root: str | Path, split: str) -> list[Sample]:
+    """One sample per MIMIC study of ``split`` (train / val / test) with a non-empty report section."""
+    frame = mimic.read_index(root, with_reports=True)
+    frame = frame[frame["split"] == split]
+    samples, empty = [], 0
+    for _, study in frame.groupby("study_id", sort=True):
+        first = study.iloc[0]
+        sections = [first[k] for k in ("findings", "impression") if first[k]]
+        if not sections:
+            empty += 1
+            continue
+        samples.append(Sample(images=study.sort_values("view", key=_frontal_first)["path"].tolist(),
+                              sections=sections))
+    if empty:
+        print(f"mimic {split}: {empty} studies without FINDINGS/IMPRESSION text left out")
+    return samples
+
+
+def _frontal_first(view: pd.Series) -> pd.Series:
+    return (~view.astype(str).str.upper().isin(["PA", "AP"])).astype(int)
+
+
+def chexpert_samples(root: str | Path, split: str) -> list[Sample]:
+    frame = chexpert.read_index(root, split=split, uncertain="keep", blank="keep")
+    labels = [label for label in CHEXPERT_LABELS if label in frame]
+    values = frame[labels].to_numpy()
+    return [Sample(images=[path], values=dict(zip(labels, row)),
+                   positives=[label for label, v in zip(labels, row) if v == 1])
+            for path, row in zip(frame["path"], values)]
+
+
+def chest14_samples(root: str | Path, split: str, seed: int = 0) -> list[Sample]:
+    """ChestX-ray14 with the paper's own 80/20 patient split of all images (random_state 0)."""
+    frame = splits.patient_holdout(nih.read_index(root).assign(split="train"), 0.2, seed=seed)
+    frame = frame[frame["split"] == split]
+    names = [P.chest14_name(label) for label in NIH_LABELS]
+    flags = frame[NIH_LABELS].to_numpy() > 0
+    return [Sample(images=[path], positives=[n for n, f in zip(names, row) if f])
+            for path, row in zip(frame["path"], flags)]
+
+
+def custom_samples(csv: str | Path, image_root: str | Path | None = None) -> list[Sample]:
+    """CGMH-fork CSV: ``image`` = list of paths, ``text_label`` = list of positive labels (Python literals)."""
+    frame = pd.read_csv(csv)
+    missing = {"image", "text_label"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"{csv}: missing column(s) {sorted(missing)}; expected image, text_label")
+    root = Path(image_root) if image_root else Path(csv).parent
+    samples = []
+    for row_number, (images, labels) in enumerate(zip(frame["image"], frame["text_label"]), start=2):
+        try:
+            images, labels = _as_list(images), _as_list(labels)
+        except (ValueError, SyntaxError) as err:
+            raise ValueError(f"{csv}: line {row_number}: cannot parse {images!r} / {labels!r}: {err}") from err
+        samples.append(Sample(images=[str(root / p) for p in images], positives=labels))
+    return samples
+
+
+def _as_list(value) -> list[str]:
+    """A list cell (``"['a', 'b']"``) or a plain string (one item) -> list; never indexes a string by character."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        return [str(v) for v in ast.literal_eval(value)]
+    return [] if pd.isna(value) else [str(value)]

@@ -1,0 +1,52 @@
+"""End-to-end CXR-CLIP demo on the synthetic twin (CPU): train -> zero-shot + retrieval -> report.
+
+    python -m cxrclip.demo --data data/synthetic --out demo_out
+
+Generates DATA/mimic (MIMIC-CXR-JPG layout with generated reports) if missing, trains configs/demo.yaml (ResNet-18
+and a 2-layer BERT from scratch, a vocabulary built from the twin's texts) into OUT/cxrclip/runs, and prints
+image->text retrieval and binary zero-shot AUROC with their chance levels. Synthetic numbers only show that the
+pipeline runs and learns; they are not a reproduction.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from shared.data import synthetic
+
+CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
+N_IMAGES, SIZE, SEED = 300, 64, 0
+
+
+def run_demo(data: str | Path, out: str | Path, overrides: Sequence[str] = ()) -> dict:
+    from cxrclip import test, train
+
+    start = time.perf_counter()
+    twin = Path(data) / "mimic"
+    if not synthetic.is_complete(twin, "mimic", N_IMAGES, SIZE, SEED):
+        print(f"generating the synthetic MIMIC twin in {twin} ...")
+        synthetic.generate("mimic", twin, n=N_IMAGES, size=SIZE, seed=SEED)
+    roots = [f"data.sources.0.root={twin}", f"eval.retrieval_root={twin}", f"eval.zeroshot_root={twin}"]
+    run_dir = train.main(["-cfg", str(CONFIG), "--set", *roots, f"output_root={Path(out) / 'runs'}", *overrides])
+    metrics = test.main(["--run", str(run_dir)])
+    summary = {"run_dir": str(run_dir), "R@10 image->text": metrics["retrieval_i2t"]["R@10"],
+               "zero-shot mean AUROC": metrics["zeroshot_auroc"]["mean"], "seconds": time.perf_counter() - start}
+    print("cxrclip demo: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                       for k, v in summary.items()) + " (zero-shot chance: AUROC 0.5)")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="data/synthetic")
+    parser.add_argument("--out", default="demo_out/cxrclip")
+    parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    return run_demo(args.data, args.out, args.overrides)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,145 @@
+"""Linear probe of a CXR-CLIP image encoder (RSNA / SIIM / VinDr style classification CSVs).
+
+    python -m cxrclip.finetune --run runs/cxrclip/r50_m/<ts> --train-csv tr.csv --valid-csv va.csv \
+        --test-csv te.csv --classes Pneumonia [--fraction 0.1] [--epochs 300]
+
+The image encoder (+ its projection input, i.e. the 2048/768-d pooled feature) is loaded alone, frozen and kept in
+eval mode; a Linear(out_dim, n_classes) is trained with BCEWithLogits and AdamW (batch 256). 10% of the training
+rows (sampled with random_state 1) for 300 epochs, or 100% for 30, as in the paper. The encoder is frozen, so the
+features are computed once (eval transform) and the probe trains on them in seconds — a deviation from training on
+augmented images, listed in the README. The probe with the best validation mean AUROC is evaluated on test.
+
+CSV format: ``image`` (path, relative to the CSV's folder or ``--image-root``) and either one 0/1 column per class
+or a ``label`` column (a scalar, or a list such as VinDr's 20 values with ``--label-names``).
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from cxrclip.checkpoint import load_weights
+from cxrclip.config import TrainConfig
+from cxrclip.data import eval_transform
+from cxrclip.evaluate import _Images
+from cxrclip.model import CXRClip
+from cxrclip.test import load_run
+from shared.config import load_config
+from shared.engine import (create_run_dir, load_checkpoint, load_model_weights, seed_everything, select_device,
+                           weights_from_checkpoint)
+from shared.metrics.classification import classification_table, render_table
+from shared.report import write_results
+
+VINDR_DROPPED = ("Other lesion", "Other disease")  # 20 -> 18 labels, as in the paper
+
+
+def read_classification_csv(path: str, classes: list[str], label_names: list[str] | None,
+                            image_root: str | None) -> tuple[list[str], np.ndarray]:
+    frame = pd.read_csv(path)
+    if "image" not in frame:
+        raise ValueError(f"{path}: missing column 'image'")
+    root = Path(image_root) if image_root else Path(path).parent
+    if all(c in frame for c in classes):
+        labels = frame[classes].to_numpy(np.float32)
+    elif "label" in frame:
+        values = [ast.literal_eval(v) if isinstance(v, str) else v for v in frame["label"]]
+        if label_names:  # list-valued labels, named; keep the requested classes
+            index = [label_names.index(c) for c in classes]
+            labels = np.asarray([[row[i] for i in index] for row in values], np.float32)
+        else:
+            labels = np.asarray(values, np.float32).reshape(len(frame), -1)
+    else:
+        raise ValueError(f"{path}: needs one column per class {classes} or a 'label' column")
+    return [str(root / p) for p in frame["image"]], labels
+
+
+@torch.no_grad()
+def features(encoder: nn.Module, paths: list[str], transform, device, batch_size: int = 256) -> torch.Tensor:
+    loader = torch.utils.data.DataLoader(_Images(paths, transform), batch_size=batch_size)
+    return torch.cat([encoder(x.to(device)).float().cpu() for x in loader])
+
+
+def train_probe(train_x, train_y, valid_x, valid_y, epochs: int, lr: float, weight_decay: float,
+                batch_size: int = 256, seed: int = 0) -> nn.Linear:
+    """AdamW + BCE on cached features; returns the probe with the best validation mean AUROC."""
+    torch.manual_seed(seed)
+    probe = nn.Linear(train_x.shape[1], train_y.shape[1])
+    optimizer = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=weight_decay)
+    targets = torch.as_tensor(train_y)
+    best, best_state = -1.0, None
+    for _ in range(epochs):
+        for idx in torch.randperm(len(train_x)).split(batch_size):
+            loss = nn.functional.binary_cross_entropy_with_logits(probe(train_x[idx]), targets[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            auroc = classification_table(valid_y, torch.sigmoid(probe(valid_x)).numpy()).loc["mean", "auroc"]
+        if np.nan_to_num(auroc, nan=-1.0) > best:
+            best, best_state = float(auroc), {k: v.clone() for k, v in probe.state_dict().items()}
+    probe.load_state_dict(best_state)
+    return probe
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run")
+    parser.add_argument("-cfg", "--config")
+    parser.add_argument("--weights")
+    parser.add_argument("--trust-checkpoint", action="store_true")
+    for split in ("train", "valid", "test"):
+        parser.add_argument(f"--{split}-csv", required=True)
+    parser.add_argument("--classes", nargs="+", required=True)
+    parser.add_argument("--label-names", nargs="+", help="names of a list-valued 'label' column")
+    parser.add_argument("--image-root")
+    parser.add_argument("--fraction", type=float, default=1.0, help="0.1 = the paper's 10%% setting")
+    parser.add_argument("--epochs", type=int, default=None, help="default 300 for 10%%, 30 for 100%%")
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    args = parser.parse_args(argv)
+    if args.run:
+        cfg, weights, _ = load_run(Path(args.run), [])
+    elif args.config and args.weights:
+        cfg, weights = load_config(TrainConfig, args.config), Path(args.weights)
+    else:
+        parser.error("give --run RUN_DIR, or -cfg CONFIG with --weights FILE")
+    seed_everything(cfg.engine.seed)
+    device = select_device(cfg.engine.device)
+    model = CXRClip(cfg.model)
+    if args.run:
+        load_model_weights(model, weights_from_checkpoint(load_checkpoint(weights)))
+    else:
+        load_weights(model, weights, trust_pickle=args.trust_checkpoint, image_only=True)
+    encoder = model.image_encoder.to(device).eval().requires_grad_(False)
+
+    data = {s: read_classification_csv(getattr(args, f"{s}_csv"), args.classes, args.label_names, args.image_root)
+            for s in ("train", "valid", "test")}
+    paths, labels = data["train"]
+    if args.fraction < 1.0:
+        keep = pd.Series(range(len(paths))).sample(frac=args.fraction, random_state=1).sort_values().to_numpy()
+        paths, labels = [paths[i] for i in keep], labels[keep]
+    epochs = args.epochs or (300 if args.fraction < 1.0 else 30)
+    test_tf = eval_transform(cfg.data.image_size, cfg.model.image.name)
+    train_x = features(encoder, paths, test_tf, device)
+    valid_x = features(encoder, data["valid"][0], test_tf, device)
+    probe = train_probe(train_x, labels, valid_x, data["valid"][1], epochs, args.lr, args.weight_decay)
+    with torch.no_grad():
+        probs = torch.sigmoid(probe(features(encoder, data["test"][0], test_tf, device))).numpy()
+    table = classification_table(data["test"][1], probs, args.classes)
+    print(render_table(table))
+    run_dir = create_run_dir("cxrclip", f"{cfg.name}-probe{int(args.fraction * 100)}", root=cfg.output_root)
+    metrics = {"probe_auroc": table["auroc"].to_dict(), "probe_accuracy": table["accuracy"].to_dict(),
+               "probe_f1": table["f1"].to_dict()}
+    write_results(run_dir, "cxrclip", f"{cfg.name}-probe{int(args.fraction * 100)}", metrics,
+                  notes=[f"linear probe, {args.fraction:.0%} of training rows, {epochs} epochs"])
+    return metrics
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,90 @@
+"""One image -> every label text ranked by cosine similarity (the CGMH fork's inference, fixed and offline).
+
+    python -m cxrclip.inference --run runs/cxrclip/demo/<ts> --image cxr.png [--labels labels.txt] [--json]
+    python -m cxrclip.inference -cfg cxrclip/configs/r50_mcc.yaml --weights r50_mcc.tar --trust-checkpoint \
+        --image cxr.png --labels cxrclip/prompts/cgmh_labels.txt
+
+``--labels``: a text file with one label per line, a JSON list, or a prompt file (its keys are the labels).
+Default: the 14 CheXpert findings. Each label's text is the label itself.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from cxrclip.checkpoint import load_weights
+from cxrclip.config import TrainConfig
+from cxrclip.data import eval_transform
+from cxrclip.evaluate import embed_texts
+from cxrclip.model import CXRClip
+from cxrclip.test import load_run
+from cxrclip.tokenizer import load_tokenizer
+from shared.config import load_config
+from shared.data.images import load_image, to_rgb
+from shared.data.labels import CHEXPERT_LABELS
+from shared.engine import load_checkpoint, load_model_weights, select_device, weights_from_checkpoint
+
+
+def read_labels(path: str | None) -> list[str]:
+    if path is None:
+        return list(CHEXPERT_LABELS)
+    text = Path(path).read_text()
+    if path.endswith(".json"):
+        data = json.loads(text)
+        return list(data) if isinstance(data, (list, dict)) else []
+    labels = [line.strip() for line in text.splitlines() if line.strip()]
+    if not labels:
+        raise ValueError(f"{path}: no labels found")
+    return labels
+
+
+@torch.no_grad()
+def rank_labels(model, tokenizer, image_path: str, labels: list[str], cfg: TrainConfig, device) -> list[tuple]:
+    image = eval_transform(cfg.data.image_size, cfg.model.image.name)(to_rgb(load_image(image_path)))
+    image_emb = model.encode_image(image.unsqueeze(0).to(device)).float().cpu()
+    sims = (image_emb @ embed_texts(model, tokenizer, labels, device, max_length=cfg.data.max_length).T)[0]
+    order = torch.argsort(sims, descending=True)
+    return [(labels[i], float(sims[i])) for i in order]
+
+
+def main(argv: list[str] | None = None) -> list[tuple]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--image", required=True)
+    parser.add_argument("--run", help="a training run directory (config, best.pt, tokenizer)")
+    parser.add_argument("-cfg", "--config")
+    parser.add_argument("--weights")
+    parser.add_argument("--trust-checkpoint", action="store_true")
+    parser.add_argument("--labels", help="labels file (.txt one per line, or .json list / prompt file)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    if args.run:
+        cfg, weights, tokenizer_path = load_run(Path(args.run), [])
+    elif args.config and args.weights:
+        cfg = load_config(TrainConfig, args.config)
+        weights, tokenizer_path = Path(args.weights), Path(cfg.data.tokenizer or cfg.model.text.pretrained or "")
+    else:
+        parser.error("give --run RUN_DIR, or -cfg CONFIG with --weights FILE")
+    device = select_device(cfg.engine.device)
+    model = CXRClip(cfg.model)
+    if args.run:
+        load_model_weights(model, weights_from_checkpoint(load_checkpoint(weights)))
+    else:
+        load_weights(model, weights, trust_pickle=args.trust_checkpoint)
+    model.to(device).eval()
+    ranked = rank_labels(model, load_tokenizer(tokenizer_path), args.image, read_labels(args.labels), cfg, device)
+    if args.json:
+        print(json.dumps([{"label": label, "similarity": round(sim, 6)} for label, sim in ranked], indent=2))
+    else:
+        width = max(len(label) for label, _ in ranked)
+        print(f"{args.image}")
+        for label, sim in ranked:
+            print(f"  {label:<{width}}  {sim:+.4f}")
+    return ranked
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,144 @@
+"""Evaluate CXR-CLIP: zero-shot classification and image<->text retrieval.
+
+    python -m cxrclip.test --run runs/cxrclip/r50_m/<timestamp>        # our run (config, best.pt, tokenizer)
+    python -m cxrclip.test -cfg cxrclip/configs/r50_mcc.yaml --weights r50_mcc.tar --trust-checkpoint
+
+Which evaluations run is set by the ``eval:`` section of the config (MIMIC-layout retrieval, binary zero-shot per
+class, CheXpert5x200). Tables are printed, and results.json + report.md are written to the run directory (or to
+runs/cxrclip/<name>-eval/<timestamp>/ for released weights).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cxrclip.checkpoint import load_weights
+from cxrclip.config import TrainConfig
+from cxrclip.data import eval_transform
+from cxrclip.evaluate import (binary_zeroshot, embed_images, embed_texts, ensemble_zeroshot, load_class_prompts,
+                              retrieval, template_class_prompts)
+from cxrclip.model import CXRClip
+from cxrclip.tokenizer import load_tokenizer
+from shared.config import ConfigError, load_config
+from shared.data import chexpert, mimic
+from shared.engine import (create_run_dir, load_checkpoint, load_model_weights, select_device,
+                           weights_from_checkpoint)
+from shared.metrics.classification import render_table
+from shared.report import report_run, write_results
+
+
+def study_frame(root: str, split: str, layout: str = "mimic") -> pd.DataFrame:
+    """One row per study (first frontal image) with its labels and, for MIMIC, the retrieval text."""
+    if layout == "chexpert":
+        return chexpert.read_index(root, split=split, uncertain="zeros")
+    frame = mimic.read_index(root, labeler="chexpert", uncertain="zeros", with_reports=True)
+    frame = frame[frame["split"] == split]
+    frontal = frame["view"].astype(str).str.upper().isin(["PA", "AP"])
+    frame = frame.assign(_lateral=(~frontal).astype(int)).sort_values(["study_id", "_lateral", "path"])
+    frame = frame.drop_duplicates("study_id").drop(columns="_lateral").reset_index(drop=True)
+    # the retrieval target: the longer section by length (the original compared strings alphabetically)
+    return frame.assign(text=[mimic.longer_section(row) for row in frame[["findings", "impression"]].to_dict("records")])
+
+
+def evaluate_all(model, tokenizer, cfg: TrainConfig, device) -> dict:
+    """Every evaluation the config names -> metrics dict for results.json (fractions)."""
+    transform = eval_transform(cfg.data.image_size, cfg.model.image.name)
+    text_fn = lambda texts: embed_texts(model, tokenizer, texts, device, max_length=cfg.data.max_length)  # noqa: E731
+    metrics: dict = {}
+    ev = cfg.eval
+    if ev.retrieval_root:
+        frame = study_frame(ev.retrieval_root, ev.retrieval_split)
+        frame = frame[frame["text"] != ""]
+        image_emb = embed_images(model, frame["path"].tolist(), transform, device)
+        both = retrieval(image_emb, frame["text"].tolist(), text_fn)
+        metrics["retrieval_i2t"], metrics["retrieval_t2i"] = both["i2t"], both["t2i"]
+        print(f"retrieval on {len(frame)} studies: image->text {_fmt(both['i2t'])}; "
+              f"text->image {_fmt(both['t2i'])}")
+    if ev.zeroshot_root:
+        frame = study_frame(ev.zeroshot_root, "test" if ev.zeroshot_layout == "mimic" else "valid",
+                            ev.zeroshot_layout)
+        missing = [c for c in ev.zeroshot_classes if c not in frame]
+        if missing:
+            raise ValueError(f"zero-shot classes {missing} are not label columns of {ev.zeroshot_root}")
+        image_emb = embed_images(model, frame["path"].tolist(), transform, device)
+        table = binary_zeroshot(image_emb, frame[ev.zeroshot_classes].to_numpy(), ev.zeroshot_classes, text_fn,
+                                ev.binary_prompts)
+        print("binary zero-shot (p = softmax over the [negative, positive] prompt similarities):\n"
+              + render_table(table))
+        metrics["zeroshot_auroc"] = table["auroc"].to_dict()
+        metrics["zeroshot_f1"] = table["f1"].to_dict()
+    if ev.chexpert5x200_csv:
+        metrics["chexpert5x200_accuracy"] = _chexpert5x200(model, cfg, transform, text_fn, device)
+    if not metrics:
+        raise ValueError("nothing to evaluate: set eval.retrieval_root, eval.zeroshot_root or eval.chexpert5x200_csv")
+    return metrics
+
+
+def _chexpert5x200(model, cfg: TrainConfig, transform, text_fn, device) -> dict:
+    ev = cfg.eval
+    frame = pd.read_csv(ev.chexpert5x200_csv)
+    prompts = load_class_prompts(ev.class_prompts) if ev.class_prompts else template_class_prompts(
+        ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"])
+    missing = [c for c in [*prompts, "Path"] if c not in frame]
+    if missing:
+        raise ValueError(f"{ev.chexpert5x200_csv}: missing column(s) {missing}")
+    root = Path(ev.chexpert5x200_image_root or Path(ev.chexpert5x200_csv).parent)
+    image_emb = embed_images(model, [str(root / p) for p in frame["Path"]], transform, device)
+    targets = frame[list(prompts)].to_numpy().argmax(1)
+    table = ensemble_zeroshot(image_emb, targets, prompts, text_fn)
+    print("CheXpert5x200 zero-shot accuracy:\n" + table.to_string())
+    return table.iloc[:, 0].to_dict()
+
+
+def _fmt(scores: dict) -> str:
+    return ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
+
+
+def load_run(run_dir: Path, overrides) -> tuple[TrainConfig, Path, Path]:
+    cfg = load_config(TrainConfig, run_dir / "config.yaml", overrides)
+    tokenizer = run_dir / "tokenizer" if (run_dir / "tokenizer").is_dir() else Path(cfg.data.tokenizer)
+    return cfg, run_dir / "checkpoints" / "best.pt", tokenizer
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", help="a finished training run directory")
+    parser.add_argument("-cfg", "--config", help="config YAML (with --weights)")
+    parser.add_argument("--weights", help="released CXR-CLIP checkpoint (r50_m.tar, swint_mcc.tar, ...)")
+    parser.add_argument("--trust-checkpoint", action="store_true", help="allow pickled objects in --weights")
+    parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    try:
+        if args.run:
+            run_dir = Path(args.run)
+            cfg, weights, tokenizer_path = load_run(run_dir, args.overrides)
+        elif args.config and args.weights:
+            cfg = load_config(TrainConfig, args.config, args.overrides)
+            weights, tokenizer_path = Path(args.weights), Path(cfg.data.tokenizer or cfg.model.text.pretrained or "")
+            run_dir = create_run_dir("cxrclip", f"{cfg.name}-eval", root=cfg.output_root)
+        else:
+            parser.error("give --run RUN_DIR, or -cfg CONFIG with --weights FILE")
+    except ConfigError as err:
+        parser.error(str(err))
+    device = select_device(cfg.engine.device)
+    model = CXRClip(cfg.model)
+    if args.run:
+        load_model_weights(model, weights_from_checkpoint(load_checkpoint(weights)))
+    else:
+        load_weights(model, weights, trust_pickle=args.trust_checkpoint)
+    model.to(device).eval()
+    metrics = evaluate_all(model, load_tokenizer(tokenizer_path), cfg, device)
+    write_results(run_dir, "cxrclip", cfg.name, metrics, published_key=cfg.name,
+                  notes=[f"weights: {weights}"], headline=["retrieval_i2t/R@10", "zeroshot_auroc/mean"]
+                  if "retrieval_i2t" in metrics and "zeroshot_auroc" in metrics else None)
+    print(report_run(run_dir, plot=False))
+    return metrics
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,141 @@
+"""Pre-train CXR-CLIP: ``python -m cxrclip.train -cfg cxrclip/configs/r50_m.yaml [--set key=value ...]``.
+
+AdamW, per-step linear warmup (1 epoch) then half-cosine to 0, AMP, DDP under torchrun; the checkpoint with the
+lowest mean validation loss is kept (runs/cxrclip/<name>/<timestamp>/checkpoints/best.pt).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.data import ConcatDataset, DataLoader
+
+from cxrclip import prompts as P
+from cxrclip.config import SourceConfig, TrainConfig
+from cxrclip.data import (PairDataset, Sample, TextCollator, chest14_samples, chexpert_samples, custom_samples,
+                          eval_transform, mimic_samples, prompt_text_fn, train_transform)
+from cxrclip.loss import CXRClipLoss
+from cxrclip.model import CXRClip
+from cxrclip.tokenizer import build_vocab, load_tokenizer
+from shared.config import parse_config
+from shared.data.labels import CHEXPERT_LABELS
+from shared.engine import Trainer, cosine_schedule, create_run_dir, move_to_device, seed_everything
+
+def read_source(source: SourceConfig, train: bool) -> list[Sample]:
+    split = "train" if train else "val"  # the shared readers name splits train / val / test
+    if source.name == "mimic":
+        return mimic_samples(source.root, split)
+    if source.name == "chexpert":
+        return chexpert_samples(source.root, split)
+    if source.name == "chest14":
+        return chest14_samples(source.root, split)
+    csv = source.train_csv if train else source.valid_csv
+    if not csv:
+        raise ValueError(f"source 'custom' needs {'train_csv' if train else 'valid_csv'}")
+    return custom_samples(csv, source.image_root)
+
+
+def source_prompts(source: SourceConfig) -> dict | None:
+    """The prompt table of a label-only source (None for image-text sources)."""
+    if source.name == "mimic":
+        return None
+    if source.prompt_file:
+        return P.load_prompts(source.prompt_file)
+    labels = {"chexpert": CHEXPERT_LABELS, "chest14": P.CHEST14_TASKS, "custom": source.tasks}[source.name]
+    return P.template_prompts(labels)
+
+
+def build_datasets(cfg: TrainConfig, train: bool) -> tuple[ConcatDataset, list[str]]:
+    """The concatenated dataset of every source, and the texts it can produce (for building a vocabulary)."""
+    encoder = cfg.model.image.name
+    transform = train_transform(cfg.data.image_size, encoder) if train else eval_transform(cfg.data.image_size,
+                                                                                            encoder)
+    parts, texts = [], []
+    for source in cfg.data.sources:
+        samples = read_source(source, train)
+        if not samples:
+            raise ValueError(f"source {source.name!r} ({source.root or source.train_csv}) has no "
+                             f"{'training' if train else 'validation'} samples")
+        prompts = source_prompts(source)
+        if prompts is None:
+            parts.append(PairDataset(samples, transform, train))
+            texts += [s for sample in samples for s in sample.sections]
+        else:
+            kind = "chexpert" if source.name == "chexpert" else "positives"
+            tasks = P.CHEST14_TASKS if source.name == "chest14" else source.tasks
+            parts.append(PairDataset(samples, transform, train, prompt_text_fn(prompts, kind, train, tasks,
+                                                                              source.num_negs)))
+            texts += [s for entry in prompts.values() for kind_ in entry.values() for s in kind_]
+    return ConcatDataset(parts), texts
+
+
+def prepare_tokenizer(cfg: TrainConfig, texts: list[str], run_dir: Path):
+    """Load the configured tokenizer, or build a small vocabulary from the texts ("build": demo and tests)."""
+    if cfg.data.tokenizer == "build":
+        path = build_vocab(texts + P.CHEST14_TASKS, run_dir / "tokenizer")
+    else:
+        path = cfg.data.tokenizer or cfg.model.text.pretrained
+        if not path:
+            raise ValueError("data.tokenizer is empty: give a local tokenizer directory (e.g. a saved "
+                             "Bio_ClinicalBERT) or 'build'")
+    tokenizer = load_tokenizer(path)
+    if not cfg.model.text.pretrained:
+        cfg.model.text.bert.setdefault("vocab_size", len(tokenizer))
+    return tokenizer
+
+
+def clip_step(model, batch, criterion):
+    """One forward over both views of images and texts (see TextCollator), then the loss on the halves."""
+    image_emb, text_emb, scale = model(batch["images"], batch["input_ids"], batch["attention_mask"])
+    b = image_emb.shape[0] // 2
+    return criterion(image_emb[:b], image_emb[b:], text_emb[:b], text_emb[b:], scale)
+
+
+def make_evaluate(val_loader: DataLoader, criterion, device):
+    def evaluate(model) -> dict[str, float]:
+        total, count = 0.0, 0
+        for batch in val_loader:
+            batch = move_to_device(batch, device)
+            loss, _ = clip_step(model, batch, criterion)
+            total += loss.item() * batch["images"].shape[0]
+            count += batch["images"].shape[0]
+        return {"val/loss": total / max(count, 1)}
+    return evaluate
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--resume", default=None, help="run directory to resume")
+    cfg, args = parse_config(TrainConfig, argv, parser=parser)
+    seed_everything(cfg.engine.seed, cfg.engine.deterministic)
+    run_dir = create_run_dir("cxrclip", cfg.name, root=cfg.output_root, resume=args.resume)
+
+    train_set, train_texts = build_datasets(cfg, train=True)
+    val_set, val_texts = build_datasets(cfg, train=False)
+    tokenizer = prepare_tokenizer(cfg, train_texts + val_texts, run_dir)
+    model = CXRClip(cfg.model)
+    criterion = CXRClipLoss(cfg.loss.i2i_weight, cfg.loss.t2t_weight)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    trainer = Trainer(model, optimizer, cfg.engine, run_dir, config=cfg, scheduler_interval="iter",
+                      loss_fn=lambda m, batch: clip_step(m, batch, criterion))
+    train_loader = trainer.make_loader(train_set, cfg.data.batch_size, shuffle=True, drop_last=len(train_set) >
+                                       cfg.data.batch_size, collate_fn=TextCollator(tokenizer, cfg.data.max_length))
+    val_loader = DataLoader(val_set, cfg.data.eval_batch_size, shuffle=False, num_workers=cfg.engine.num_workers,
+                            collate_fn=TextCollator(tokenizer, cfg.data.max_length, train=False))
+    steps_per_epoch = math.ceil(len(train_loader) / cfg.engine.grad_accum)
+    total = steps_per_epoch * cfg.engine.epochs
+    if cfg.engine.max_iters:
+        total = min(total, cfg.engine.max_iters)
+    trainer.scheduler = cosine_schedule(optimizer, total_steps=total, min_lr=0.0,
+                                        warmup_steps=int(cfg.optim.warmup_epochs * steps_per_epoch))
+    trainer.evaluate = make_evaluate(val_loader, criterion, trainer.device)
+    best = trainer.fit(train_loader)
+    trainer.log(f"best validation: {best}")
+    return run_dir
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
