@@ -120,16 +120,23 @@ def union_loss_eval(raw_cls: torch.Tensor, raw_ano: torch.Tensor, labels: torch.
 
 def ham_losses(out, labels: torch.Tensor, masks: torch.Tensor | None = None, flag: torch.Tensor | None = None,
                bbox_tag: torch.Tensor | None = None, weights: LossWeights | None = None,
-               union: str = "train") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """All five terms and the weighted total from a ``HAMOutput``. ``masks``/``flag``/``bbox_tag`` may be None
-    (no box supervision in the batch: ex_cls = 0). ``union`` = "train" or "eval" picks the formula."""
+               union: str = "train", refine=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """All five terms and the weighted total from a ``HAMOutput``.
+
+    ``masks``/``flag``/``bbox_tag`` may be None (no box supervision in the batch: ex_cls = 0); ex_cls is computed
+    on the flagged rows only. When ``out.refined_cls`` is None (forward with ``refine=False``), ``refine(raw)``
+    makes the refined maps of the flagged rows only (saves the (B,C,H,W) maps of the others).
+    ``union`` = "train" or "eval" picks the formula."""
     wts = weights or LossWeights()
     logit_ano, logit_cls, _, refined_cls, raw_ano, raw_cls = out
     parts = {"ano": ano_loss(logit_ano, labels), "cls": cls_loss(logit_cls, labels)}
-    if masks is None or flag is None or not bool((flag > 0).any()):
-        parts["ex_cls"] = refined_cls.sum() * 0.0
+    sel = (flag > 0) if flag is not None else None
+    if masks is None or sel is None or not bool(sel.any()):
+        parts["ex_cls"] = raw_cls.sum() * 0.0
     else:
-        parts["ex_cls"] = ex_cls_loss(refined_cls, masks, flag, labels if bbox_tag is None else bbox_tag)
+        tags = labels if bbox_tag is None else bbox_tag
+        refined = refined_cls[sel] if refined_cls is not None else refine(raw_cls[sel])
+        parts["ex_cls"] = ex_cls_loss(refined, masks[sel], flag[sel], tags[sel])
     parts["bound"] = bound_loss(raw_cls, raw_ano, labels, wts.cam_loss_sigma, wts.cam_loss_w)
     union_fn = {"train": union_loss_train, "eval": union_loss_eval}[union]
     parts["union"] = union_fn(raw_cls, raw_ano, labels, wts.cam_loss_sigma, wts.cam_loss_w)

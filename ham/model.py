@@ -74,23 +74,13 @@ class Backbone(nn.Module):
     """A torchvision ResNet/ResNeXt without avgpool/fc, strides and dilations set from HAM's table."""
 
     def __init__(self, name: str = "resnet50", using_pooling: bool = True, downsampling: int = 8,
-                 using_dilation: bool = True, pretrained_path: str | None = None):
+                 using_dilation: bool = True):
         super().__init__()
         if name not in BACKBONES:
             raise ValueError(f"unknown backbone {name!r}; choose one of {list(BACKBONES)}")
         if (using_pooling, downsampling) not in STRIDE_DILATION_TABLE:
             raise ValueError(f"downsampling must be 8, 16 or 32, got {downsampling}")
         net = getattr(torchvision.models, name)(weights=None)
-        if pretrained_path:
-            state = torch.load(pretrained_path, map_location="cpu", weights_only=True)
-            state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
-            state = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()}
-            missing, unexpected = net.load_state_dict(state, strict=False)
-            missing = [k for k in missing if not k.startswith("fc.")]
-            unexpected = [k for k in unexpected if not k.startswith("fc.")]
-            if missing or unexpected:
-                raise ValueError(f"{pretrained_path}: not a {name} state dict (missing {missing[:5]}, "
-                                 f"unexpected {unexpected[:5]})")
         strides, dilations = STRIDE_DILATION_TABLE[(using_pooling, downsampling)]
         if not using_dilation:
             dilations = (1, 1, 1, 1)
@@ -183,11 +173,11 @@ def refine_cams(cams: torch.Tensor, size: tuple[int, int], cam_w: float = 100.0,
 # ------------------------------------------------------------------------------------------------ the model
 class HAM(nn.Module):
     def __init__(self, num_classes: int = 14, backbone: str = "resnet50", using_pooling: bool = True,
-                 downsampling: int = 8, using_dilation: bool = True, pretrained_path: str | None = None,
+                 downsampling: int = 8, using_dilation: bool = True,
                  fa_channels: int = 512, head_channels: int = 512, dropout: float = 0.1, lse_r: float = 6.0,
                  cam_w: float = 100.0, cam_sigma: float = 0.4):
         super().__init__()
-        self.backbone = Backbone(backbone, using_pooling, downsampling, using_dilation, pretrained_path)
+        self.backbone = Backbone(backbone, using_pooling, downsampling, using_dilation)
         cin = self.backbone.out_channels
         self.fa = FAModule(cin, fa_channels)
         self.head = nn.Sequential(conv3x3(cin + fa_channels, head_channels), nn.BatchNorm2d(head_channels),
@@ -204,11 +194,14 @@ class HAM(nn.Module):
         feat = self.backbone(x)
         return self.head(torch.cat([feat, self.fa(feat)], dim=1))
 
-    def forward(self, x: torch.Tensor) -> HAMOutput:
+    def forward(self, x: torch.Tensor, refine: bool = True) -> HAMOutput:
+        """``refine=False`` skips the image-size soft masks (refined_* are None): classification-only inference."""
         feats = self.features(x)
         pooled = lse_pool(feats, self.lse_r)
         logit_ano, logit_cls = self.ano_fc(pooled), self.cls_fc(pooled)
         raw_ano, raw_cls = cam(feats, self.ano_fc.weight), cam(feats, self.cls_fc.weight)
+        if not refine:
+            return HAMOutput(logit_ano, logit_cls, None, None, raw_ano, raw_cls)
         size = (x.shape[-2], x.shape[-1])
         refined_ano = refine_cams(raw_ano, size, self.cam_w, self.cam_sigma)
         refined_cls = refine_cams(raw_cls, size, self.cam_w, self.cam_sigma)

@@ -1,0 +1,351 @@
+"""HAM's data: the index (HAM layout, plain NIH layout, CheXpert boxes), HAM's split files, box masks and the joint
+image + mask transforms (shared/specs/ham.md sections 2-4).
+
+Layouts (``data.layout``):
+
+* ``ham``: HAM's own layout ::
+
+      root/images/*.png                    (or NIH's images_XXX/images/*.png: found the same way)
+      root/Annotations/BBoxes.json         {"<img>.png": {"<Class>": [[x, y, w, h], ...]}}  (1024-px floats)
+      root/Annotations/Tags.json           {"<img>.png": ["<Class>", ...]}  (NIH "Finding Labels")
+      root/ImageSets/{Main,bbox}/...       optional; HAM's shipped copy is used when absent
+
+  ``python -m ham.build_annotations --nih ROOT --out ROOT`` writes Annotations/ (and ImageSets/) from NIH's CSVs.
+* ``nih``: the plain NIH layout read by ``shared.data.nih`` (Data_Entry_2017*.csv, BBox_List_2017.csv, images/).
+* ``chexpert``: CheXpert read by ``shared.data.chexpert`` with HAM's CheXpert boxes
+  (``shared.data.splits.ham_boxes("chexpert")``: 9 classes, xyxy -> xywh, misspelled keys normalised).
+
+A split is named by a *list spec* (config keys ``data.train``, ``data.train_boxes``, ``data.val``, ...):
+``Main/train_0.7_0.7`` / ``bbox/test`` (a file of HAM's ImageSets; fold files are taken from ``data.fold``),
+``split:train`` / ``split:test`` (the index's official split column), ``boxes:test`` / ``boxes:all`` (the images
+with boxes in that split / anywhere), or ``all``. An image named by a list but absent from the index is an error.
+
+Boxes -> masks (HAM): per class, rows floor(y):floor(y+h), cols floor(x):floor(x+w) at the ORIGINAL resolution,
+OR over the class's boxes, resized NEAREST (PIL's pixel-centre rule) with the image.
+"""
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision.transforms import InterpolationMode
+
+from shared.data import nih
+from shared.data._common import DataError
+from shared.data.images import load_image, to_rgb
+from shared.data.labels import NIH_LABELS, NIH_NO_FINDING
+from shared.data.splits import HAM_CHEXPERT_CLASSES, assign_split, ham_boxes, ham_imagesets, nih_official
+from shared.data.transforms import HALF_MEAN, HALF_STD
+from shared.metrics.localization import boxes_to_mask
+
+from .losses import class_crf_params, crf_refine_mask
+
+# CheXpert CSV column -> HAM's CheXpert class name
+CHEXPERT_TO_HAM = {c.replace("_", " "): c for c in HAM_CHEXPERT_CLASSES}
+
+
+@dataclass
+class DataConfig:
+    layout: Literal["ham", "nih", "chexpert"] = "ham"
+    root: str = "data/nih"
+    imagesets: str | None = None      # dir holding ImageSets/ or a tar of it; None: root/ImageSets, else shipped
+    boxes: str | None = None          # BBoxes.json (ham/chexpert) or BBox_List_2017.csv dir (nih); None: default
+    fold: int = 1
+    train: str = "Main/train_val_list"
+    train_boxes: str | None = None    # box-supervised subset of train (flag = 1); None: no box supervision
+    val: str | None = None            # None: faithful = validate on the test lists; see honest_validation
+    val_boxes: str | None = None
+    test: str = "Main/test_list"
+    test_boxes: str | None = "Main/test_bboxs"
+    honest_validation: bool = False   # True: carve a patient-disjoint val set out of train (when val is None)
+    val_fraction: float = 0.1
+    img_size: int = 512
+    scale_max_pct: int = 12           # train: resize to int((1 + k/100) * img_size), k in 0..12, then crop
+    box_reference_size: int | None = None   # boxes refer to a square image of this size (None: the file's pixels)
+    use_crf: bool = False             # dense-CRF refinement of the training box masks (needs pydensecrf2)
+    chexpert_uncertain: str = "zeros"
+    max_images: int = 0               # >0: keep the first N images of each list (smoke runs)
+
+
+# ----------------------------------------------------------------------------------------------- index
+def _patient_from_name(names: pd.Series) -> pd.Series:
+    """NIH file names 00000001_000.png -> patient "1"; other names are their own patient."""
+    m = names.str.extract(r"^(\d+)_\d+\.\w+$")[0]
+    pid = m.str.lstrip("0").replace("", "0")
+    return pid.fillna(names)
+
+
+def _read_ham_layout(root: Path) -> pd.DataFrame:
+    tags_path = root / "Annotations" / "Tags.json"
+    if not tags_path.is_file():
+        raise DataError(f"HAM layout: {tags_path} not found (expected root/images/, root/Annotations/"
+                        f"{{BBoxes.json,Tags.json}}); build it with: python -m ham.build_annotations --nih {root} "
+                        f"--out {root}")
+    tags = json.loads(tags_path.read_text())
+    names = pd.Series(list(tags.keys()), dtype=object)
+    known = set(NIH_LABELS)
+    labels = np.zeros((len(names), len(NIH_LABELS)), np.float32)
+    col = {c: j for j, c in enumerate(NIH_LABELS)}
+    for i, name in enumerate(names):
+        for t in tags[name]:
+            t = {"Infiltrate": "Infiltration"}.get(t, t)
+            if t == NIH_NO_FINDING:
+                continue
+            if t not in known:
+                raise DataError(f"{tags_path}: image {name!r}: unknown class {t!r}; known: {NIH_LABELS}")
+            labels[i, col[t]] = 1.0
+    found = nih.find_images(root)
+    missing = ~names.isin(found.keys())
+    if missing.all() and len(names):
+        raise DataError(f"HAM layout: none of the {len(names)} images of {tags_path} is under {root}/images/")
+    frame = pd.DataFrame({"path": names.map(found), "image_id": names, "patient_id": _patient_from_name(names)})
+    official = nih_official(root)   # root/{train_val_list,test_list}.txt, else NIH's shipped lists
+    frame["split"] = assign_split(frame[["image_id"]], {"train": official["train"], "test": official["test"]})["split"]
+    frame[NIH_LABELS] = labels
+    frame.attrs["missing_files"] = names[missing].tolist()
+    frame.attrs["label_columns"] = list(NIH_LABELS)
+    return frame
+
+
+def _boxes_from_frame(df: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
+    out: dict[str, dict[str, list]] = {}
+    for image_id, label, x, y, w, h in df[["image_id", "label", "x", "y", "w", "h"]].itertuples(index=False):
+        out.setdefault(image_id, {}).setdefault(label, []).append((x, y, w, h))
+    return {k: {c: np.asarray(v, np.float64) for c, v in d.items()} for k, d in out.items()}
+
+
+def _chexpert_index(cfg: DataConfig, root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    from shared.data import chexpert  # landed later than nih; imported only for this layout
+    frame = chexpert.read_index(root, split="train", uncertain=cfg.chexpert_uncertain)
+    try:
+        valid = chexpert.read_index(root, split="valid", uncertain=cfg.chexpert_uncertain)
+        frame = pd.concat([frame, valid], ignore_index=True)
+    except Exception:  # noqa: BLE001 - the valid split is optional here
+        pass
+    for csv_name, ham_name in CHEXPERT_TO_HAM.items():
+        if ham_name not in frame.columns:
+            frame[ham_name] = frame[csv_name].fillna(0.0).clip(lower=0.0).astype(np.float32)
+    # box keys are "train/patientX/studyY/viewZ.jpg": match on the path below the dataset folder
+    rel = frame["path"].astype(str).str.replace("\\", "/", regex=False)
+    frame["image_id"] = rel.str.extract(r"((?:train|valid)/patient[^/]+/study[^/]+/[^/]+)$")[0].fillna(rel)
+    frame.attrs["label_columns"] = list(HAM_CHEXPERT_CLASSES)
+    boxes = ham_boxes("chexpert", cfg.boxes)
+    return frame, boxes
+
+
+def load_index(cfg: DataConfig) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]], list[str]]:
+    """(index frame, {image_id: {class: (K,4) xywh}}, class names) for ``cfg.layout``."""
+    root = Path(cfg.root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data root {root} does not exist (layout {cfg.layout!r}; see ham/README.md)")
+    if cfg.layout == "ham":
+        frame = _read_ham_layout(root)
+        box_path = Path(cfg.boxes) if cfg.boxes else root / "Annotations" / "BBoxes.json"
+        boxes_df = ham_boxes("nih", box_path) if box_path.exists() else ham_boxes("nih")
+        classes = list(NIH_LABELS)
+    elif cfg.layout == "nih":
+        frame = nih.read_index(root, check_files=True)
+        boxes_df = nih.read_boxes(cfg.boxes or root)
+        classes = list(NIH_LABELS)
+    elif cfg.layout == "chexpert":
+        frame, boxes_df = _chexpert_index(cfg, root)
+        classes = list(HAM_CHEXPERT_CLASSES)
+    else:
+        raise DataError(f"unknown data.layout {cfg.layout!r}; expected ham, nih or chexpert")
+    return frame.reset_index(drop=True), _boxes_from_frame(boxes_df), classes
+
+
+# ----------------------------------------------------------------------------------------------- splits
+def _imagesets_root(cfg: DataConfig):
+    if cfg.imagesets:
+        return cfg.imagesets
+    local = Path(cfg.root).expanduser() / "ImageSets"
+    return local.parent if local.is_dir() else None
+
+
+def resolve_list(spec: str, cfg: DataConfig, frame: pd.DataFrame, boxes: dict) -> list[str]:
+    """Image ids named by a list spec (see the module docstring), in list order."""
+    spec = spec.strip()
+    if spec == "all":
+        ids = frame["image_id"].tolist()
+    elif spec.startswith("split:"):
+        ids = frame.loc[frame["split"] == spec[6:], "image_id"].tolist()
+    elif spec.startswith("boxes:"):
+        which = spec[6:]
+        sel = frame["image_id"].isin(boxes.keys())
+        if which != "all":
+            sel &= frame["split"] == which
+        ids = frame.loc[sel, "image_id"].tolist()
+    else:
+        sets = ham_imagesets(fold=cfg.fold, root=_imagesets_root(cfg))
+        name = re.sub(r"/fold\d+/", "/", spec)
+        if name not in sets:
+            raise DataError(f"split list {spec!r} is not a HAM ImageSets file; known: {sorted(sets)[:12]} ...")
+        ids = sets[name]
+    known = set(frame["image_id"])
+    absent = [i for i in ids if i not in known]
+    if absent:
+        raise DataError(f"split list {spec!r}: {len(absent)} of {len(ids)} images are not in the index of "
+                        f"{cfg.root} (layout {cfg.layout!r}), e.g. {absent[:3]}")
+    no_file = set(frame.attrs.get("missing_files", ())) & set(ids)
+    if no_file:
+        raise DataError(f"split list {spec!r}: {len(no_file)} images have no image file under {cfg.root}/images, "
+                        f"e.g. {sorted(no_file)[:3]}")
+    if cfg.max_images > 0:
+        ids = ids[:cfg.max_images]
+    return ids
+
+
+def select(frame: pd.DataFrame, ids: list[str]) -> pd.DataFrame:
+    pos = pd.Series(np.arange(len(frame)), index=frame["image_id"])
+    return frame.iloc[pos.loc[ids].to_numpy()].reset_index(drop=True)
+
+
+@dataclass
+class Splits:
+    train: pd.DataFrame
+    train_box_ids: set
+    val: pd.DataFrame | None          # classification frame of the validation set (None: no validation)
+    val_box_ids: set
+    test: pd.DataFrame
+    test_box_ids: set
+    notes: list
+
+
+def build_splits(cfg: DataConfig, frame: pd.DataFrame, boxes: dict) -> Splits:
+    notes = []
+    train_ids = resolve_list(cfg.train, cfg, frame, boxes)
+    train_box = set(resolve_list(cfg.train_boxes, cfg, frame, boxes)) if cfg.train_boxes else set()
+    test_ids = resolve_list(cfg.test, cfg, frame, boxes)
+    test_box = set(resolve_list(cfg.test_boxes, cfg, frame, boxes)) if cfg.test_boxes else set()
+    test_frame = select(frame, list(dict.fromkeys(test_ids + sorted(test_box - set(test_ids)))))
+    train_frame = select(frame, train_ids)
+    if cfg.val:
+        val_frame = select(frame, resolve_list(cfg.val, cfg, frame, boxes))
+        val_box = set(resolve_list(cfg.val_boxes, cfg, frame, boxes)) if cfg.val_boxes else set()
+        extra = sorted(val_box - set(val_frame["image_id"]))
+        if extra:
+            val_frame = pd.concat([val_frame, select(frame, extra)], ignore_index=True)
+    elif cfg.honest_validation:
+        tmp = train_frame.assign(split="train")
+        from shared.data.splits import patient_holdout
+        tmp = patient_holdout(tmp, cfg.val_fraction, seed=0)
+        val_frame = tmp[tmp["split"] == "val"].reset_index(drop=True)
+        train_frame = tmp[tmp["split"] == "train"].reset_index(drop=True)
+        val_box = set(val_frame["image_id"]) & set(boxes)
+        train_box &= set(train_frame["image_id"])
+        notes.append(f"honest validation: patient-disjoint {cfg.val_fraction:.0%} of train (seed 0); the original "
+                     "selected the checkpoint on the test set")
+    else:
+        val_frame, val_box = test_frame, test_box
+        notes.append("checkpoint selected on the test split (faithful to the original)")
+    missing_box = train_box - set(train_frame["image_id"])
+    if missing_box:
+        raise DataError(f"{len(missing_box)} images of {cfg.train_boxes!r} are not in {cfg.train!r}, "
+                        f"e.g. {sorted(missing_box)[:3]}")
+    return Splits(train_frame, train_box, val_frame, val_box, test_frame, test_box, notes)
+
+
+# ------------------------------------------------------------------------------------------- dataset
+def _box_scale(cfg_ref: int | None, width: int) -> float:
+    return 1.0 if not cfg_ref else width / float(cfg_ref)
+
+
+class HAMDataset(Dataset):
+    """Items ``{"image" (3,S,S) normalised 0.5/0.5, "labels" (C,), "masks" (C,S,S) uint8, "flag" (),
+    "bbox_tag" (C,), "has_box" (C,), "index"}``.
+
+    ``train=True``: HAM's joint augmentation (resize to int((1+k/100)S) bilinear / nearest, random S crop, hflip
+    0.5); masks only for images in ``box_ids`` (flag = 1), zeros elsewhere. ``train=False``: resize to S x S; masks
+    for every image with boxes (GT of the localisation metrics). ``with_masks=False``: ``masks`` is an empty
+    tensor (classification-only evaluation).
+    """
+
+    def __init__(self, frame: pd.DataFrame, classes: list[str], boxes: dict, box_ids: set, train: bool,
+                 img_size: int = 512, scale_max_pct: int = 12, box_reference_size: int | None = None,
+                 with_masks: bool = True, crf: dict | None = None):
+        self.paths = frame["path"].astype(str).to_numpy()
+        self.ids = frame["image_id"].astype(str).to_numpy()
+        self.labels = frame[classes].to_numpy(np.float32)
+        self.classes, self.col = classes, {c: j for j, c in enumerate(classes)}
+        self.boxes = {k: v for k, v in boxes.items() if k in box_ids}
+        self.train, self.size, self.scale_max_pct = train, img_size, scale_max_pct
+        self.box_reference_size, self.with_masks, self.crf = box_reference_size, with_masks, crf
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _class_masks(self, image_id: str, rgb: Image.Image, out_size=None):
+        """(K,H,W) uint8 masks and (K,) class indices of the image's box classes."""
+        per_class = self.boxes.get(image_id, {})
+        w, h = rgb.size
+        scale = _box_scale(self.box_reference_size, w)
+        cls_idx, masks = [], []
+        for name, bxs in per_class.items():
+            if name not in self.col:
+                continue
+            m = boxes_to_mask(bxs, h, w, scale=scale, out_size=out_size, nearest="pil").astype(np.uint8)
+            if self.crf is not None and name in self.crf:
+                m = crf_refine_mask(np.asarray(rgb), m, *self.crf[name])
+            cls_idx.append(self.col[name])
+            masks.append(m)
+        if not masks:
+            return None, []
+        return torch.from_numpy(np.stack(masks)), cls_idx
+
+    def __getitem__(self, index: int) -> dict:
+        index = int(index)
+        rgb = to_rgb(load_image(self.paths[index]))
+        labels = torch.from_numpy(self.labels[index].copy())
+        s, c = self.size, len(self.classes)
+        image_id = self.ids[index]
+        flag = image_id in self.boxes
+        if self.train:
+            k = random.randint(0, self.scale_max_pct)
+            big = int((1 + k / 100) * s)
+            i, j = random.randint(0, big - s), random.randint(0, big - s)
+            flip = random.random() < 0.5
+            img = TF.resize(rgb, [big, big], interpolation=InterpolationMode.BILINEAR)
+            img = TF.crop(img, i, j, s, s)
+            masks_k, cls_idx = self._class_masks(image_id, rgb) if (flag and self.with_masks) else (None, [])
+            if masks_k is not None:
+                masks_k = TF.resize(masks_k, [big, big], interpolation=InterpolationMode.NEAREST_EXACT)
+                masks_k = TF.crop(masks_k, i, j, s, s)
+            if flip:
+                img = TF.horizontal_flip(img)
+                masks_k = TF.horizontal_flip(masks_k) if masks_k is not None else None
+        else:
+            img = TF.resize(rgb, [s, s], interpolation=InterpolationMode.BILINEAR)
+            masks_k, cls_idx = self._class_masks(image_id, rgb, out_size=(s, s)) if (flag and self.with_masks) \
+                else (None, [])
+        x = TF.normalize(TF.to_dtype(TF.to_image(img), torch.float32, scale=True), HALF_MEAN, HALF_STD)
+        has_box = torch.zeros(c)
+        if cls_idx:
+            has_box[cls_idx] = 1.0
+        if self.with_masks:
+            masks = torch.zeros(c, s, s, dtype=torch.uint8)
+            if masks_k is not None:
+                masks[cls_idx] = masks_k
+        else:
+            masks = torch.zeros(0, dtype=torch.uint8)
+        bbox_tag = has_box.clone() if flag else labels.clone()
+        return {"image": x, "labels": labels, "masks": masks, "flag": torch.tensor(float(flag)),
+                "bbox_tag": bbox_tag, "has_box": has_box, "index": index}
+
+
+def crf_table_for(cfg: DataConfig, boxes: dict) -> dict | None:
+    """Per-class (sxy, srgb) when use_crf is on (boxes in 1024-px units as in the original), else None."""
+    if not cfg.use_crf:
+        return None
+    plain = {k: {c: v.tolist() for c, v in d.items()} for k, d in boxes.items()}
+    return class_crf_params(plain)

@@ -1,0 +1,35 @@
+# HAM reproduction targets (included by the top Makefile; PY, DATA and RUNS come from there).
+#   make reproduce-ham-nih                    classification 5-fold, fold 1 (HAM_FOLD=2..5 for the others)
+#   make reproduce-ham-nih-loc                localisation 5-fold, fold 1 (HAM_FOLD=...)
+#   make reproduce-ham-chexpert               CheXpert box localisation
+#   HAM_SET="data.honest_validation=true ..." extra overrides; the run directory is fixed, so a re-run resumes.
+HAM_NIH := $(DATA)/nih
+HAM_CHEXPERT := $(DATA)/chexpert
+HAM_FOLD ?= 1
+HAM_SET ?=
+HAM_NIH_MSG := NIH ChestX-ray14 not found at $(HAM_NIH): expected Data_Entry_2017*.csv, BBox_List_2017.csv and images/*.png (or images_XXX/images/*.png) there (set DATA=...); HAM's split files are shipped
+HAM_CHEXPERT_MSG := CheXpert not found at $(HAM_CHEXPERT): expected CheXpert-v1.0*/train.csv and the images it names (set DATA=...); HAM's CheXpert boxes are shipped
+
+define ham_run
+	$(PY) -m ham.train -cfg ham/configs/$(1).yaml --run-dir $(RUNS)/ham/$(1)/make --set runs_root=$(RUNS) data.root=$(2) $(HAM_SET)
+	$(PY) -m ham.test --run $(RUNS)/ham/$(1)/make
+	$(PY) -m ham.visual --run $(RUNS)/ham/$(1)/make
+	$(PY) -m shared.report $(RUNS)/ham/$(1)/make
+endef
+
+.PHONY: reproduce-ham-nih reproduce-ham-nih-loc reproduce-ham-nih-official reproduce-ham-chexpert
+reproduce-ham-nih: install
+	@ls $(HAM_NIH)/Data_Entry_2017*.csv* >/dev/null 2>&1 || { echo "reproduce-ham-nih: $(HAM_NIH_MSG)"; exit 2; }
+	$(call ham_run,nih_cls_fold$(HAM_FOLD),$(HAM_NIH))
+
+reproduce-ham-nih-loc: install
+	@ls $(HAM_NIH)/Data_Entry_2017*.csv* >/dev/null 2>&1 || { echo "reproduce-ham-nih-loc: $(HAM_NIH_MSG)"; exit 2; }
+	$(call ham_run,nih_loc_fold$(HAM_FOLD),$(HAM_NIH))
+
+reproduce-ham-nih-official: install
+	@ls $(HAM_NIH)/Data_Entry_2017*.csv* >/dev/null 2>&1 || { echo "reproduce-ham-nih-official: $(HAM_NIH_MSG)"; exit 2; }
+	$(call ham_run,nih_official_split,$(HAM_NIH))
+
+reproduce-ham-chexpert: install
+	@ls -d $(HAM_CHEXPERT)/CheXpert-v1.0* >/dev/null 2>&1 || ls $(HAM_CHEXPERT)/train.csv >/dev/null 2>&1 || { echo "reproduce-ham-chexpert: $(HAM_CHEXPERT_MSG)"; exit 2; }
+	$(call ham_run,chexpert,$(HAM_CHEXPERT))

@@ -1,0 +1,130 @@
+"""HAM's data: shipped split files vs the spec's counts, layouts, joint transforms, box masks, CLI errors."""
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from shared.data import nih
+from shared.data.splits import FILES, ham_boxes
+from shared.data.synthetic import generate
+
+from ham.data import DataConfig, HAMDataset, _boxes_from_frame, build_splits, load_index, resolve_list
+
+
+@pytest.fixture(scope="module")
+def real_index():
+    """NIH's real label table (shipped) without images: enough to resolve HAM's split files."""
+    return nih.read_index(FILES / "nih", check_files=False), _boxes_from_frame(ham_boxes("nih"))
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    return generate("nih", tmp_path_factory.mktemp("ham_syn") / "nih", n=60, size=64, seed=1)
+
+
+def test_ham_fold_files_match_spec_counts(real_index):
+    frame, boxes = real_index
+    assert len(boxes) == 880 and sum(len(v) for d in boxes.values() for v in d.values()) == 984
+    cfg = DataConfig(layout="nih", fold=1, train="Main/train_0.7_0.7", train_boxes="bbox/train_0.7",
+                     val="Main/val_0.1_0.1", val_boxes="bbox/val_0.1", test="Main/test_0.2_0.2",
+                     test_boxes="bbox/test")
+    s = build_splits(cfg, frame, boxes)
+    assert (len(s.train), len(s.val), len(s.test), len(s.test_box_ids)) == (73127, 12331, 26662, 186)
+    assert s.train_box_ids <= set(s.train["image_id"]) and s.train_box_ids <= set(boxes)
+    assert len(resolve_list("Main/train_0.5_0.8", cfg, frame, boxes)) == 56728
+    official = DataConfig(layout="nih", train="Main/train_val_list", test="Main/test_list",
+                          test_boxes="Main/test_bboxs")
+    s = build_splits(official, frame, boxes)
+    assert (len(s.train), len(s.test), len(s.test_box_ids)) == (86524, 25596, 880)
+    assert s.val is s.test and "test split" in s.notes[0]          # faithful: validation on test
+    assert len(resolve_list("Main/train_wo_bbox", official, frame, boxes)) == 111240
+
+
+def test_bbox_test_folds_partition_the_box_images(real_index):
+    frame, boxes = real_index
+    seen = []
+    for k in range(1, 6):
+        seen += resolve_list("bbox/test", DataConfig(layout="nih", fold=k), frame, boxes)
+    assert len(seen) == len(set(seen)) == 880 and set(seen) == set(boxes)
+
+
+def test_honest_validation_is_patient_disjoint(real_index):
+    frame, boxes = real_index
+    cfg = DataConfig(layout="nih", fold=2, train="Main/train_0.5_0.8", train_boxes="bbox/train_0.8",
+                     test="Main/test_0_0.2", test_boxes="bbox/test", honest_validation=True)
+    s = build_splits(cfg, frame, boxes)
+    assert not set(s.train["patient_id"]) & set(s.val["patient_id"])
+    assert s.val is not s.test and s.train_box_ids <= set(s.train["image_id"])
+    assert "honest validation" in s.notes[0]
+
+
+def test_unknown_list_and_absent_images_are_errors(real_index, synth):
+    frame, boxes = real_index
+    with pytest.raises(Exception, match="not a HAM ImageSets file"):
+        resolve_list("Main/nope", DataConfig(layout="nih"), frame, boxes)
+    cfg = DataConfig(layout="nih", root=str(synth), train="Main/train_0.7_0.7")
+    f, b, _ = load_index(cfg)
+    with pytest.raises(Exception, match="not in the index"):
+        resolve_list(cfg.train, cfg, f, b)   # HAM's real file names are not in the synthetic twin
+    with pytest.raises(Exception, match="does not exist"):
+        load_index(DataConfig(layout="nih", root=str(synth / "missing")))
+    with pytest.raises(Exception, match="build_annotations"):
+        load_index(DataConfig(layout="ham", root=str(synth)))
+
+
+def test_ham_layout_equals_nih_layout(synth, tmp_path):
+    import shutil
+    from ham.build_annotations import build
+    root = tmp_path / "ham"
+    shutil.copytree(synth, root)
+    counts = build(root, root, imagesets=False)
+    assert counts["images"] == 60
+    f_nih, b_nih, c = load_index(DataConfig(layout="nih", root=str(root)))
+    f_ham, b_ham, c2 = load_index(DataConfig(layout="ham", root=str(root)))
+    assert c == c2
+    f_ham = f_ham.set_index("image_id").loc[f_nih["image_id"]]
+    np.testing.assert_array_equal(f_ham[c].to_numpy(), f_nih[c].to_numpy())
+    assert (f_ham["split"].to_numpy() == f_nih["split"].to_numpy()).all()
+    assert b_ham.keys() == b_nih.keys()
+    for k in b_nih:
+        for cls in b_nih[k]:
+            np.testing.assert_allclose(b_ham[k][cls], b_nih[k][cls], rtol=1e-6)
+
+
+def test_joint_transform_keeps_masks_on_boxes(synth):
+    cfg = DataConfig(layout="nih", root=str(synth), train="split:train", train_boxes="boxes:train",
+                     test="split:test", test_boxes="boxes:test")
+    frame, boxes, classes = load_index(cfg)
+    s = build_splits(cfg, frame, boxes)
+    ds = HAMDataset(s.train, classes, boxes, s.train_box_ids, train=True, img_size=48)
+    ids = [i for i, x in enumerate(ds.ids) if x in s.train_box_ids]
+    assert ids
+    # a constant-image check: the box region drawn bright in the image must follow the mask through the
+    # random resize / crop / flip -> replace the loader with an image that IS the box mask
+    i = ids[0]
+    from ham import data as hd
+    orig = hd.load_image
+    try:
+        h, w = orig(ds.paths[i]).shape
+        cls, bxs = next(iter(boxes[ds.ids[i]].items()))
+        from shared.metrics.localization import boxes_to_mask
+        fake = boxes_to_mask(bxs, h, w).astype(np.uint8) * 255
+        hd.load_image = lambda path: fake
+        for seed in range(4):
+            random.seed(seed)
+            item = ds[i]
+            m = item["masks"][classes.index(cls)].bool()
+            img = item["image"][0] > 0
+            assert item["flag"] == 1 and item["has_box"][classes.index(cls)] == 1
+            agree = (m == img).float().mean()
+            assert agree > 0.97, agree
+    finally:
+        hd.load_image = orig
+    # eval items: masks at the input size for box images; a box-free image has zero masks and flag 0
+    ev = HAMDataset(s.test, classes, boxes, s.test_box_ids, train=False, img_size=48)
+    j = next(k for k, x in enumerate(ev.ids) if x not in boxes)
+    item = ev[j]
+    assert item["masks"].shape == (len(classes), 48, 48) and item["masks"].sum() == 0 and item["flag"] == 0
+    assert torch.equal(item["bbox_tag"], item["labels"])     # no box: bbox_tags = the label vector
+    assert abs(float(item["image"].mean())) <= 1.0 and item["image"].min() >= -1 and item["image"].max() <= 1

@@ -1,0 +1,145 @@
+"""Train HAM.
+
+    python -m ham.train -cfg ham/configs/nih_cls_fold1.yaml --set data.root=/data/nih
+    cd ham && python train.py -cfg configs/demo.yaml
+
+Writes ``runs/ham/<config>/<timestamp>/`` (or ``--run-dir``; an existing run directory resumes from its
+checkpoints/last.pt): config.yaml, log.txt, metrics.jsonl, checkpoints/{last,best}.pt. Then run ``ham.test``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # `cd ham && python train.py ...` without the editable install
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+
+from shared.config import parse_config, to_dict
+from shared.engine import Trainer, create_run_dir, seed_everything, step_schedule
+
+from ham.config import HAMConfig, build_model
+from ham.data import HAMDataset, build_splits, crf_table_for, load_index, select
+from ham.evaluation import localize, predict, summary_metrics
+from ham.losses import ham_losses
+from ham.model import refine_cams
+
+
+def prepare_data(cfg: HAMConfig):
+    """(classes, boxes, splits) for the config; raises one clear error when data is missing."""
+    frame, boxes, classes = load_index(cfg.data)
+    splits = build_splits(cfg.data, frame, boxes)
+    return classes, boxes, splits
+
+
+def eval_sets(cfg: HAMConfig, frame, box_ids, classes, boxes):
+    """(classification dataset, localisation dataset or None) of an evaluation frame."""
+    d = cfg.data
+    cls_set = HAMDataset(frame, classes, boxes, set(), train=False, img_size=d.img_size, with_masks=False)
+    loc_ids = [i for i in frame["image_id"] if i in box_ids and i in boxes]
+    loc_set = None
+    if loc_ids:
+        loc_set = HAMDataset(select(frame, loc_ids), classes, boxes, set(loc_ids), train=False,
+                             img_size=d.img_size, box_reference_size=d.box_reference_size, with_masks=True)
+    return cls_set, loc_set
+
+
+def make_loss_fn(cfg: HAMConfig):
+    m = cfg.model
+
+    def loss_fn(model, batch):
+        x = batch["image"]
+        has_flag = bool((batch["flag"] > 0).any())
+        out = model(x, refine=False)
+        size = (x.shape[-2], x.shape[-1])
+        refine = lambda raw: refine_cams(raw, size, m.cam_w, m.cam_sigma)  # noqa: E731
+        total, parts = ham_losses(out, batch["labels"], batch["masks"] if has_flag else None, batch["flag"],
+                                  batch["bbox_tag"], cfg.loss, union="train", refine=refine)
+        return total, {k: float(v.detach()) for k, v in parts.items() if k != "total"}
+
+    return loss_fn
+
+
+def visdom_grid(trainer: Trainer, batch, out, max_images: int = 4) -> None:
+    """Input / GT mask / disease attention / positive attention grid on visdom (only when a server is up)."""
+    vis = getattr(trainer.logger, "vis", None)
+    if vis is None:
+        return
+    try:
+        k = min(max_images, batch["image"].shape[0])
+        img = (batch["image"][:k, :1] * 0.5 + 0.5).clamp(0, 1)
+        gt = batch["masks"][:k].amax(1, keepdim=True).float()
+        dis = (out.refined_cls[:k].float().cpu() * batch["has_box"][:k, :, None, None]).amax(1, keepdim=True)
+        ano = out.refined_ano[:k].float().cpu()
+        grid = torch.cat([img, gt, dis, ano], 0).repeat(1, 3, 1, 1)
+        vis.images(grid.numpy(), nrow=k, win="ham_attention",
+                   opts={"title": "input / GT mask / disease attention / positive attention"})
+    except Exception as err:  # noqa: BLE001 - a plotting sink never stops training
+        trainer.logger.vis = None
+        trainer.logger.warn(f"visdom: image grid disabled ({type(err).__name__}: {err})")
+
+
+def main(argv=None) -> Path:
+    parser = argparse.ArgumentParser(description="Train HAM (Ouyang et al., TMI 2021)")
+    parser.add_argument("--run-dir", default=None, help="run directory (resumes when it has checkpoints/last.pt)")
+    cfg, args = parse_config(HAMConfig, argv, parser=parser)
+    config_name = Path(args.config).stem
+
+    classes, boxes, splits = prepare_data(cfg)
+    seed_everything(cfg.engine.seed, cfg.engine.deterministic)
+    model = build_model(cfg.model, len(classes))
+    if args.run_dir:
+        run_dir = Path(args.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        run_dir = create_run_dir("ham", config_name, root=cfg.runs_root)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    scheduler = step_schedule(optimizer, cfg.optim.step_epochs, cfg.optim.gamma)
+    d = cfg.data
+    train_set = HAMDataset(splits.train, classes, boxes, splits.train_box_ids, train=True, img_size=d.img_size,
+                           scale_max_pct=d.scale_max_pct, box_reference_size=d.box_reference_size,
+                           with_masks=bool(splits.train_box_ids), crf=crf_table_for(d, boxes))
+    val_sets = eval_sets(cfg, splits.val, splits.val_box_ids, classes, boxes) if splits.val is not None else None
+    holder: dict = {}
+
+    def evaluate(model):
+        trainer = holder["trainer"]
+        dev = trainer.device
+        cls_set, loc_set = val_sets
+        pred = predict(model, trainer.make_loader(cls_set, cfg.optim.eval_batch_size, shuffle=False, train=False),
+                       dev, trainer.autocast, cfg.loss, desc="val")
+        meter = None
+        if loc_set is not None and cfg.eval.localization_in_val:
+            first = {"done": False}
+
+            def on_batch(batch, out):
+                if not first["done"]:
+                    visdom_grid(trainer, batch, out)
+                    first["done"] = True
+
+            meter = localize(model, trainer.make_loader(loc_set, cfg.optim.eval_batch_size, shuffle=False,
+                                                        train=False),
+                             dev, classes, cfg.eval.loc_threshold, trainer.autocast, on_batch=on_batch,
+                             desc="val-loc")
+        return summary_metrics(pred, meter, classes, prefix="val/")
+
+    trainer = Trainer(model, optimizer, cfg.engine, run_dir, loss_fn=make_loss_fn(cfg),
+                      evaluate=evaluate if val_sets is not None else None, scheduler=scheduler,
+                      scheduler_interval="epoch", config=to_dict(cfg))
+    holder["trainer"] = trainer
+    for note in splits.notes:
+        trainer.log(f"note: {note}")
+    trainer.log(f"data: {len(splits.train)} train images ({len(splits.train_box_ids)} box-supervised), "
+                f"{0 if splits.val is None else len(splits.val)} val, {len(splits.test)} test "
+                f"({len(splits.test_box_ids)} with boxes); {len(classes)} classes")
+    loader = trainer.make_loader(train_set, cfg.optim.batch_size, shuffle=True)
+    trainer.fit(loader)
+    (run_dir / "notes.txt").write_text("\n".join(splits.notes) + "\n")
+    print(f"run directory: {run_dir}")
+    return run_dir
+
+
+if __name__ == "__main__":
+    main()
