@@ -1,0 +1,56 @@
+"""shared.demo: writes the twin and the contact sheet, says plainly which methods have no demo yet, runs the
+ones that have one as subprocesses (a fake method here), and never imports method code."""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shared import demo
+
+
+def test_demo_without_methods_writes_the_contact_sheet(tmp_path, capsys):
+    data, out = tmp_path / "data", tmp_path / "out"
+    results = demo.run(data, out, n=14, size=48, seed=0, methods=["no_such_method_xyz"])
+    assert results == [{"method": "no_such_method_xyz", "status": "not implemented yet", "seconds": 0.0,
+                        "summary": "", "out": ""}]
+    printed = capsys.readouterr().out
+    assert "no_such_method_xyz: not implemented yet" in printed and "| method | status |" in printed
+    for layout in ("nih", "chexpert", "mimic", "imagenome", "openi"):
+        assert (data / layout / ".complete").is_file()
+    with Image.open(out / "contact_sheet.png") as im:
+        sheet = np.asarray(im)
+    assert sheet.shape[1] == 6 * 256 and sheet.shape[0] > 6 * 256 and sheet.std() > 20
+    assert (out / "anatomy.png").is_file() and json.loads((out / "demo_summary.json").read_text())["n"] == 14
+    # a second run reuses the complete twin
+    demo.run(data, out, n=14, size=48, seed=0, methods=[])
+    assert "reusing" in capsys.readouterr().out
+
+
+def test_a_method_demo_runs_as_a_subprocess(tmp_path, monkeypatch):
+    pkg = tmp_path / "fakemethod"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "demo.py").write_text(
+        "import argparse, pathlib\n"
+        "p = argparse.ArgumentParser(); p.add_argument('--data'); p.add_argument('--out'); a = p.parse_args()\n"
+        "print('training on', a.data)\n"
+        "pathlib.Path(a.out, 'summary.md').write_text('fake AUROC 0.99\\n')\n")
+    broken = tmp_path / "brokenmethod"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("")
+    (broken / "demo.py").write_text("raise SystemExit(3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    assert demo.find_demo("fakemethod") == pkg / "demo.py" and "fakemethod" not in sys.modules
+    data = tmp_path / "data"
+    data.mkdir()
+    lines = []
+    ok = demo.run_method_demo("fakemethod", data, tmp_path / "out", timeout=120, log=lines.append)
+    assert ok["status"] == "ok" and ok["summary"] == "fake AUROC 0.99"
+    assert any("training on" in line for line in lines)
+    bad = demo.run_method_demo("brokenmethod", data, tmp_path / "out", timeout=120, log=lines.append)
+    assert bad["status"] == "failed (exit 3)"
