@@ -145,10 +145,9 @@ def _index_frame(dataset: str, root: Path):
         return None
     try:
         if dataset == "chexpert":
-            import pandas as pd
-            frames = [mod.read_index(root, split=s) for s in ("train", "valid")
-                      if (root / "CheXpert-v1.0-small" / f"{s}.csv").is_file() or (root / f"{s}.csv").is_file()]
-            return pd.concat(frames, ignore_index=True) if frames else None
+            return mod.read_index(root, "all")
+        if dataset == "openi":
+            return mod.read_reports(root)
         return mod.read_index(root)
     except Exception as exc:   # the reader explains what it could not read; the cache falls back to paths
         warnings.warn(f"prepare --cache: the {dataset} reader could not index {root} ({exc}); the cache is keyed "
