@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -60,7 +61,7 @@ def retrieval(image_emb: torch.Tensor, texts: Sequence[str], text_emb_fn) -> dic
 
 
 def binary_zeroshot(image_emb: torch.Tensor, labels: np.ndarray, classes: Sequence[str], text_emb_fn,
-                    prompt_pairs: dict[str, Sequence[str]] | None = None) -> "pd.DataFrame":  # noqa: F821
+                    prompt_pairs: dict[str, Sequence[str]] | None = None) -> pd.DataFrame:
     """Per-class AUROC / accuracy / F1 of p(positive) from a [negative, positive] prompt pair per class
     (default ["No c", "c"], the paper's SIIM / VinDr prompts)."""
     pairs = [list((prompt_pairs or {}).get(c, (f"No {c}", c))) for c in classes]
@@ -75,7 +76,7 @@ def binary_zeroshot(image_emb: torch.Tensor, labels: np.ndarray, classes: Sequen
 
 
 def ensemble_zeroshot(image_emb: torch.Tensor, targets: np.ndarray, class_prompts: dict[str, list[str]],
-                      text_emb_fn) -> "pd.DataFrame":  # noqa: F821
+                      text_emb_fn) -> pd.DataFrame:
     """CheXpert5x200: mean cosine over each class's prompts, argmax, per-class/macro/micro accuracy."""
     classes = list(class_prompts)
     scores = np.stack([(image_emb @ text_emb_fn(class_prompts[c]).T).mean(1).numpy() for c in classes], axis=1)

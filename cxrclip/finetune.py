@@ -24,15 +24,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from cxrclip.checkpoint import load_weights
-from cxrclip.config import TrainConfig
 from cxrclip.data import eval_transform
 from cxrclip.evaluate import _Images
-from cxrclip.model import CXRClip
-from cxrclip.test import load_run
-from shared.config import load_config
-from shared.engine import (create_run_dir, load_checkpoint, load_model_weights, seed_everything, select_device,
-                           weights_from_checkpoint)
+from cxrclip.loading import add_weights_args, load_from_args
+from shared.engine import create_run_dir, seed_everything
 from shared.metrics.classification import classification_table, render_table
 from shared.report import write_results
 
@@ -89,10 +84,7 @@ def train_probe(train_x, train_y, valid_x, valid_y, epochs: int, lr: float, weig
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run")
-    parser.add_argument("-cfg", "--config")
-    parser.add_argument("--weights")
-    parser.add_argument("--trust-checkpoint", action="store_true")
+    add_weights_args(parser)
     for split in ("train", "valid", "test"):
         parser.add_argument(f"--{split}-csv", required=True)
     parser.add_argument("--classes", nargs="+", required=True)
@@ -103,20 +95,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     args = parser.parse_args(argv)
-    if args.run:
-        cfg, weights, _ = load_run(Path(args.run), [])
-    elif args.config and args.weights:
-        cfg, weights = load_config(TrainConfig, args.config), Path(args.weights)
-    else:
-        parser.error("give --run RUN_DIR, or -cfg CONFIG with --weights FILE")
+    loaded = load_from_args(parser, args, image_only=True)
+    cfg, device = loaded.cfg, loaded.device
     seed_everything(cfg.engine.seed)
-    device = select_device(cfg.engine.device)
-    model = CXRClip(cfg.model)
-    if args.run:
-        load_model_weights(model, weights_from_checkpoint(load_checkpoint(weights)))
-    else:
-        load_weights(model, weights, trust_pickle=args.trust_checkpoint, image_only=True)
-    encoder = model.image_encoder.to(device).eval().requires_grad_(False)
+    encoder = loaded.model.image_encoder.requires_grad_(False)
 
     data = {s: read_classification_csv(getattr(args, f"{s}_csv"), args.classes, args.label_names, args.image_root)
             for s in ("train", "valid", "test")}

@@ -16,17 +16,12 @@ from pathlib import Path
 
 import torch
 
-from cxrclip.checkpoint import load_weights
 from cxrclip.config import TrainConfig
 from cxrclip.data import eval_transform
 from cxrclip.evaluate import embed_texts
-from cxrclip.model import CXRClip
-from cxrclip.test import load_run
-from cxrclip.tokenizer import load_tokenizer
-from shared.config import load_config
+from cxrclip.loading import add_weights_args, load_from_args
 from shared.data.images import load_image, to_rgb
 from shared.data.labels import CHEXPERT_LABELS
-from shared.engine import load_checkpoint, load_model_weights, select_device, weights_from_checkpoint
 
 
 def read_labels(path: str | None) -> list[str]:
@@ -54,28 +49,13 @@ def rank_labels(model, tokenizer, image_path: str, labels: list[str], cfg: Train
 def main(argv: list[str] | None = None) -> list[tuple]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image", required=True)
-    parser.add_argument("--run", help="a training run directory (config, best.pt, tokenizer)")
-    parser.add_argument("-cfg", "--config")
-    parser.add_argument("--weights")
-    parser.add_argument("--trust-checkpoint", action="store_true")
     parser.add_argument("--labels", help="labels file (.txt one per line, or .json list / prompt file)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_weights_args(parser)
     args = parser.parse_args(argv)
-    if args.run:
-        cfg, weights, tokenizer_path = load_run(Path(args.run), [])
-    elif args.config and args.weights:
-        cfg = load_config(TrainConfig, args.config)
-        weights, tokenizer_path = Path(args.weights), Path(cfg.data.tokenizer or cfg.model.text.pretrained or "")
-    else:
-        parser.error("give --run RUN_DIR, or -cfg CONFIG with --weights FILE")
-    device = select_device(cfg.engine.device)
-    model = CXRClip(cfg.model)
-    if args.run:
-        load_model_weights(model, weights_from_checkpoint(load_checkpoint(weights)))
-    else:
-        load_weights(model, weights, trust_pickle=args.trust_checkpoint)
-    model.to(device).eval()
-    ranked = rank_labels(model, load_tokenizer(tokenizer_path), args.image, read_labels(args.labels), cfg, device)
+    loaded = load_from_args(parser, args)
+    ranked = rank_labels(loaded.model, loaded.tokenizer(), args.image, read_labels(args.labels), loaded.cfg,
+                         loaded.device)
     if args.json:
         print(json.dumps([{"label": label, "similarity": round(sim, 6)} for label, sim in ranked], indent=2))
     else:

@@ -13,21 +13,15 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import torch
 
-from cxrclip.checkpoint import load_weights
 from cxrclip.config import TrainConfig
 from cxrclip.data import eval_transform
 from cxrclip.evaluate import (binary_zeroshot, embed_images, embed_texts, ensemble_zeroshot, load_class_prompts,
                               retrieval, template_class_prompts)
-from cxrclip.model import CXRClip
-from cxrclip.tokenizer import load_tokenizer
-from shared.config import ConfigError, load_config
+from cxrclip.loading import add_weights_args, load_from_args
 from shared.data import chexpert, mimic
-from shared.engine import (create_run_dir, load_checkpoint, load_model_weights, select_device,
-                           weights_from_checkpoint)
+from shared.engine import create_run_dir
 from shared.metrics.classification import render_table
 from shared.report import report_run, write_results
 
@@ -42,7 +36,8 @@ def study_frame(root: str, split: str, layout: str = "mimic") -> pd.DataFrame:
     frame = frame.assign(_lateral=(~frontal).astype(int)).sort_values(["study_id", "_lateral", "path"])
     frame = frame.drop_duplicates("study_id").drop(columns="_lateral").reset_index(drop=True)
     # the retrieval target: the longer section by length (the original compared strings alphabetically)
-    return frame.assign(text=[mimic.longer_section(row) for row in frame[["findings", "impression"]].to_dict("records")])
+    sections = frame[["findings", "impression"]].to_dict("records")
+    return frame.assign(text=[mimic.longer_section(report) for report in sections])
 
 
 def evaluate_all(model, tokenizer, cfg: TrainConfig, device) -> dict:
@@ -99,43 +94,17 @@ def _fmt(scores: dict) -> str:
     return ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
 
 
-def load_run(run_dir: Path, overrides) -> tuple[TrainConfig, Path, Path]:
-    cfg = load_config(TrainConfig, run_dir / "config.yaml", overrides)
-    tokenizer = run_dir / "tokenizer" if (run_dir / "tokenizer").is_dir() else Path(cfg.data.tokenizer)
-    return cfg, run_dir / "checkpoints" / "best.pt", tokenizer
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", help="a finished training run directory")
-    parser.add_argument("-cfg", "--config", help="config YAML (with --weights)")
-    parser.add_argument("--weights", help="released CXR-CLIP checkpoint (r50_m.tar, swint_mcc.tar, ...)")
-    parser.add_argument("--trust-checkpoint", action="store_true", help="allow pickled objects in --weights")
-    parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE")
+    add_weights_args(parser)
     args = parser.parse_args(argv)
-    try:
-        if args.run:
-            run_dir = Path(args.run)
-            cfg, weights, tokenizer_path = load_run(run_dir, args.overrides)
-        elif args.config and args.weights:
-            cfg = load_config(TrainConfig, args.config, args.overrides)
-            weights, tokenizer_path = Path(args.weights), Path(cfg.data.tokenizer or cfg.model.text.pretrained or "")
-            run_dir = create_run_dir("cxrclip", f"{cfg.name}-eval", root=cfg.output_root)
-        else:
-            parser.error("give --run RUN_DIR, or -cfg CONFIG with --weights FILE")
-    except ConfigError as err:
-        parser.error(str(err))
-    device = select_device(cfg.engine.device)
-    model = CXRClip(cfg.model)
-    if args.run:
-        load_model_weights(model, weights_from_checkpoint(load_checkpoint(weights)))
-    else:
-        load_weights(model, weights, trust_pickle=args.trust_checkpoint)
-    model.to(device).eval()
-    metrics = evaluate_all(model, load_tokenizer(tokenizer_path), cfg, device)
-    write_results(run_dir, "cxrclip", cfg.name, metrics, published_key=cfg.name,
-                  notes=[f"weights: {weights}"], headline=["retrieval_i2t/R@10", "zeroshot_auroc/mean"]
-                  if "retrieval_i2t" in metrics and "zeroshot_auroc" in metrics else None)
+    loaded = load_from_args(parser, args)
+    cfg = loaded.cfg
+    run_dir = loaded.run_dir or create_run_dir("cxrclip", f"{cfg.name}-eval", root=cfg.output_root)
+    metrics = evaluate_all(loaded.model, loaded.tokenizer(), cfg, loaded.device)
+    headline = ["retrieval_i2t/R@10", "zeroshot_auroc/mean"]
+    write_results(run_dir, "cxrclip", cfg.name, metrics, published_key=cfg.name, notes=[f"weights: {loaded.weights}"],
+                  headline=[h for h in headline if h.split("/")[0] in metrics] or None)
     print(report_run(run_dir, plot=False))
     return metrics
 
