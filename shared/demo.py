@@ -20,8 +20,10 @@ import argparse
 import importlib.util
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -203,20 +205,35 @@ def run_method_demo(method: str, data: Path, out: Path, timeout: float | None, l
     tail = deque(maxlen=15)
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1)
-    try:
+    lines: queue.Queue = queue.Queue()
+
+    def pump():   # a thread reads the output, so a demo that hangs silently still meets the timeout
         for line in proc.stdout:
-            line = line.rstrip("\n")
-            tail.append(line)
-            log(f"  {method} | {line}")
-            if timeout and time.perf_counter() - t > timeout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    timed_out = False
+    try:
+        while True:
+            left = None if not timeout else timeout - (time.perf_counter() - t)
+            if left is not None and left <= 0:
+                timed_out = True
                 proc.kill()
                 break
+            try:
+                line = lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line is None:
+                break
+            tail.append(line)
+            log(f"  {method} | {line}")
         rc = proc.wait(timeout=60)
     except KeyboardInterrupt:
         proc.kill()
         raise
     dt = time.perf_counter() - t
-    timed_out = bool(timeout) and dt > timeout
     summary_file = mout / "summary.md"
     summary = summary_file.read_text().strip() if summary_file.is_file() else "\n".join(tail)
     status = "ok" if rc == 0 and not timed_out else ("timed out" if timed_out else f"failed (exit {rc})")

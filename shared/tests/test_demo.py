@@ -54,3 +54,9 @@ def test_a_method_demo_runs_as_a_subprocess(tmp_path, monkeypatch):
     assert any("training on" in line for line in lines)
     bad = demo.run_method_demo("brokenmethod", data, tmp_path / "out", timeout=120, log=lines.append)
     assert bad["status"] == "failed (exit 3)"
+    slow = tmp_path / "slowmethod"
+    slow.mkdir()
+    (slow / "__init__.py").write_text("")
+    (slow / "demo.py").write_text("import time\ntime.sleep(60)\n")
+    hung = demo.run_method_demo("slowmethod", data, tmp_path / "out", timeout=1.5, log=lines.append)
+    assert hung["status"] == "timed out" and hung["seconds"] < 30
