@@ -1,0 +1,124 @@
+"""Shared pieces of train/test/knn: build the configured model, predict a split, the metrics tables."""
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from shared.data.labels import NIH_WANG_ORDER
+from shared.metrics.classification import classification_table
+
+from .checkpoint import load_weights
+from .config import ADNetConfig
+from .model import ADNet, build_model
+
+# shared.metrics' column names -> the names the paper's tables use
+METRIC_NAMES = {"auroc": "auroc", "ap": "ap", "f1": "f1", "accuracy": "accuracy", "sensitivity": "recall",
+                "specificity": "specificity", "precision": "precision"}
+
+
+def build_from_config(cfg: ADNetConfig, num_classes: int, load_pretrained: bool = True) -> tuple[ADNet, list[str]]:
+    """The model of ``cfg.model`` for ``num_classes`` classes; loads ``pretrained_path`` (a classifier of another
+    size is re-initialised: fine-tuning from the 1000-class IN1K or the 21-class ALL weights)."""
+    m = cfg.model
+    classes = m.num_classes if m.num_classes is not None else num_classes
+    if classes != num_classes:
+        raise ValueError(f"model.num_classes={classes} but the {cfg.data.dataset} setting has {num_classes} classes")
+    notes: list[str] = []
+    if load_pretrained and m.pretrained_path:
+        path = Path(m.pretrained_path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"model.pretrained_path not found: {path}. The published settings start from the authors' released "
+                f"weights (github.com/Lab-LVM/ADNet/releases/download/v0.0.1/<name>.pth.tar; download them yourself, "
+                f"nothing is downloaded here) or set model.pretrained_path=null to start from random weights.")
+    model = build_model(m.name, classes, head_dim=m.head_dim, dft_size=m.dft_size, drop_path_rate=m.drop_path_rate,
+                        backbone_kwargs=dict(m.backbone_kwargs))
+    if load_pretrained and m.pretrained_path:
+        notes = load_weights(model, m.pretrained_path, ema=m.pretrained_ema, drop_head_if_mismatch=True)
+        notes.insert(0, f"initialised from {m.pretrained_path}")
+    return model, notes
+
+
+def min_size_check(cfg: ADNetConfig, model: ADNet) -> None:
+    for key in ("train_size", "test_size"):
+        size = getattr(cfg.data, key)
+        if size < model.min_input_size:
+            raise ValueError(f"data.{key}={size} is below ADNet's minimum input of {model.min_input_size} px "
+                             f"(dft_size={model.dft_size})")
+
+
+def eval_loader(dataset, batch_size: int, num_workers: int) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      pin_memory=torch.cuda.is_available(), persistent_workers=False)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, loader, device: torch.device, amp_dtype: torch.dtype | None = None,
+            embed: bool = False, desc: str = "predict") -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities or embeddings (N, C) float32, labels (N, K)) over ``loader`` in order."""
+    model.eval()
+    outs, labels = [], []
+    for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, file=sys.stdout,
+                      disable=None):
+        x = batch["image"].to(device, non_blocking=True)
+        ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None and not embed \
+            else contextlib.nullcontext()
+        with ctx:
+            out = model.forward_embedding(x) if embed else model(x)
+        outs.append((out.float() if embed else torch.sigmoid(out.float())).cpu())
+        labels.append(batch["labels"].float())
+    return torch.cat(outs).numpy(), torch.cat(labels).numpy()
+
+
+def metrics_table(y_true: np.ndarray, y_prob: np.ndarray, class_names: Sequence[str], dataset: str) -> pd.DataFrame:
+    """Per-class + mean table (shared.metrics), rows in Wang order for NIH, columns renamed (recall)."""
+    table = classification_table(y_true, y_prob, list(class_names), threshold=0.5).rename(columns=METRIC_NAMES)
+    if dataset == "nih":
+        excluded = table.attrs.get("excluded", [])
+        table = table.loc[list(NIH_WANG_ORDER) + ["mean"]]
+        table.attrs["excluded"] = excluded
+    return table
+
+
+def table_to_metrics(table: pd.DataFrame, per_class: Sequence[str] = ("auroc",)) -> dict[str, dict[str, float]]:
+    """{metric: {class...: v, "mean": v}} for results.json (per-class rows only for ``per_class`` metrics)."""
+    out = {}
+    for col in table.columns:
+        rows = table.index if col in per_class else ["mean"]
+        out[col] = {str(r): float(table.loc[r, col]) for r in rows}
+    return out
+
+
+def auroc_mean(y_true: np.ndarray, y_prob: np.ndarray) -> float:
+    from shared.metrics.classification import per_class_auroc
+    values = per_class_auroc(y_true, y_prob)
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+def checkpoint_weights(path: str | Path) -> dict[str, Mapping]:
+    """{"raw": state, "ema": state} from one of our checkpoints; {"weights": state} for any other file."""
+    from .checkpoint import CheckpointKeyError, extract_state_dict
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointKeyError(f"{path}: cannot be read as a PyTorch checkpoint ({type(err).__name__}: {err})") from err
+    if isinstance(obj, Mapping) and obj.get("format") == 1 and "model" in obj:   # shared.engine checkpoint
+        out = {"raw": extract_state_dict(obj["model"])}
+        if obj.get("ema"):
+            out["ema"] = extract_state_dict(obj["ema"])
+        return out
+    try:
+        return {"weights": extract_state_dict(obj)}
+    except CheckpointKeyError as err:
+        raise CheckpointKeyError(f"{path}: {err}") from None

@@ -1,0 +1,66 @@
+# ADNet reproduce targets (included by the top Makefile; uses $(PY), $(DATA), $(RUNS)).
+#   make reproduce-adnet-nih DATA=/datasets ADNET_WEIGHTS=/weights [ADNET_BACKBONE=resnet50]
+# Each target: check the data + starting weights -> train (adnet.train --no-test) -> test (adnet.test on best.pt)
+# -> report (python -m shared.report RUN_DIR). Start weights: the authors' released IN1K (ALL) checkpoints,
+# $(ADNET_WEIGHTS)/{convnext_tiny|resnet50}_ADNet_{IN1K|ALL}.pth.tar (download them yourself).
+ADNET_WEIGHTS ?= weights
+ADNET_BACKBONE ?= convnext
+ADNET_SET ?=
+ADNET_NIH := $(DATA)/nih
+ADNET_MIMIC := $(DATA)/mimic-cxr-jpg
+ADNET_CHEXPERT := $(DATA)/chexpert
+ADNET_CHEXCLUSION := $(ADNET_MIMIC)/testSet_SubjID.csv
+ADNET_START = $(if $(filter resnet50,$(ADNET_BACKBONE)),resnet50,convnext_tiny)_ADNet
+
+ADNET_LAYOUT_nih := $(ADNET_NIH)/ with Data_Entry_2017[_v2020].csv, train_val_list.txt, test_list.txt and images/*.png (or Kaggle images_0XX/images/)
+ADNET_LAYOUT_mimic := $(ADNET_MIMIC)/ with mimic-cxr-2.0.0-{negbio,split,metadata}.csv[.gz] and files/pXX/pSUBJECT/sSTUDY/*.jpg, plus CheXclusion's testSet_SubjID.csv at $(ADNET_CHEXCLUSION)
+ADNET_LAYOUT_chexpert := $(ADNET_CHEXPERT)/ with CheXpert-v1.0-small/{train,valid}.csv and its train/ valid/ folders
+
+# $(call adnet_need_dir,DIR,LAYOUT)
+adnet_need_dir = @test -d "$(1)" || { echo "reproduce-adnet: dataset not found: $(1) is missing. Expected $(2)" >&2; exit 1; }
+adnet_need_file = @test -f "$(1)" || { echo "reproduce-adnet: $(2) not found: $(1)" >&2; exit 1; }
+# $(call adnet_run,CONFIG,EXTRA_SETS): train -> test -> report, run dir = newest under $(RUNS)/adnet/CONFIG
+define adnet_run
+	$(PY) -m adnet.train -cfg adnet/configs/$(1).yaml --no-test --set runs_root=$(RUNS) data.nih_root=$(ADNET_NIH) \
+	  data.mimic_root=$(ADNET_MIMIC) data.chexpert_root=$(ADNET_CHEXPERT) \
+	  data.chexclusion_test_subjects=$(ADNET_CHEXCLUSION) $(2) $(ADNET_SET)
+	RUN=$$(ls -td $(RUNS)/adnet/$(1)/*/ | head -1) && \
+	$(PY) -m adnet.test -cfg $${RUN}config.yaml --weights $${RUN}checkpoints/best.pt --run-dir $${RUN} && \
+	$(PY) -m shared.report $${RUN}
+endef
+
+.PHONY: reproduce-adnet-nih reproduce-adnet-mimic reproduce-adnet-chexpert reproduce-adnet-all
+reproduce-adnet-nih:
+	$(call adnet_need_dir,$(ADNET_NIH),$(ADNET_LAYOUT_nih))
+	$(call adnet_need_file,$(ADNET_WEIGHTS)/$(ADNET_START)_IN1K.pth.tar,starting weights (released $(ADNET_START)_IN1K.pth.tar; set ADNET_WEIGHTS))
+	$(call adnet_run,nih_$(ADNET_BACKBONE),model.pretrained_path=$(ADNET_WEIGHTS)/$(ADNET_START)_IN1K.pth.tar)
+
+reproduce-adnet-mimic:
+	$(call adnet_need_dir,$(ADNET_MIMIC),$(ADNET_LAYOUT_mimic))
+	$(call adnet_need_file,$(ADNET_CHEXCLUSION),CheXclusion test-subject list (testSet_SubjID.csv))
+	$(call adnet_need_file,$(ADNET_WEIGHTS)/$(ADNET_START)_IN1K.pth.tar,starting weights (released $(ADNET_START)_IN1K.pth.tar; set ADNET_WEIGHTS))
+	$(call adnet_run,mimic_$(ADNET_BACKBONE),model.pretrained_path=$(ADNET_WEIGHTS)/$(ADNET_START)_IN1K.pth.tar)
+
+# The published CheXpert row is ResNet50 only.
+reproduce-adnet-chexpert:
+	$(call adnet_need_dir,$(ADNET_CHEXPERT),$(ADNET_LAYOUT_chexpert))
+	$(call adnet_need_file,$(ADNET_WEIGHTS)/resnet50_ADNet_IN1K.pth.tar,starting weights (released resnet50_ADNet_IN1K.pth.tar; set ADNET_WEIGHTS))
+	$(call adnet_run,chexpert_resnet50,model.pretrained_path=$(ADNET_WEIGHTS)/resnet50_ADNet_IN1K.pth.tar)
+
+# ALL: pretrain on NIH+MIMIC+CheXpert (21 classes) from IN1K, then fine-tune on NIH and MIMIC from OUR ALL
+# weights (EMA of best.pt). Set ADNET_ALL_WEIGHTS=<released {backbone}_ADNet_ALL.pth.tar> to skip pretraining.
+ADNET_ALL_WEIGHTS ?=
+reproduce-adnet-all:
+	$(call adnet_need_dir,$(ADNET_NIH),$(ADNET_LAYOUT_nih))
+	$(call adnet_need_dir,$(ADNET_MIMIC),$(ADNET_LAYOUT_mimic))
+	$(call adnet_need_file,$(ADNET_CHEXCLUSION),CheXclusion test-subject list (testSet_SubjID.csv))
+	$(call adnet_need_dir,$(ADNET_CHEXPERT),$(ADNET_LAYOUT_chexpert))
+ifeq ($(ADNET_ALL_WEIGHTS),)
+	$(call adnet_need_file,$(ADNET_WEIGHTS)/$(ADNET_START)_IN1K.pth.tar,starting weights (released $(ADNET_START)_IN1K.pth.tar; set ADNET_WEIGHTS))
+	$(call adnet_run,all_$(ADNET_BACKBONE),model.pretrained_path=$(ADNET_WEIGHTS)/$(ADNET_START)_IN1K.pth.tar)
+	ALL=$$(ls -td $(RUNS)/adnet/all_$(ADNET_BACKBONE)/*/ | head -1)checkpoints/best.pt && \
+	$(MAKE) --no-print-directory reproduce-adnet-all ADNET_ALL_WEIGHTS=$$ALL ADNET_ALL_EMA=true
+else
+	$(call adnet_run,all_nih_$(ADNET_BACKBONE),model.pretrained_path=$(ADNET_ALL_WEIGHTS) model.pretrained_ema=$(or $(ADNET_ALL_EMA),false))
+	$(call adnet_run,all_mimic_$(ADNET_BACKBONE),model.pretrained_path=$(ADNET_ALL_WEIGHTS) model.pretrained_ema=$(or $(ADNET_ALL_EMA),false))
+endif

@@ -1,0 +1,159 @@
+"""Evaluate ADNet weights on a setting's test split: per-class AUROC (Wang order for NIH), raw and EMA, macro metrics.
+
+    python -m adnet.test -cfg adnet/configs/nih_convnext.yaml --weights runs/adnet/nih_convnext/<ts>/checkpoints/best.pt
+    python -m adnet.test -cfg adnet/configs/nih_convnext.yaml --weights convnext_tiny_ADNet_IN1K_NIH.pth.tar
+
+``--weights`` takes our checkpoints (shared.engine format: raw and EMA weights are both evaluated, the better one
+is kept — on the test split as the original did, or on the validation split with data.honest_validation=true)
+or the authors' released ``{name}.pth.tar`` (converted through adnet.checkpoint's key map; ``--rename
+REGEX=REPLACEMENT`` bridges other key names). Writes results.json, test_metrics.md, predictions.npz and
+roc.png into the run directory (the checkpoint's run, or ``--run-dir``, or a new runs/adnet/<name>_eval/<ts>).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import torch
+
+from shared.config import parse_config
+from shared.data import DataError
+from shared.engine import create_run_dir, select_device
+from shared.metrics.classification import render_table
+from shared.report import write_results
+
+from adnet.checkpoint import CheckpointKeyError, load_weights
+from adnet.config import ADNetConfig
+from adnet.data import build_frame, eval_transform, make_dataset, selection_split
+from adnet.evaluate import (auroc_mean, build_from_config, checkpoint_weights, eval_loader, metrics_table,
+                            min_size_check, predict, table_to_metrics)
+
+
+def _roc_plot(y_true: np.ndarray, y_prob: np.ndarray, names, path: Path, title: str) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from sklearn.metrics import roc_curve
+    except ImportError:   # a picture is a nicety, never a failure
+        return
+    fig, ax = plt.subplots(figsize=(6, 6))
+    for j, name in enumerate(names):
+        if 0 < y_true[:, j].sum() < len(y_true):
+            fpr, tpr, _ = roc_curve(y_true[:, j], y_prob[:, j])
+            ax.plot(fpr, tpr, lw=1, label=name)
+    ax.plot([0, 1], [0, 1], "k--", lw=0.5)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
+    ax.legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def evaluate_run(cfg: ADNetConfig, weights: str | Path, run_dir: str | Path, frame=None, labels=None,
+                 extra_rules=(), extra_notes=()) -> dict:
+    """Evaluate ``weights`` (raw and EMA when present) and write results.json etc. into ``run_dir``."""
+    run_dir = Path(run_dir)
+    if frame is None:
+        frame, labels = build_frame(cfg.data)
+    variants = checkpoint_weights(weights)
+    device = select_device(cfg.engine.device)
+    amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.engine.amp) if device.type == "cuda" else None
+    split = selection_split(cfg.data)
+    test_set = make_dataset(frame, "test", labels, eval_transform(cfg.data), cfg.data.limit_test)
+    loaders = {"test": eval_loader(test_set, cfg.data.eval_batch_size, cfg.engine.num_workers)}
+    if split == "val":
+        val_set = make_dataset(frame, "val", labels, eval_transform(cfg.data))
+        loaders["val"] = eval_loader(val_set, cfg.data.eval_batch_size, cfg.engine.num_workers)
+
+    results, notes = {}, list(extra_notes)
+    for variant, state in variants.items():
+        model, _ = build_from_config(cfg, len(labels), load_pretrained=False)
+        min_size_check(cfg, model)
+        notes += load_weights(model, state, extra_rules=extra_rules, source_name=f"{weights} ({variant})")
+        model.to(device)
+        out = {}
+        for name, loader in loaders.items():
+            prob, true = predict(model, loader, device, amp_dtype, desc=f"{variant}/{name}")
+            out[name] = (prob, true)
+        results[variant] = out
+        del model
+
+    def score(variant):  # the selection split's mean AUROC
+        prob, true = results[variant][split]
+        return auroc_mean(true, prob)
+
+    if cfg.eval.pick in results:
+        chosen = cfg.eval.pick
+    elif cfg.eval.pick in ("raw", "ema"):
+        raise CheckpointKeyError(f"eval.pick={cfg.eval.pick} but {weights} has only {sorted(results)} weights")
+    else:
+        chosen = max(results, key=lambda v: (np.nan_to_num(score(v), nan=-1.0), v == "ema"))
+    prob, true = results[chosen]["test"]
+    table = metrics_table(true, prob, labels, cfg.data.dataset)
+    metrics = table_to_metrics(table)
+    for variant in results:
+        p, t = results[variant]["test"]
+        metrics[f"auroc_{variant}"] = {"mean": auroc_mean(t, p)}
+    if len(results) > 1:
+        notes.append(f"raw and EMA weights evaluated; kept {chosen} (better mean AUROC on the {split} split"
+                     + (", as the original did)" if split == "test" else ")"))
+    notes.append("checkpoint selected on the test split (faithful to the original)" if split == "test"
+                 else f"checkpoint selected on a patient-disjoint validation split ({cfg.data.val_fraction:.0%} "
+                      f"of train patients, seed {cfg.data.val_seed})")
+    if cfg.data.limit_test:
+        notes.append(f"only the first {cfg.data.limit_test} test images (data.limit_test)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_results(run_dir, "adnet", cfg.name, metrics, published_key=cfg.published_key, notes=notes,
+                  headline=["auroc/mean", "f1/mean", "recall/mean"])
+    text = [f"# {cfg.name}: {cfg.data.dataset} test ({len(true)} images), {chosen} weights", "",
+            render_table(table), ""]
+    for variant in results:
+        text.append(f"- mean AUROC {variant}: {metrics[f'auroc_{variant}']['mean']:.4f}")
+    (run_dir / "test_metrics.md").write_text("\n".join(text) + "\n")
+    np.savez_compressed(run_dir / "predictions.npz", prob=prob, labels=true, classes=np.array(labels))
+    _roc_plot(true, prob, labels, run_dir / "roc.png", f"ADNet {cfg.name} ({chosen})")
+    print("\n".join(text))
+    return {"metrics": metrics, "chosen": chosen, "table": table, "run_dir": run_dir}
+
+
+def _run_dir_for(cfg: ADNetConfig, weights: Path, explicit: str | None) -> Path:
+    if explicit:
+        return Path(explicit)
+    if weights.parent.name == "checkpoints" and (weights.parent.parent / "config.yaml").exists():
+        return weights.parent.parent
+    return create_run_dir("adnet", f"{cfg.name}_eval", root=cfg.runs_root)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m adnet.test", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", required=True, help="our checkpoint (.pt) or an original {name}.pth.tar")
+    parser.add_argument("--run-dir", default=None, help="where to write results.json (default: see --help)")
+    parser.add_argument("--rename", nargs="+", action="extend", default=[], metavar="REGEX=REPL",
+                        help="extra key-renaming rules for original checkpoints with other key names")
+    cfg, args = parse_config(ADNetConfig, argv, parser=parser)
+    rules = []
+    for item in args.rename:
+        pattern, sep, repl = item.partition("=")
+        if not sep:
+            parser.error(f"--rename {item!r} must look like REGEX=REPLACEMENT")
+        rules.append((pattern, repl))
+    weights = Path(args.weights)
+    try:
+        if not weights.is_file():
+            raise FileNotFoundError(f"weights file not found: {weights}")
+        out = evaluate_run(cfg, weights, _run_dir_for(cfg, weights, args.run_dir), extra_rules=rules)
+    except (DataError, FileNotFoundError, ValueError, CheckpointKeyError) as err:
+        print(f"adnet.test: error: {err}", file=sys.stderr)
+        return 2
+    print(f"results: {out['run_dir'] / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

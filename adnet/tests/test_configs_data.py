@@ -1,0 +1,123 @@
+"""Configs, data settings, transforms, k-NN scoring and CLI errors (fast)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from shared.config import ConfigError, load_config
+from shared.data import DataError
+from shared.report import load_published
+
+from adnet import train as adnet_train
+from adnet import test as adnet_test
+from adnet.config import ADNetConfig
+from adnet.data import ALL_LABELS, all_union_labels, check_layout, eval_transform, label_names, train_transform
+from adnet.knn import knn_scores
+from adnet.model import MODEL_NAMES, parse_model_name
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SETTINGS = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith(("_", "base")))
+
+
+@pytest.mark.parametrize("path", SETTINGS, ids=lambda p: p.stem)
+def test_every_config_loads_and_matches_its_setting(path):
+    cfg = load_config(ADNetConfig, path)
+    assert cfg.name == path.stem
+    n_labels = len(label_names(cfg.data))
+    if path.stem == "demo":
+        assert cfg.engine.device == "cpu" and cfg.model.pretrained_path is None
+        return
+    assert cfg.model.name in MODEL_NAMES and MODEL_NAMES[cfg.model.name] == n_labels
+    published = load_published(CONFIGS.parent / "published.yaml")
+    assert cfg.published_key in published, cfg.published_key
+    assert cfg.engine.amp == "fp16" and cfg.optim.eps == 1e-6 and cfg.optim.weight_decay == 1e-4
+    assert cfg.engine.seed == 42 and cfg.data.crop_pct == 0.95 and not cfg.data.honest_validation
+    assert cfg.model.pretrained_path.endswith(("_IN1K.pth.tar", "_ALL.pth.tar"))
+    backbone, _ = parse_model_name(cfg.model.name)
+    assert Path(cfg.model.pretrained_path).name.startswith(backbone + "_ADNet_")
+
+
+def test_recipe_values_of_spec_section_2():
+    nih = load_config(ADNetConfig, CONFIGS / "nih_convnext.yaml")
+    assert (nih.data.train_size, nih.data.test_size, nih.data.batch_size, nih.engine.epochs) == (352, 448, 30, 30)
+    assert nih.data.repeats == 3 and nih.engine.ema_decay == 0.99995 and nih.optim.lr == 1e-4
+    chex = load_config(ADNetConfig, CONFIGS / "chexpert_resnet50.yaml")
+    assert chex.data.auto_augment == "rand-m9-mstd0.9" and chex.engine.ema_decay == 0.0
+    assert chex.engine.val_every_iters == 200 and (chex.optim.lr, chex.optim.min_lr) == (5e-5, 5e-6)
+    all_ = load_config(ADNetConfig, CONFIGS / "all_convnext.yaml")
+    assert all_.data.dataset == "all" and all_.optim.lr == 4e-4 and all_.data.test_size == 416
+    assert not all_.data.all_label_bugs
+
+
+def test_bad_config_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"_base_: {CONFIGS / 'nih_convnext.yaml'}\ndata: {{datset: nih}}\n")
+    with pytest.raises(ConfigError, match="datset"):
+        load_config(ADNetConfig, bad)
+    with pytest.raises(ConfigError, match="val_fraction"):
+        load_config(ADNetConfig, CONFIGS / "nih_convnext.yaml", ["data.honest_validation=true",
+                                                                   "data.val_fraction=1.5"])
+    with pytest.raises(SystemExit):
+        adnet_train.main(["-cfg", str(bad)])
+
+
+def test_missing_data_names_the_layout(tmp_path, capsys):
+    rc = adnet_train.main(["-cfg", str(CONFIGS / "nih_convnext.yaml"), "--set", f"data.nih_root={tmp_path}/nope"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "nope" in err and "train_val_list.txt" in err and "Data_Entry_2017" in err
+    cfg = load_config(ADNetConfig, CONFIGS / "mimic_convnext.yaml", [f"data.mimic_root={tmp_path}"])
+    with pytest.raises(DataError, match="testSet_SubjID.csv"):
+        check_layout(cfg.data)
+
+
+def test_missing_weights_are_clear_errors(tmp_path, capsys):
+    rc = adnet_test.main(["-cfg", str(CONFIGS / "demo.yaml"), "--weights", str(tmp_path / "x.pth.tar")])
+    assert rc == 2 and "x.pth.tar" in capsys.readouterr().err
+    from adnet.evaluate import build_from_config
+    cfg = load_config(ADNetConfig, CONFIGS / "demo.yaml", [f"model.pretrained_path={tmp_path}/IN1K.pth.tar"])
+    with pytest.raises(FileNotFoundError, match="released weights"):
+        build_from_config(cfg, 14)
+
+
+def test_all_union_labels_fixed_and_original():
+    nih = pd.DataFrame({"Effusion": [1.0, 0.0, 0.0], "Mass": [0.0, 1.0, 0.0], "Atelectasis": [0.0, 0.0, 0.0]})
+    fixed = all_union_labels(nih, ["Effusion", "Mass", "Atelectasis"], {"Effusion": "Pleural Effusion"})
+    assert list(fixed.columns) == ALL_LABELS and len(ALL_LABELS) == 21
+    assert fixed["Pleural Effusion"].tolist() == [1, 0, 0] and fixed["Mass"].tolist() == [0, 1, 0]
+    assert fixed["No Finding"].tolist() == [0, 0, 1]
+    bugs = all_union_labels(nih, ["Effusion", "Mass", "Atelectasis"], {"Effusion": "Pleural Effusion"},
+                            label_bugs=True)
+    assert bugs["Mass"].tolist() == [0, 0, 0]                      # 'Mas' matched nothing
+    assert bugs["No Finding"].tolist() == [1, 0, 0]                # inverted (Mass lost, so row 2 reads 0)
+    devices = pd.DataFrame({"Support Devices": [1.0], "No Finding": [1.0]})
+    assert all_union_labels(devices, ["Support Devices", "No Finding"], {})["No Finding"].item() == 1
+
+
+def test_transforms():
+    cfg = load_config(ADNetConfig, CONFIGS / "nih_convnext.yaml")
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (520, 500), dtype=np.uint8)).convert("RGB")
+    torch.manual_seed(0)
+    assert train_transform(cfg.data)(img).shape == (3, 352, 352)
+    tf = eval_transform(cfg.data)
+    assert tf(img).shape == (3, 448, 448)
+    assert tf.transforms[0].size == 471           # floor(448 / 0.95)
+    assert eval_transform(cfg.data, 416).transforms[0].size == 437
+
+
+def test_knn_scores_are_exp_weighted_votes():
+    sims = np.array([[0.9, 0.5, 0.1]], dtype=np.float32)
+    nb = np.array([[2, 0, 1]])
+    labels = np.array([[1, 0], [0, 1], [1, 1]], dtype=np.float32)
+    w = np.exp(np.array([0.9, 0.5, 0.1]) / 0.5)
+    expected = w[0] * labels[2] + w[1] * labels[0] + w[2] * labels[1]
+    np.testing.assert_allclose(knn_scores(sims, nb, labels, 3, 0.5)[0], expected, rtol=1e-6)
+    np.testing.assert_allclose(knn_scores(sims, nb, labels, 2, 0.5)[0], w[0] * labels[2] + w[1] * labels[0],
+                               rtol=1e-6)
+    np.testing.assert_allclose(knn_scores(sims, nb, labels, 3, 0.5, normalise=True)[0], expected / w.sum(),
+                               rtol=1e-6)
