@@ -116,123 +116,112 @@ def quantise(heat: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------- connected components
-_OFFSETS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+def _union_find(n_nodes: int, p: torch.Tensor, q: torch.Tensor, max_rounds: int
+                ) -> tuple[torch.Tensor, bool, int]:
+    """Connected components of the graph with edges (p[i], q[i]) over nodes 0..n_nodes-1, batched tensor ops.
+
+    Hook-and-compress: every round, the root of each edge's larger-labelled end is hooked onto the smaller root
+    (``scatter_reduce`` amin, so no cycles: pointers only decrease), then pointer jumping flattens every tree.
+    Every root with a foreign neighbour hooks or is hooked, so the number of roots of a component at least
+    halves per round: O(log n) rounds. Edges whose ends share a root are dropped for good.
+    Returns (root of every node = the smallest node index of its component, converged, rounds).
+    """
+    parent = torch.arange(n_nodes, device=p.device, dtype=torch.int64)
+    rounds = 0
+    while True:
+        lp, lq = parent[p], parent[q]
+        keep = lp != lq
+        if not bool(keep.any()):
+            return parent, True, rounds
+        if rounds >= max_rounds:
+            return parent, False, rounds
+        rounds += 1
+        p, q, lp, lq = p[keep], q[keep], lp[keep], lq[keep]
+        parent.scatter_reduce_(0, torch.maximum(lp, lq), torch.minimum(lp, lq), reduce="amin")
+        while True:  # pointer jumping until every node points at its root
+            grand = parent[parent]
+            if torch.equal(grand, parent):
+                break
+            parent = grand
 
 
-def _neighbour_min(lab: torch.Tensor, big: int, connectivity: int) -> torch.Tensor:
-    h, w = lab.shape[-2:]
-    padded = F.pad(lab, (1, 1, 1, 1), value=big)
-    out = lab
-    for dy, dx in _OFFSETS:
-        if connectivity == 4 and dy and dx:
-            continue
-        out = torch.minimum(out, padded[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w])
-    return out
+def _edges(e: torch.Tensor, offset: tuple[int, int], shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Global node ids (b * h * w + y * w + x) of the edges marked in ``e`` [B, h', w'] between the node at the
+    mask position (+ the crop origin of ``e``) and the node displaced by ``offset`` (dy, dx)."""
+    h, w = shape
+    b, y, x = torch.nonzero(e, as_tuple=True)
+    (oy, ox), (dy, dx) = offset
+    a = b * (h * w) + (y + oy) * w + (x + ox)
+    return a, a + dy * w + dx
 
 
-def _jump(lab: torch.Tensor, big: int) -> torch.Tensor:
-    """One pointer-jumping step on flat labels [B, n] (labels index pixels of the same component)."""
-    n = lab.shape[1]
-    jumped = torch.gather(lab, 1, lab.clamp(max=n - 1))
-    return torch.where(lab < big, torch.minimum(lab, jumped), lab)
-
-
-def _label_pixels(mask: torch.Tensor, connectivity: int, max_iters: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Min-label propagation + pointer jumping on the pixel grid (any connectivity)."""
-    b, h, w = mask.shape
-    n = h * w
-    idx = torch.arange(n, device=mask.device, dtype=torch.int64).expand(b, n)
-    fg = mask.reshape(b, n)
-    lab = torch.where(fg, idx, n)
-    it, done = 0, b == 0
-    while not done and it < max_iters:
-        it += 1
-        new = _neighbour_min(lab.view(b, h, w), n, connectivity).view(b, n)
-        new = _jump(_jump(torch.where(fg, new, n), n), n)
-        done = torch.equal(new, lab)
-        lab = new
-    converged = torch.full((b,), True, device=mask.device) if done else (lab != _neighbour_min(
-        lab.view(b, h, w), n, connectivity).view(b, n).where(fg, n)).any(1).logical_not()
-    return lab, converged, it
-
-
-def _label_blocks(mask: torch.Tensor, max_iters: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """8-connected labelling on 2x2 blocks: all foreground pixels of a 2x2 block touch each other in
-    8-connectivity, so a block is one node; two neighbouring blocks are joined when foreground pixels of theirs
-    touch (a 4x smaller graph with half the diameter, the idea of block-based CCL). Returns pixel labels =
-    the component's smallest flat pixel index (H*W for background)."""
+def _block_graph(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]]:
+    """8-connectivity on 2x2 blocks: all foreground pixels of a 2x2 block touch each other in 8-connectivity, so
+    a block is one node, and two neighbouring blocks are joined when foreground pixels of theirs touch (a 4x
+    smaller graph: the idea of block-based CCL). Returns (foreground blocks [B, hb, wb], p, q, (hb, wb))."""
     b, h, w = mask.shape
     hp, wp = h + h % 2, w + w % 2
     m = F.pad(mask, (0, wp - w, 0, hp - h)) if (hp, wp) != (h, w) else mask
     tl, tr, bl, br = m[:, 0::2, 0::2], m[:, 0::2, 1::2], m[:, 1::2, 0::2], m[:, 1::2, 1::2]
     fg = tl | tr | bl | br
-    hb, wb = fg.shape[1:]
-    nb = hb * wb
-    right = (tr | br)[:, :, :-1] & (tl | bl)[:, :, 1:]            # (i, j) -- (i, j+1)
-    down = (bl | br)[:, :-1, :] & (tl | tr)[:, 1:, :]             # (i, j) -- (i+1, j)
-    diag = br[:, :-1, :-1] & tl[:, 1:, 1:]                        # (i, j) -- (i+1, j+1)
-    anti = bl[:, :-1, 1:] & tr[:, 1:, :-1]                        # (i, j+1) -- (i+1, j)
-    big = nb
-    # int32 labels halve the memory traffic of the propagation (the cost on a CPU); gathers need int64 indices
-    idx = torch.arange(nb, device=mask.device, dtype=torch.int32).view(1, hb, wb)
-    lab = torch.where(fg, idx, big)
-    big_t = torch.tensor(big, dtype=torch.int32, device=mask.device)
-    pairs = []  # (destination view, source view, edge) for the 8 directions
-    for dst, src, e in (((slice(None), slice(None, -1)), (slice(None), slice(1, None)), right),
-                        ((slice(None, -1), slice(None)), (slice(1, None), slice(None)), down),
-                        ((slice(None, -1), slice(None, -1)), (slice(1, None), slice(1, None)), diag),
-                        ((slice(None, -1), slice(1, None)), (slice(1, None), slice(None, -1)), anti)):
-        pairs.append(((slice(None),) + dst, (slice(None),) + src, e))
-        pairs.append(((slice(None),) + src, (slice(None),) + dst, e))
-    it, done = 0, b == 0
-    while not done and it < max_iters:
-        it += 1
-        new = lab.clone()
-        for dst, src, e in pairs:
-            view = new[dst]
-            torch.minimum(view, torch.where(e, lab[src], big_t), out=view)
-        flat = new.view(b, nb)
-        for _ in range(2):  # pointer jumping
-            jumped = torch.gather(flat, 1, flat.clamp(max=nb - 1).long())
-            flat = torch.where(flat < big, torch.minimum(flat, jumped), flat)
-        new = flat.view(b, hb, wb)
-        done = torch.equal(new, lab)
-        lab = new
-    converged = torch.full((b,), bool(done), device=mask.device)
-    if not done:  # which images are still changing
-        prev = lab
-        new = _jump(prev.view(b, nb).long(), big).view(b, hb, wb)
-        converged = ~(new != prev).flatten(1).any(1)
-        for dst, src, e in pairs:
-            converged &= ~((prev[dst] != prev[src]) & e).flatten(1).any(1)
-    # block labels -> pixel labels: the component's smallest pixel index (raster order of the full image)
-    lab = lab.long()
-    pix = lab.repeat_interleave(2, 1).repeat_interleave(2, 2)[:, :h, :w].reshape(b, h * w)
-    fgp = mask.reshape(b, h * w)
-    pix = torch.where(fgp, pix, big)
-    pidx = torch.arange(h * w, device=mask.device, dtype=torch.int64).expand(b, h * w)
-    first = torch.full((b, nb + 1), h * w, device=mask.device, dtype=torch.int64)
-    first.scatter_reduce_(1, pix, pidx, reduce="amin")
-    out = torch.gather(first, 1, pix)
-    return torch.where(fgp, out, h * w), converged, it
+    shape = tuple(fg.shape[1:])
+    pairs = [
+        _edges((tr | br)[:, :, :-1] & (tl | bl)[:, :, 1:], ((0, 0), (0, 1)), shape),      # (i, j) - (i, j+1)
+        _edges((bl | br)[:, :-1, :] & (tl | tr)[:, 1:, :], ((0, 0), (1, 0)), shape),      # (i, j) - (i+1, j)
+        _edges(br[:, :-1, :-1] & tl[:, 1:, 1:], ((0, 0), (1, 1)), shape),                # (i, j) - (i+1, j+1)
+        _edges(bl[:, :-1, 1:] & tr[:, 1:, :-1], ((0, 1), (1, -1)), shape),               # (i, j+1) - (i+1, j)
+    ]
+    p = torch.cat([a for a, _ in pairs])
+    q = torch.cat([c for _, c in pairs])
+    return fg, p, q, shape
 
 
-def label_components(mask: torch.Tensor, connectivity: int = 8,
-                     max_iters: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Label the connected components of a batch of masks [B, H, W] with batched tensor ops.
+def _pixel_graph(mask: torch.Tensor, connectivity: int):
+    b, h, w = mask.shape
+    pairs = [_edges(mask[:, :, :-1] & mask[:, :, 1:], ((0, 0), (0, 1)), (h, w)),
+             _edges(mask[:, :-1, :] & mask[:, 1:, :], ((0, 0), (1, 0)), (h, w))]
+    if connectivity == 8:
+        pairs += [_edges(mask[:, :-1, :-1] & mask[:, 1:, 1:], ((0, 0), (1, 1)), (h, w)),
+                  _edges(mask[:, :-1, 1:] & mask[:, 1:, :-1], ((0, 1), (1, -1)), (h, w))]
+    return torch.cat([a for a, _ in pairs]), torch.cat([c for _, c in pairs])
+
+
+def label_components(mask: torch.Tensor, connectivity: int = 8, max_iters: int | None = None,
+                     blocks: bool = True) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Label the connected components of a batch of masks [B, H, W] with batched tensor ops (no per-image loop).
 
     Returns (labels [B, H*W] int64: flat index of the component's first pixel in raster order, H*W for
-    background; converged [B] bool; iterations run). Images that have not converged at ``max_iters``
-    (default H + W) carry labels that are not final; ``largest_component`` redoes them with scipy.
+    background; converged [B] bool; rounds of union-find). ``max_iters`` caps the rounds (default 64: O(log)
+    rounds suffice); if the cap is hit every image is reported unconverged and ``largest_component`` redoes them
+    with scipy. ``blocks``: 8-connectivity on 2x2 blocks (default) or on pixels.
     """
     if connectivity not in (4, 8):
         raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
     b, h, w = mask.shape
-    max_iters = (h + w) if max_iters is None else max_iters
+    n = h * w
+    max_iters = 64 if max_iters is None else max_iters
     mask = mask.bool()
-    if connectivity == 8:
-        return _label_blocks(mask, max_iters)
-    return _label_pixels(mask, connectivity, max_iters)
+    fgp = mask.reshape(b, n)
+    if connectivity == 8 and blocks:
+        _, p, q, (hb, wb) = _block_graph(mask)
+        root, done, rounds = _union_find(b * hb * wb, p, q, max_iters)
+        # pixel -> its block's root (global block id)
+        ys = torch.arange(h, device=mask.device) // 2
+        xs = torch.arange(w, device=mask.device) // 2
+        local = (ys[:, None] * wb + xs[None, :]).reshape(1, n)
+        node = local + torch.arange(b, device=mask.device)[:, None] * (hb * wb)
+        n_nodes = b * hb * wb
+    else:
+        p, q = _pixel_graph(mask, connectivity)
+        root, done, rounds = _union_find(b * n, p, q, max_iters)
+        node = torch.arange(b * n, device=mask.device).view(b, n)
+        n_nodes = b * n
+    pix_root = torch.where(fgp, root[node], n_nodes)  # n_nodes = background sentinel
+    pidx = torch.arange(n, device=mask.device, dtype=torch.int64).expand(b, n)
+    first = torch.full((n_nodes + 1,), n, device=mask.device, dtype=torch.int64)
+    first.scatter_reduce_(0, pix_root.reshape(-1), pidx.reshape(-1), reduce="amin")
+    labels = torch.where(fgp, first[pix_root], n)
+    return labels, torch.full((b,), bool(done), device=mask.device), rounds
 
 
 def _scipy_labels(mask: np.ndarray, connectivity: int) -> np.ndarray:

@@ -17,7 +17,7 @@ with C = 15: 2 x 23,538,767 + (4096 x 15 + 15) = 47,138,989; DenseNet-121 branch
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
 
 import timm
 import torch
@@ -82,18 +82,58 @@ class AGCNN(nn.Module):
         self.fusion = nn.Linear(self.global_branch.num_features + self.local_branch.num_features, num_classes)
         self.crop = AttentionCrop(tau=tau, stat=heatmap_stat, threshold=threshold, out_size=crop_size,
                                   method=crop_method, max_iters=max_label_iters)
+        self.trainable: set[str] = set(self.PARTS)
+
+    PARTS = ("global", "local", "fusion")
+
+    def parts(self) -> dict[str, nn.Module]:
+        return {"global": self.global_branch, "local": self.local_branch, "fusion": self.fusion}
+
+    def set_trainable(self, parts: Iterable[str]) -> "AGCNN":
+        """Train only ``parts`` (of "global", "local", "fusion"): the others get ``requires_grad=False``, run
+        under ``no_grad`` and stay in eval mode (BatchNorm statistics frozen) even when ``train()`` is called.
+        Stage I = {"global"}, II = {"local"}, III = {"fusion"}; joint training = all three."""
+        parts = set(parts)
+        unknown = parts - set(self.PARTS)
+        if unknown:
+            raise ValueError(f"unknown part(s) {sorted(unknown)}; expected a subset of {self.PARTS}")
+        self.trainable = parts
+        for name, module in self.parts().items():
+            for p in module.parameters():
+                p.requires_grad_(name in parts)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> "AGCNN":
+        super().train(mode)
+        for name, module in self.parts().items():
+            if name not in self.trainable:
+                module.eval()
+        return self
 
     def forward(self, images: torch.Tensor, source: torch.Tensor | None = None, tau: float | None = None,
                 branches: tuple[str, ...] = ("global", "local", "fusion")) -> dict[str, torch.Tensor]:
-        g = self.global_branch(images)
+        grad = torch.is_grad_enabled()
+        with torch.set_grad_enabled(grad and "global" in self.trainable):
+            g = self.global_branch(images)
         out: dict[str, torch.Tensor] = {"global": g.logits}
-        if branches == ("global",):
+        if not {"local", "fusion"} & set(branches):
             return out
         crops, info = self.crop(images, g.features, source=source, tau=tau)
-        loc = self.local_branch(crops)
-        out.update({"local": loc.logits, "boxes": info.boxes, "fallback": info.fallback, "crops": crops})
-        out["fusion"] = self.fusion(torch.cat([g.pooled, loc.pooled], dim=1))
+        with torch.set_grad_enabled(grad and "local" in self.trainable):
+            loc = self.local_branch(crops)
+        out.update({"local": loc.logits, "boxes": info.boxes, "fallback": info.fallback, "crops": crops,
+                    "heat": info.heat})
+        if "fusion" in branches:
+            out["fusion"] = self.fusion(torch.cat([g.pooled, loc.pooled], dim=1))
         return out
+
+    def forward_local(self, images: torch.Tensor, features: torch.Tensor, pooled: torch.Tensor,
+                      tau: float | None = None) -> dict[str, torch.Tensor]:
+        """Local + fusion outputs from already computed global features (the tau sweep reuses them)."""
+        crops, info = self.crop(images, features, tau=tau)
+        loc = self.local_branch(crops)
+        return {"local": loc.logits, "fusion": self.fusion(torch.cat([pooled, loc.pooled], dim=1)),
+                "boxes": info.boxes, "heat": info.heat, "fallback": info.fallback}
 
 
 def count_parameters(module: nn.Module) -> int:
