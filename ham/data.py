@@ -18,7 +18,7 @@ Layouts (``data.layout``):
 A split is named by a *list spec* (config keys ``data.train``, ``data.train_boxes``, ``data.val``, ...):
 ``Main/train_0.7_0.7`` / ``bbox/test`` (a file of HAM's ImageSets; fold files are taken from ``data.fold``),
 ``split:train`` / ``split:test`` (the index's official split column), ``boxes:test`` / ``boxes:all`` (the images
-with boxes in that split / anywhere), or ``all``. An image named by a list but absent from the index is an error.
+with boxes in that split / anywhere), ``all``, or ``A - B`` (the images of A not in B). An image named by a list but absent from the index is an error.
 
 Boxes -> masks (HAM): per class, rows floor(y):floor(y+h), cols floor(x):floor(x+w) at the ORIGINAL resolution,
 OR over the class's boxes, resized NEAREST (PIL's pixel-centre rule) with the image.
@@ -125,20 +125,12 @@ def _boxes_from_frame(df: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
 
 
 def _chexpert_index(cfg: DataConfig, root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from shared.data import chexpert  # landed later than nih; imported only for this layout
-    frame = chexpert.read_index(root, split="train", uncertain=cfg.chexpert_uncertain)
-    try:
-        valid = chexpert.read_index(root, split="valid", uncertain=cfg.chexpert_uncertain)
-        frame = pd.concat([frame, valid], ignore_index=True)
-    except Exception:  # noqa: BLE001 - the valid split is optional here
-        pass
-    for csv_name, ham_name in CHEXPERT_TO_HAM.items():
-        if ham_name not in frame.columns:
-            frame[ham_name] = frame[csv_name].fillna(0.0).clip(lower=0.0).astype(np.float32)
-    # box keys are "train/patientX/studyY/viewZ.jpg": match on the path below the dataset folder
-    rel = frame["path"].astype(str).str.replace("\\", "/", regex=False)
-    frame["image_id"] = rel.str.extract(r"((?:train|valid)/patient[^/]+/study[^/]+/[^/]+)$")[0].fillna(rel)
+    from shared.data import chexpert
+    frame = chexpert.read_index(root, split="all", uncertain=cfg.chexpert_uncertain)
+    for csv_name, ham_name in CHEXPERT_TO_HAM.items():   # "Pleural Effusion" -> "Pleural_Effusion", ...
+        frame[ham_name] = frame[csv_name].fillna(0.0).astype(np.float32)
     frame.attrs["label_columns"] = list(HAM_CHEXPERT_CLASSES)
+    # image_id is the path below the dataset folder (train/patientX/studyY/viewZ.jpg): the key of HAM's boxes
     boxes = ham_boxes("chexpert", cfg.boxes)
     return frame, boxes
 
@@ -176,6 +168,10 @@ def _imagesets_root(cfg: DataConfig):
 def resolve_list(spec: str, cfg: DataConfig, frame: pd.DataFrame, boxes: dict) -> list[str]:
     """Image ids named by a list spec (see the module docstring), in list order."""
     spec = spec.strip()
+    if " - " in spec:   # "A - B": the images of A that are not in B, in A's order
+        first, rest = spec.split(" - ", 1)
+        drop = set(resolve_list(rest, cfg, frame, boxes))
+        return [i for i in resolve_list(first, cfg, frame, boxes) if i not in drop]
     if spec == "all":
         ids = frame["image_id"].tolist()
     elif spec.startswith("split:"):
