@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 SHARED = Path(__file__).resolve().parents[1]
 FILES = SHARED / "data" / "files"
@@ -69,3 +70,16 @@ def nih_root_factory(tmp_path):
         return write_nih_root(tmp_path / f"nih{next(counter)}", entries, **kwargs)
 
     return make
+
+
+@pytest.fixture
+def restore_torch_flags():
+    """seed_everything flips process-wide flags (deterministic algorithms, cuDNN) and the global RNG; leave them
+    as found for the test modules that run after (engine tests use this through ``pytestmark``)."""
+    flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    rng = torch.get_rng_state()
+    yield
+    torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[2], flags[3]
+    torch.set_rng_state(rng)

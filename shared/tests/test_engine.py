@@ -21,16 +21,7 @@ from shared.engine import (CheckpointError, EngineConfig, ModelEMA, NonFiniteLos
 SCRIPT = Path(__file__).parent / "engine_scripts" / "train_tiny.py"
 
 
-@pytest.fixture(autouse=True)
-def _restore_global_torch_flags():
-    """seed_everything flips process-wide flags; leave them as found for other test modules."""
-    flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    rng = torch.get_rng_state()
-    yield
-    torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[2], flags[3]
-    torch.set_rng_state(rng)
+pytestmark = pytest.mark.usefixtures("restore_torch_flags")
 
 
 def _tiny_script():

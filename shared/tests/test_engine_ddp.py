@@ -16,14 +16,8 @@ import torch.distributed as dist
 SCRIPT = Path(__file__).parent / "engine_scripts" / "train_tiny.py"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _restore_global_torch_flags():
-    """The in-process reference run calls seed_everything; leave process-wide flags as found."""
-    flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    yield
-    torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[2], flags[3]
+pytestmark = pytest.mark.usefixtures("restore_torch_flags")
+
 ARGS = ["--epochs", "2", "--samples", "64", "--dropout", "0", "--ckpt-every", "3", "--val-every", "4", "--ema", "0.5"]
 
 
