@@ -98,7 +98,7 @@ def main(argv=None) -> dict:
     base = rates.get("png1024")
     print(f"\nloader throughput vs (a) 1024-px PNGs ({a.workers} workers, RandomResizedCrop 224 + flip + "
           f"normalize, batch {a.batch}):")
-    print(f"| variant | img/s | vs png1024 |\n|---|---|---|")
+    print("| variant | img/s | vs png1024 |\n|---|---|---|")
     for v, r in rates.items():
         print(f"| {v} | {r:.1f} | {r / base:.2f}x |" if base else f"| {v} | {r:.1f} | - |")
     result = {"n": a.n, "size": a.size, "workers": a.workers, "batch": a.batch, "epochs": a.epochs,

@@ -151,5 +151,18 @@ def resolve_uncertain(uncertain: str | Mapping[str, str], labels: Sequence[str],
     return {lab: uncertain.get(lab, default) for lab in labels}
 
 
+def label_policies(dataset: str, labels: Sequence[str], known: Sequence[str], uncertain: str | Mapping[str, str],
+                   uncertain_default: str, blank: str) -> dict[str, str]:
+    """Check the requested label names and return one uncertain-policy per label, every policy name validated
+    before any file is read (a typo fails at once, naming the label)."""
+    unknown = [lab for lab in labels if lab not in known]
+    if unknown:
+        raise DataError(f"{dataset}: unknown label(s) {unknown}; known: {list(known)}")
+    policies = resolve_uncertain(uncertain, labels, uncertain_default, known)
+    for lab, pol in policies.items():
+        apply_policy(np.zeros(0), pol, blank, lab)
+    return policies
+
+
 def open_maybe_gz(path: Path) -> io.IOBase:
     return gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")

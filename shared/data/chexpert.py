@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from ._common import (DataError, apply_missing, apply_policy, check_label_values, check_on_missing, read_csv,
-                      require_columns, resolve_uncertain, walk_files)
+                      label_policies, require_columns, walk_files)
 from .labels import CHEXPERT_LABELS
 
 __all__ = ["read_index", "find_csv_dir"]
@@ -119,12 +119,7 @@ def read_index(root: str | os.PathLike, split: str = "train", labels: Sequence[s
     """
     check_on_missing(on_missing)
     labels = list(CHEXPERT_LABELS if labels is None else labels)
-    unknown = [lab for lab in labels if lab not in CHEXPERT_LABELS]
-    if unknown:
-        raise DataError(f"CheXpert: unknown label(s) {unknown}; known: {CHEXPERT_LABELS}")
-    policies = resolve_uncertain(uncertain, labels, uncertain_default, CHEXPERT_LABELS)
-    for lab, pol in policies.items():
-        apply_policy(np.zeros(0), pol, blank, lab)          # validate policy names early
+    policies = label_policies("CheXpert", labels, CHEXPERT_LABELS, uncertain, uncertain_default, blank)
     if split == "all":
         which = ["train", "valid"]
     elif split in _SPLIT_FILES:

@@ -44,8 +44,8 @@ import numpy as np
 import pandas as pd
 
 from ._common import (DataError, apply_missing, apply_policy, check_label_values, check_on_missing, find_file,
-                      read_csv, require_columns, resolve_uncertain, walk_files)
-from .labels import CHEXPERT_LABELS, MIMIC_LABELS
+                      label_policies, read_csv, require_columns, walk_files)
+from .labels import MIMIC_LABELS
 from .splits import normalise_split_name
 
 __all__ = ["read_index", "read_report", "parse_report", "longer_section", "image_path", "image_paths", "report_path",
@@ -150,12 +150,7 @@ def read_index(root: str | os.PathLike, labeler: str = "negbio", labels: Sequenc
     if missing_labels not in ("warn", "error", "drop"):
         raise ValueError(f"missing_labels must be 'warn', 'error' or 'drop', got {missing_labels!r}")
     labels = list(MIMIC_LABELS if labels is None else labels)
-    unknown = [lab for lab in labels if lab not in CHEXPERT_LABELS]
-    if unknown:
-        raise DataError(f"MIMIC: unknown label(s) {unknown}; known: {MIMIC_LABELS}")
-    policies = resolve_uncertain(uncertain, labels, uncertain_default, CHEXPERT_LABELS)
-    for lab, pol in policies.items():
-        apply_policy(np.zeros(0), pol, blank, lab)
+    policies = label_policies("MIMIC", labels, MIMIC_LABELS, uncertain, uncertain_default, blank)
     root = Path(root).expanduser().resolve()
 
     split_file = find_file(root, ("mimic-cxr-2.0.0-split.csv",), "MIMIC split", required=False)

@@ -19,7 +19,6 @@ MeSH terms). Reports without images give no image rows; their ids are in ``frame
 """
 from __future__ import annotations
 
-import io
 import os
 import tarfile
 import xml.etree.ElementTree as ET

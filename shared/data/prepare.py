@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import warnings
 from pathlib import Path
 

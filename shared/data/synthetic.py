@@ -67,14 +67,11 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import math
 import os
-import shutil
-import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -893,7 +890,7 @@ def _gen_chexpert(root: Path, n, size, seed, workers):
     code = _LAYOUT_CODE["chexpert"]
     rng = np.random.default_rng(np.random.SeedSequence([seed, code, 0]))
     base = root / "CheXpert-v1.0-small"
-    cases, rows, studies = [], [], []
+    cases, rows = [], []
     deck = _deck(seed, "chexpert")
     n_patients_valid = max(1, int(round(0.1 * n / 2.2))) if n >= 4 else 0
     pid, i, n_pat = 0, 0, 0
@@ -996,7 +993,6 @@ def _gen_mimic(root: Path, n, size, seed, workers, scene_graphs=False):
     cases, meta, studies = _mimic_plan(n, seed, code)
     messy = _assign_messy(cases, ["exif", "nonsquare"])
     truth = _write_all(cases, root, size, "jpg", workers)
-    by_rel = {r["path"]: r for r in truth}
     by_dicom = {r["image_id"]: r for r in truth}
     meta_by_dicom = {m["dicom_id"]: m for m in meta}
     for m in meta:
@@ -1204,7 +1200,6 @@ _MESH = {"Effusion": "Pleural Effusion/{side}/small", "Cardiomegaly": "Cardiomeg
 
 def _gen_openi(root: Path, n, size, seed, workers):
     code = _LAYOUT_CODE["openi"]
-    rng = np.random.default_rng(np.random.SeedSequence([seed, code, 0]))
     cases, reports = [], []
     deck = _deck(seed, "openi")
     i, k = 0, 0
