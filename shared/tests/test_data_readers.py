@@ -104,12 +104,18 @@ def test_chexpert_errors(tmp_path):
         chexpert.read_index(tmp_path, check_files=False)
 
 
+def _xrv_data_file(name: str) -> Path:
+    """A real metadata file shipped inside torchxrayvision (the dev extra installs it)."""
+    xrv = pytest.importorskip("torchxrayvision", reason="torchxrayvision (which ships real CheXpert/OpenI "
+                                                      "metadata) is not installed: pip install -e '.[dev]'")
+    path = Path(xrv.__file__).parent / "data" / name
+    if not path.is_file():
+        pytest.skip(f"{path} not shipped by this torchxrayvision version")
+    return path
+
+
 def test_chexpert_real_train_csv_from_torchxrayvision():
-    xrv = pytest.importorskip("torchxrayvision", reason="torchxrayvision (which ships CheXpert's real train.csv) "
-                                                      "is not installed")
-    csv = Path(xrv.__file__).parent / "data" / "chexpert_train.csv.gz"
-    if not csv.is_file():
-        pytest.skip(f"{csv} not shipped by this torchxrayvision version")
+    csv = _xrv_data_file("chexpert_train.csv.gz")
     root = Path(pytest.importorskip("tempfile").mkdtemp())
     (root / "train.csv.gz").symlink_to(csv)
     frame = chexpert.read_index(root, check_files=False, uncertain="ones")
@@ -285,3 +291,14 @@ def test_openi(tmp_path):
     (tmp_path / "ecgen-radiology" / "9.xml").write_text("<eCitation><uId id='CXR9'/>")
     with pytest.raises(DataError, match="9.xml"):
         openi.read_reports(tmp_path, check_files=False)
+
+
+def test_openi_real_reports_from_torchxrayvision(tmp_path):
+    """The real NLMCXR report archive: 3,955 reports, 7,470 images, 104 reports without an image."""
+    archive = _xrv_data_file("NLMCXR_reports.tgz")
+    reports = openi.read_reports(tmp_path, reports=archive, per="report")
+    assert len(reports) == 3_955 and reports["report_id"].is_unique
+    images = openi.read_reports(tmp_path, reports=archive, check_files=False)
+    assert len(images) == 7_470 and images["image_id"].is_unique
+    assert len(images.attrs["reports_without_images"]) == 104
+    assert (images["impression"].str.len() > 0).mean() > 0.95
