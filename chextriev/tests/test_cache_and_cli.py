@@ -80,3 +80,16 @@ def test_checkpoint_round_trip(tmp_path):
     assert torch.equal(a.graph.edges, b.graph.edges)          # the fixed random edges travel with the weights
     x = torch.randn(2, 18, 512)
     assert torch.allclose(a.eval()(x)["embedding"], b.eval()(x)["embedding"])
+
+
+@pytest.mark.slow
+def test_cache_benchmark_is_discovered_and_runs_tiny(tmp_path):
+    from benchmarks import __main__ as runner
+    from benchmarks import chextriev_cache
+
+    assert "chextriev_cache" in runner.discover()
+    res = chextriev_cache.run(images=8, backbone="resnet18", crop_size=32, dim=32, heads=2, dim_head=16,
+                              batch_size=4, image_px=96, data=tmp_path)
+    assert res["images"] == 8 and res["epoch_s_with_cache"] > 0 and res["epoch_s_without_cache"] > 0
+    assert res["speedup"] == pytest.approx(res["epoch_s_without_cache"] / res["epoch_s_with_cache"])
+    assert not (tmp_path / "cache.run").exists()           # the timed cache is removed again

@@ -143,3 +143,14 @@ def test_global_baseline_embeds_with_frozen_feature():
 def test_cooccurrence_adjacency_is_required():
     with pytest.raises(ValueError, match="adjacency"):
         build_model(ModelConfig(name="graph_transformer", backbone="resnet18", adjacency="cooccurrence"))
+
+
+def test_edge_attention_equals_torch_geometric_transformer_conv():
+    """The dense attention computes exactly what PyG's TransformerConv computes on the fully connected graph."""
+    from chextriev.models.graph_transformer import EdgeAttention, pyg_attention
+
+    torch.manual_seed(0)
+    attn = EdgeAttention(dim=32, heads=4, dim_head=8, edge_dim=16)
+    edges = torch.randn(18, 18, 16)
+    z = torch.randn(3, 18, 32)
+    assert torch.allclose(attn(z, edges), pyg_attention(attn, edges)(z), atol=1e-5)
