@@ -140,13 +140,20 @@ class FeatureCache:
                            "rebuild it") from None
 
 
-def cache_key(backbone: str, pretrained_path: Optional[str], mode: str, size: int, image_ids: Sequence[str]) -> str:
+def weights_fingerprint(module: torch.nn.Module) -> str:
+    """sha1 of every parameter and buffer of ``module`` (names, shapes, bytes): the CNN a cache was built with."""
     h = hashlib.sha1()
-    weights = ""
-    if pretrained_path:
-        st = os.stat(pretrained_path)
-        weights = f"{os.path.abspath(pretrained_path)}:{st.st_size}:{int(st.st_mtime)}"
-    h.update(json.dumps([backbone, weights, mode, int(size)]).encode())
+    for name, t in sorted(module.state_dict().items()):
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def cache_key(backbone: str, cnn: torch.nn.Module, mode: str, size: int, image_ids: Sequence[str]) -> str:
+    """Cache directory name: the backbone, the exact CNN weights (so a random-init CNN of another seed or other
+    weights never reuse a cache), the input mode and size, and the image ids."""
+    h = hashlib.sha1()
+    h.update(json.dumps([backbone, weights_fingerprint(cnn), mode, int(size)]).encode())
     h.update("\n".join(image_ids).encode())
     return f"{backbone}_{mode}{size}_{h.hexdigest()[:12]}"
 

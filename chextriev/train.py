@@ -73,8 +73,9 @@ def make_datasets(cfg: ChextrievConfig, prepared: Prepared, model: torch.nn.Modu
                                 mode, size)
     ids = prepared.frame["image_id"].tolist()
     root = Path(cfg.data.cache_dir) if cfg.data.cache_dir else prepared.dir / "feature_cache"
-    key = cache_key(cfg.model.backbone, cfg.model.pretrained_path, mode, size, ids)
-    cache = build_feature_cache(frozen_cnn(model), everything, root / key, cfg.data.cache_batch_size,
+    cnn = frozen_cnn(model)
+    key = cache_key(cfg.model.backbone, cnn, mode, size, ids)
+    cache = build_feature_cache(cnn, everything, root / key, cfg.data.cache_batch_size,
                                 device=device, meta={"backbone": cfg.model.backbone,
                                                      "pretrained_path": cfg.model.pretrained_path})
     return {s: CachedDataset(d, cache) for s, d in sets.items()}

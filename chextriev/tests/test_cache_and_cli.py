@@ -93,3 +93,18 @@ def test_cache_benchmark_is_discovered_and_runs_tiny(tmp_path):
     assert res["images"] == 8 and res["epoch_s_with_cache"] > 0 and res["epoch_s_without_cache"] > 0
     assert res["speedup"] == pytest.approx(res["epoch_s_without_cache"] / res["epoch_s_with_cache"])
     assert not (tmp_path / "cache.run").exists()           # the timed cache is removed again
+
+
+def test_cache_key_follows_the_cnn_weights():
+    from chextriev.data import cache_key
+    from chextriev.models.common import FrozenCNN
+
+    torch.manual_seed(0)
+    a = FrozenCNN("resnet18")
+    torch.manual_seed(1)
+    b = FrozenCNN("resnet18")
+    ids = ["x", "y"]
+    assert cache_key("resnet18", a, "crops", 32, ids) != cache_key("resnet18", b, "crops", 32, ids)
+    b.load_state_dict(a.state_dict())
+    assert cache_key("resnet18", a, "crops", 32, ids) == cache_key("resnet18", b, "crops", 32, ids)
+    assert cache_key("resnet18", a, "crops", 32, ids) != cache_key("resnet18", a, "crops", 32, ["x"])
