@@ -1,8 +1,8 @@
 """Evaluate AG-CNN: per-class AUROC of the global, local and fusion branches (paper Table I, Wang column order),
 the tau sweep of Fig. 9, heatmap + box pictures, results.json for ``shared.report``.
 
-    python -m agcnn.test -cfg agcnn/configs/nih_resnet50.yaml --run RUN_DIR          # best.pt of the last stage
-    python -m agcnn.test -cfg ... --weights some.pt --out DIR
+    python -m agcnn.test --run RUN_DIR                   # RUN/config.yaml, best.pt of the last stage, results in RUN
+    python -m agcnn.test -cfg agcnn/configs/nih_resnet50.yaml --weights some.pt --out DIR [--set k=v ...]
 
 The global branch runs once per batch; each tau of ``test.taus`` (plus ``model.tau``) reuses its features for
 the crop, the local branch and the fusion FC. The mean AUROC is over the 14 findings; with C = 15 the
@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # `cd agcnn && python test.py ...`
 import numpy as np
 import torch
 
-from shared.config import parse_config
+from shared.config import ConfigError, add_config_args, load_config
 from shared.data.labels import NIH_NO_FINDING, NIH_WANG_ORDER
 from shared.engine import load_checkpoint, load_model_weights, select_device, weights_from_checkpoint
 from shared.metrics.classification import per_class_auroc
@@ -204,9 +204,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--weights", default=None, help="checkpoint to evaluate (default: the run's final stage)")
     parser.add_argument("--out", default=None, help="where results go (default: the run directory)")
     parser.add_argument("--split", default=None, choices=["train", "val", "test"])
-    cfg, args = parse_config(Config, argv, parser=parser)
+    args = add_config_args(parser, required=False).parse_args(argv)
     if not args.run and not args.weights:
         parser.error("give --run RUN_DIR or --weights CHECKPOINT")
+    config = args.config or (Path(args.run) / "config.yaml" if args.run else None)
+    if config is None:
+        parser.error("give -cfg CONFIG with --weights (or --run RUN_DIR, whose config.yaml is used)")
+    try:
+        cfg = load_config(Config, config, args.overrides)
+    except ConfigError as err:
+        parser.error(str(err))
     check_data_root(cfg, parser)
     weights = Path(args.weights) if args.weights else final_checkpoint(Path(args.run), cfg)
     if not weights.is_file():

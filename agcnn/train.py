@@ -1,6 +1,6 @@
 """Train AG-CNN: three stages (paper) or joint training (seed repository's variant).
 
-    python -m agcnn.train -cfg agcnn/configs/nih_resnet50.yaml [--resume RUN_DIR] [--set train.global_stage.epochs=1]
+    python -m agcnn.train -cfg agcnn/configs/nih_resnet50.yaml [--resume RUN_DIR | --run-dir DIR] [--set k=v ...]
     cd agcnn && python train.py -cfg configs/demo.yaml
 
 Stage I trains the global branch from ImageNet; stage II the local branch on attention crops with the global
@@ -9,7 +9,9 @@ Each stage is one ``shared.engine.Trainer`` in its own subdirectory of the run (
 ``stage2_local``, ``stage3_fusion``; ``joint`` for the joint variant) and keeps the checkpoint with the best
 validation mean AUROC of its own head; the next stage starts from that checkpoint. ``--resume RUN_DIR`` walks the
 stages again: a finished stage just reloads its best weights, the interrupted one continues from its
-``checkpoints/last.pt`` (epoch, batch, optimizer, scheduler, RNG).
+``checkpoints/last.pt`` (epoch, batch, optimizer, scheduler, RNG). ``--run-dir DIR`` writes into DIR (created if
+needed) and resumes the same way when DIR already holds a run (what ``make reproduce-agcnn-nih`` relies on).
+The resolved config goes to ``RUN/config.yaml`` (``agcnn.test --run RUN`` reads it).
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from shared.config import parse_config, to_dict
+from shared.config import parse_config, save_config, to_dict
 from shared.data.labels import NIH_WANG_ORDER
 from shared.engine import (Trainer, all_gather_concat, create_run_dir, seed_everything, step_schedule,
                            unwrap_model)
@@ -188,11 +190,13 @@ def final_checkpoint(run_dir: Path, cfg: Config) -> Path:
 def train(cfg: Config, run_dir: Path, sets: dict | None = None) -> AGCNN:
     from agcnn.data import datasets
 
+    run_dir = Path(run_dir)
     seed_everything(cfg.engine.seed, deterministic=cfg.engine.deterministic)
     model = build_model(cfg)
     sets = datasets(cfg) if sets is None else sets
+    save_config(cfg, run_dir / "config.yaml")
     summaries = [run_stage(model, cfg, sets, run_dir, stage) for stage in stage_plan(cfg)]
-    (Path(run_dir) / "stages.json").write_text(json.dumps(summaries, indent=2, default=float) + "\n")
+    (run_dir / "stages.json").write_text(json.dumps(summaries, indent=2, default=float) + "\n")
     return model
 
 
@@ -206,10 +210,16 @@ def check_data_root(cfg: Config, parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--resume", default=None, help="run directory to resume (finished stages are reused)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--resume", default=None, help="run directory to resume (finished stages are reused)")
+    where.add_argument("--run-dir", default=None, help="run directory to write (created; resumes when it holds a run)")
     cfg, args = parse_config(Config, argv, parser=parser)
     check_data_root(cfg, parser)
-    run_dir = create_run_dir(METHOD, cfg.name, root=cfg.runs, resume=args.resume)
+    if args.run_dir:
+        run_dir = Path(args.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        run_dir = create_run_dir(METHOD, cfg.name, root=cfg.runs, resume=args.resume)
     print(f"run directory: {run_dir}", flush=True)
     train(cfg, run_dir)
     print(f"done; weights: {final_checkpoint(run_dir, cfg)}", flush=True)
