@@ -39,7 +39,7 @@ import torch
 from .model import ADNet, build_model
 
 __all__ = ["CheckpointKeyError", "extract_state_dict", "original_to_ours", "ours_to_original", "is_ours",
-           "load_state_dict_file", "load_weights", "create_model"]
+           "load_state_dict_file", "load_weights", "load_backbone_weights", "parse_rename_rules", "create_model"]
 
 Rules = Iterable[tuple[str, str]]
 
@@ -94,6 +94,17 @@ _RESNET_TO_OURS = [(r"^(conv1|bn1|layer[1-4])\.", r"backbone.\1."), (r"^fc\.", "
 _RESNET_TO_ORIG = [(r"^backbone\.", ""), (r"^head\.", "fc.")]
 _SHARED_ALIASES = [(r"^fc_layer\.(weight)$", r"fc_layer.0.\1")]  # a bare conv stored without Sequential index
 _OURS_PARTS = re.compile(r"^(decoder|fc_layer|hmt|norm|head)\.")
+
+
+def parse_rename_rules(items: Iterable[str]) -> list[tuple[str, str]]:
+    """``["REGEX=REPLACEMENT", ...]`` (config ``model.pretrained_rename``, ``adnet.test --rename``) -> rule pairs."""
+    rules = []
+    for item in items:
+        pattern, sep, repl = item.partition("=")
+        if not sep or not pattern:
+            raise ValueError(f"rename rule {item!r} must look like REGEX=REPLACEMENT")
+        rules.append((pattern, repl))
+    return rules
 
 
 def _rename(key: str, rules: Rules) -> str | None:
@@ -198,6 +209,31 @@ def load_weights(model: ADNet, source: str | Path | Mapping[str, torch.Tensor], 
         raise CheckpointKeyError("\n  ".join(lines))
     model.load_state_dict(mapped, strict=not notes)
     return notes
+
+
+def load_backbone_weights(model: ADNet, path: str | Path) -> list[str]:
+    """ImageNet weights of the backbone alone (a local timm state dict, e.g. ``convnext_tiny.fb_in1k`` or
+    ``resnet50.a1_in1k`` saved with ``torch.save(m.state_dict())``; Facebook ConvNeXt names also work) into
+    ``model.backbone``; the classifier and pruned final norm of the file are ignored, the decoder / HMT / head
+    keep their fresh init. Strict about every backbone key and shape."""
+    state = load_state_dict_file(path)
+    target = model.backbone.state_dict()
+    renamed, _ = original_to_ours(state, model.style)     # Facebook ConvNeXt / timm ResNet -> backbone.*
+    picked = {k: v for k, v in state.items() if k in target}
+    for key, value in renamed.items():
+        if key.startswith("backbone.") and key[len("backbone."):] in target:
+            picked.setdefault(key[len("backbone."):], value)
+    missing = [k for k in target if k not in picked and not k.endswith("num_batches_tracked")]
+    shapes = [f"{k}: file {tuple(v.shape)} vs backbone {tuple(target[k].shape)}"
+              for k, v in picked.items() if v.shape != target[k].shape]
+    if missing or shapes:
+        raise CheckpointKeyError(
+            f"{path} does not hold {model.backbone_name} backbone weights: "
+            + (f"backbone keys it does not fill ({len(missing)}): {_fmt(missing)}" if missing else "")
+            + (f"; shape mismatches ({len(shapes)}): {_fmt(shapes)}" if shapes else ""))
+    model.backbone.load_state_dict({**target, **picked})
+    return [f"backbone initialised from {path} (ImageNet weights of {model.backbone_name} only; decoder, HMT and "
+            f"head random — a deviation: the published rows started from the authors' whole-ADNet IN1K weights)"]
 
 
 def create_model(name: str, num_classes: int | None = None, pretrained_path: str | Path | None = None,

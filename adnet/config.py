@@ -21,6 +21,11 @@ class ModelConfig:
     num_classes: Optional[int] = None            # None: the dataset's number of classes
     pretrained_path: Optional[str] = None        # local ADNet checkpoint (original .pth.tar or ours); never downloaded
     pretrained_ema: bool = False                 # take the checkpoint's EMA weights
+    pretrained_rename: List[str] = field(default_factory=list)   # extra "REGEX=REPLACEMENT" key rules (other names)
+    # DEVIATION switch: start from ImageNet weights of the timm backbone only (a local state-dict file, timm or
+    # Facebook/torchvision names), decoder + HMT + head random. Used only when pretrained_path is null; the
+    # published rows started from the authors' whole-ADNet IN1K (or ALL) checkpoints instead.
+    backbone_weights: Optional[str] = None
     head_dim: int = 32
     dft_size: int = 15                           # 15 in the paper (minimum input 224 px)
     drop_path_rate: float = 0.0                  # the original declared one but never applied it (faithful: 0)
@@ -53,6 +58,7 @@ class DataConfig:
     re_prob: float = 0.2                         # RandomErasing probability (1-3 boxes, value 0)
     re_count: int = 3
     repeats: int = 1                             # repeated-augmentation sampler (3 for NIH)
+    drop_last: bool = True                       # false: keep the last partial batch (NIH: 2,876 it/epoch as published)
     batch_size: int = 30
     eval_batch_size: int = 64
     limit_train: int = 0                         # >0: only the first N training rows (smoke tests)
@@ -99,5 +105,8 @@ class ADNetConfig:
             raise ValueError("data.scale and data.ratio need two numbers each")
         if d.repeats < 1 or d.batch_size < 1:
             raise ValueError(f"data.repeats and data.batch_size must be >= 1 (got {d.repeats}, {d.batch_size})")
+        for rule in self.model.pretrained_rename:
+            if "=" not in rule:
+                raise ValueError(f"model.pretrained_rename entry {rule!r} must look like REGEX=REPLACEMENT")
         if self.eval.knn_select == "val" and not d.honest_validation:
             raise ValueError("eval.knn_select=val needs data.honest_validation=true (a validation split)")

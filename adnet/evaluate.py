@@ -15,7 +15,7 @@ from tqdm import tqdm
 from shared.data.labels import NIH_WANG_ORDER
 from shared.metrics.classification import classification_table
 
-from .checkpoint import load_weights
+from .checkpoint import load_backbone_weights, load_weights, parse_rename_rules
 from .config import ADNetConfig
 from .model import ADNet, build_model
 
@@ -32,18 +32,22 @@ def build_from_config(cfg: ADNetConfig, num_classes: int, load_pretrained: bool 
     if classes != num_classes:
         raise ValueError(f"model.num_classes={classes} but the {cfg.data.dataset} setting has {num_classes} classes")
     notes: list[str] = []
-    if load_pretrained and m.pretrained_path:
-        path = Path(m.pretrained_path).expanduser()
-        if not path.is_file():
+    for key in ("pretrained_path", "backbone_weights") if load_pretrained else ():
+        path = getattr(m, key)
+        if path and not Path(path).expanduser().is_file():
             raise FileNotFoundError(
-                f"model.pretrained_path not found: {path}. The published settings start from the authors' released "
-                f"weights (github.com/Lab-LVM/ADNet/releases/download/v0.0.1/<name>.pth.tar; download them yourself, "
-                f"nothing is downloaded here) or set model.pretrained_path=null to start from random weights.")
+                f"model.{key} not found: {path}. The published settings start from the authors' released weights "
+                f"(github.com/Lab-LVM/ADNet/releases/download/v0.0.1/<name>.pth.tar; download them yourself, "
+                f"nothing is downloaded here); model.backbone_weights takes a local timm ImageNet state dict instead "
+                f"(a deviation); set both to null to start from random weights.")
     model = build_model(m.name, classes, head_dim=m.head_dim, dft_size=m.dft_size, drop_path_rate=m.drop_path_rate,
                         backbone_kwargs=dict(m.backbone_kwargs))
     if load_pretrained and m.pretrained_path:
-        notes = load_weights(model, m.pretrained_path, ema=m.pretrained_ema, drop_head_if_mismatch=True)
+        notes = load_weights(model, Path(m.pretrained_path).expanduser(), ema=m.pretrained_ema,
+                             extra_rules=parse_rename_rules(m.pretrained_rename), drop_head_if_mismatch=True)
         notes.insert(0, f"initialised from {m.pretrained_path}")
+    elif load_pretrained and m.backbone_weights:
+        notes = load_backbone_weights(model, Path(m.backbone_weights).expanduser())
     return model, notes
 
 

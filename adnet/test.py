@@ -19,6 +19,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
+import pandas as pd
 import torch
 
 from shared.config import parse_config
@@ -27,7 +28,7 @@ from shared.engine import create_run_dir, select_device
 from shared.metrics.classification import render_table
 from shared.report import write_results
 
-from adnet.checkpoint import CheckpointKeyError, load_weights
+from adnet.checkpoint import CheckpointKeyError, load_weights, parse_rename_rules
 from adnet.config import ADNetConfig
 from adnet.data import build_frame, eval_transform, make_dataset, selection_split
 from adnet.evaluate import (auroc_mean, build_from_config, checkpoint_weights, eval_loader, metrics_table,
@@ -94,12 +95,13 @@ def evaluate_run(cfg: ADNetConfig, weights: str | Path, run_dir: str | Path, fra
         raise CheckpointKeyError(f"eval.pick={cfg.eval.pick} but {weights} has only {sorted(results)} weights")
     else:
         chosen = max(results, key=lambda v: (np.nan_to_num(score(v), nan=-1.0), v == "ema"))
+    tables = {v: metrics_table(results[v]["test"][1], results[v]["test"][0], labels, cfg.data.dataset)
+              for v in results}
     prob, true = results[chosen]["test"]
-    table = metrics_table(true, prob, labels, cfg.data.dataset)
+    table = tables[chosen]
     metrics = table_to_metrics(table)
-    for variant in results:
-        p, t = results[variant]["test"]
-        metrics[f"auroc_{variant}"] = {"mean": auroc_mean(t, p)}
+    for variant, vt in tables.items():
+        metrics[f"auroc_{variant}"] = {str(r): float(vt.loc[r, "auroc"]) for r in vt.index}
     if len(results) > 1:
         notes.append(f"raw and EMA weights evaluated; kept {chosen} (better mean AUROC on the {split} split"
                      + (", as the original did)" if split == "test" else ")"))
@@ -113,6 +115,9 @@ def evaluate_run(cfg: ADNetConfig, weights: str | Path, run_dir: str | Path, fra
                   headline=["auroc/mean", "f1/mean", "recall/mean"])
     text = [f"# {cfg.name}: {cfg.data.dataset} test ({len(true)} images), {chosen} weights", "",
             render_table(table), ""]
+    if len(tables) > 1:   # per-class AUROC of every variant side by side (same row order: Wang for NIH)
+        side = pd.DataFrame({f"auroc {v}": vt["auroc"] for v, vt in tables.items()})
+        text += ["## per-class AUROC, raw vs EMA", "", render_table(side), ""]
     for variant in results:
         text.append(f"- mean AUROC {variant}: {metrics[f'auroc_{variant}']['mean']:.4f}")
     (run_dir / "test_metrics.md").write_text("\n".join(text) + "\n")
@@ -137,12 +142,10 @@ def main(argv=None) -> int:
     parser.add_argument("--rename", nargs="+", action="extend", default=[], metavar="REGEX=REPL",
                         help="extra key-renaming rules for original checkpoints with other key names")
     cfg, args = parse_config(ADNetConfig, argv, parser=parser)
-    rules = []
-    for item in args.rename:
-        pattern, sep, repl = item.partition("=")
-        if not sep:
-            parser.error(f"--rename {item!r} must look like REGEX=REPLACEMENT")
-        rules.append((pattern, repl))
+    try:
+        rules = parse_rename_rules(args.rename)
+    except ValueError as err:
+        parser.error(f"--rename: {err}")
     weights = Path(args.weights)
     try:
         if not weights.is_file():

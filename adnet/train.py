@@ -78,7 +78,7 @@ def run(cfg: ADNetConfig, resume: str | None = None, test: bool = True) -> Path:
     select_set = make_dataset(frame, split, labels, eval_transform(cfg.data),
                               cfg.data.limit_test if split == "test" else 0)
     trainer.evaluate = make_evaluate(trainer, select_set, cfg.data.eval_batch_size)
-    loader = trainer.make_loader(train_set, cfg.data.batch_size, shuffle=True, drop_last=True,
+    loader = trainer.make_loader(train_set, cfg.data.batch_size, shuffle=True, drop_last=cfg.data.drop_last,
                                  repeats=cfg.data.repeats)
     if len(loader) == 0:
         raise DataError(f"{len(train_set)} training images are fewer than one batch of {cfg.data.batch_size}")

@@ -140,3 +140,37 @@ def test_create_model_pretrained_path_errors(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointKeyError, match="bad.pth.tar"):
         load_weights(tiny_model(), bad)
+
+
+@pytest.mark.parametrize("style", ["convnext", "resnet"])
+def test_backbone_only_imagenet_weights(tmp_path, style):
+    """model.backbone_weights: a timm state dict of the backbone (with its own classifier) fills the backbone only."""
+    from .conftest import TINY_CONVNEXT, TINY_RESNET
+    from adnet.checkpoint import load_backbone_weights
+    spec = TINY_CONVNEXT if style == "convnext" else TINY_RESNET
+    torch.manual_seed(7)
+    imagenet = timm.create_model(spec["backbone"], num_classes=1000, **spec["backbone_kwargs"])
+    path = tmp_path / "in1k.pth"
+    torch.save(imagenet.state_dict(), path)
+    model = tiny_model(style, seed=3)
+    decoder_before = {k: v.clone() for k, v in model.decoder.state_dict().items()}
+    notes = load_backbone_weights(model, path)
+    assert "deviation" in notes[0]
+    reference = imagenet.state_dict()
+    for k, v in model.backbone.state_dict().items():
+        torch.testing.assert_close(v, reference[k], msg=k)
+    for k, v in model.decoder.state_dict().items():
+        torch.testing.assert_close(v, decoder_before[k], msg=k)
+    # Facebook-style ConvNeXt names are accepted too
+    if style == "convnext":
+        fb = {k: v for k, v in ours_to_original({f"backbone.{k}": v for k, v in reference.items()}, style).items()
+              if not k.startswith("backbone.")}
+        torch.save({"model": fb}, path)
+        other = tiny_model(style, seed=4)
+        load_backbone_weights(other, path)
+        for k, v in other.backbone.state_dict().items():
+            torch.testing.assert_close(v, reference[k], msg=k)
+    # another architecture's weights: one error naming the file and the unfilled keys
+    torch.save({"conv.weight": torch.zeros(1)}, path)
+    with pytest.raises(CheckpointKeyError, match="in1k.pth.*backbone keys it does not fill"):
+        load_backbone_weights(tiny_model(style), path)

@@ -54,6 +54,43 @@ def test_recipe_values_of_spec_section_2():
     assert not all_.data.all_label_bugs
 
 
+def test_recipe_mimic_all_and_common():
+    mimic = load_config(ADNetConfig, CONFIGS / "mimic_convnext.yaml")
+    assert (mimic.data.train_size, mimic.data.test_size, mimic.data.batch_size) == (320, 416, 32)
+    assert (mimic.optim.lr, mimic.optim.min_lr, mimic.engine.ema_decay) == (1e-4, 1e-6, 0.9999)
+    all_ = load_config(ADNetConfig, CONFIGS / "all_resnet50.yaml")
+    assert (all_.data.train_size, all_.data.batch_size, all_.engine.epochs, all_.engine.ema_decay) == (352, 30, 30, 0.9999)
+    assert len(label_names(all_.data)) == 21
+    for path in SETTINGS:
+        cfg = load_config(ADNetConfig, path)
+        if path.stem == "demo":
+            continue
+        d, o = cfg.data, cfg.optim
+        assert (tuple(o.betas), o.warmup_steps, cfg.engine.clip_grad_norm) == ((0.9, 0.999), 0, 0.0), path.stem
+        assert (d.hflip, tuple(d.scale), d.re_prob, d.re_count, d.interpolation) == \
+            (0.5, (0.08, 1.0), 0.2, 3, "bicubic"), path.stem
+        assert d.auto_augment.startswith("rand-m9-mstd"), path.stem
+        assert cfg.engine.ema_select == "best"          # raw and EMA both validated, the better one kept
+        assert cfg.model.drop_path_rate == 0.0          # the original never applied its drop-path rate
+
+
+def test_every_published_row_has_a_config():
+    published = load_published(CONFIGS.parent / "published.yaml")
+    keys = {load_config(ADNetConfig, p).published_key for p in SETTINGS}
+    rows = [k for k, v in published.items() if isinstance(v, dict) and "metrics" in v]
+    assert len(rows) == 9 and set(rows) <= keys
+
+
+def test_nih_epoch_is_2876_iterations_of_30():
+    """Repeated augmentation x3 keeps floor(86,524 / 256) * 256 = 86,272 samples; the last partial batch stays."""
+    from torch.utils.data import DataLoader
+    from shared.engine.data import ResumableSampler
+    cfg = load_config(ADNetConfig, CONFIGS / "nih_convnext.yaml")
+    sampler = ResumableSampler(86_524, repeats=cfg.data.repeats, world_size=1, rank=0)
+    loader = DataLoader(range(86_524), batch_size=cfg.data.batch_size, sampler=sampler, drop_last=cfg.data.drop_last)
+    assert len(sampler) == 86_272 and len(loader) == 2_876
+
+
 def test_bad_config_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(f"_base_: {CONFIGS / 'nih_convnext.yaml'}\ndata: {{datset: nih}}\n")
@@ -64,6 +101,10 @@ def test_bad_config_is_a_clear_error(tmp_path):
                                                                    "data.val_fraction=1.5"])
     with pytest.raises(SystemExit):
         adnet_train.main(["-cfg", str(bad)])
+    with pytest.raises(ConfigError, match="REGEX=REPLACEMENT"):
+        load_config(ADNetConfig, CONFIGS / "nih_convnext.yaml", ["model.pretrained_rename=[no_equals_sign]"])
+    cfg = load_config(ADNetConfig, CONFIGS / "nih_convnext.yaml", ["model.pretrained_path=null"])
+    assert cfg.model.pretrained_path is None
 
 
 def test_missing_data_names_the_layout(tmp_path, capsys):
@@ -82,6 +123,9 @@ def test_missing_weights_are_clear_errors(tmp_path, capsys):
     from adnet.evaluate import build_from_config
     cfg = load_config(ADNetConfig, CONFIGS / "demo.yaml", [f"model.pretrained_path={tmp_path}/IN1K.pth.tar"])
     with pytest.raises(FileNotFoundError, match="released weights"):
+        build_from_config(cfg, 14)
+    cfg = load_config(ADNetConfig, CONFIGS / "demo.yaml", [f"model.backbone_weights={tmp_path}/in1k.pth"])
+    with pytest.raises(FileNotFoundError, match="model.backbone_weights not found.*in1k.pth"):
         build_from_config(cfg, 14)
 
 

@@ -36,6 +36,10 @@ def test_learns_on_the_synthetic_twin(tmp_path):
     rc = adnet_test.main(["-cfg", str(run_dir / "config.yaml"), "--weights", str(run_dir / "checkpoints/best.pt"),
                           "--run-dir", str(out)])
     assert rc == 0 and (out / "results.json").is_file() and (out / "roc.png").is_file()
+    again = json.loads((out / "results.json").read_text())["metrics"]
+    assert again["auroc"]["mean"] == pytest.approx(auroc["mean"], abs=1e-6)     # same weights, same numbers
+    assert list(again["auroc_raw"])[:3] == list(again["auroc_ema"])[:3] == ["Atelectasis", "Cardiomegaly", "Effusion"]
+    assert "per-class AUROC, raw vs EMA" in (out / "test_metrics.md").read_text()
     # k-NN on the trained features, grid cell picked on validation
     knn = adnet_knn.run_knn(cfg, run_dir / "checkpoints" / "best.pt", tmp_path / "knn")
     assert knn["metrics"]["auroc"]["mean"] > 0.6

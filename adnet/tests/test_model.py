@@ -177,3 +177,12 @@ def test_tiny_forward_api_consistent():
     torch.testing.assert_close(emb.mean(-1), torch.zeros(2), atol=1e-5, rtol=0)  # LayerNorm(HMT out)
     cmodel.reset_classifier(5)
     assert cmodel(x).shape == (2, 5)
+
+
+def test_memory_estimate_counts_activations_not_weights():
+    from adnet.memory import saved_bytes_per_image
+    model = tiny_model()
+    small, large = (saved_bytes_per_image(model, size, 14) for size in (96, 192))
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    assert 3.0 < large / small < 4.6           # activations grow with the image area (4x), weights do not
+    assert large - small > 2 * params          # the difference is activations, weights are excluded
