@@ -39,7 +39,9 @@ class DataConfig:
     mimic_root: str = "data/mimic-cxr-jpg"
     chexpert_root: str = "data/chexpert"
     chexclusion_test_subjects: str = "data/mimic-cxr-jpg/testSet_SubjID.csv"   # CheXclusion's MIMIC test subjects
-    mimic_image_ext: str = ".jpg"                # the original used MIMIC images pre-squashed to 384x384
+    mimic_image_ext: str = ".jpg"
+    mimic_squash: int = 384                      # MIMIC images squashed to NxN first (the original's pre-resized
+                                                 # 384x384 copies, aspect not kept); 0 = native aspect ratio
     # evaluation split / model selection
     honest_validation: bool = False              # False (faithful): select on the test split as the original did
     val_fraction: float = 0.1                    # honest: patient-disjoint fraction of train carved out as val
@@ -103,6 +105,8 @@ class ADNetConfig:
             raise ValueError(f"data.val_fraction must be in (0, 1), got {d.val_fraction}")
         if len(d.scale) != 2 or len(d.ratio) != 2:
             raise ValueError("data.scale and data.ratio need two numbers each")
+        if d.mimic_squash < 0:
+            raise ValueError(f"data.mimic_squash must be >= 0 (0 = off), got {d.mimic_squash}")
         if d.repeats < 1 or d.batch_size < 1:
             raise ValueError(f"data.repeats and data.batch_size must be >= 1 (got {d.repeats}, {d.batch_size})")
         for rule in self.model.pretrained_rename:

@@ -9,6 +9,7 @@ Settings:
   "No Finding" = all zero.
 * ``mimic``: MIMIC-CXR-JPG, NegBio labels joined on (subject, study), uncertain (-1) and blank -> 0, all views;
   test = subjects of CheXclusion's ``testSet_SubjID.csv``, everything else train; 14 labels alphabetical.
+  Images are squashed to ``data.mimic_squash`` (384) squares first, as the original's pre-resized copies were.
 * ``chexpert``: CheXpert-v1.0-small, frontal only, [Cardiomegaly, Edema, Consolidation, Atelectasis, Pleural
   Effusion], U-Ones for Edema and Atelectasis, U-Zeros for the others, blank -> 0; official valid.csv = test.
 * ``all``: the three training sets together, 21-class union (``ALL_LABELS``), held-out = NIH test + MIMIC test +
@@ -159,6 +160,8 @@ def build_frame(data: DataConfig) -> tuple[pd.DataFrame, list[str]]:
         if not (frame["split"] == split).any():
             raise DataError(f"{data.dataset}: no '{split}' images (check the split files under the data root)")
     frame = frame.reset_index(drop=True)
+    is_mimic = frame["source"].eq("mimic") if "source" in frame else pd.Series(data.dataset == "mimic", frame.index)
+    frame["squash"] = np.where(is_mimic, data.mimic_squash, 0)
     frame.attrs["label_columns"] = labels
     return frame, labels
 
@@ -168,12 +171,30 @@ def selection_split(data: DataConfig) -> str:
     return "val" if data.honest_validation else "test"
 
 
+class SquashingDataset(ImageDataset):
+    """Rows with ``squash`` = N > 0 are resized to N x N (aspect not kept) right after decoding, before the
+    transforms: the original trained on MIMIC-CXR-JPG copies pre-squashed to 384 x 384 (a square copy made with
+    ``python -m shared.data.prepare --mode square --size 384`` passes through unchanged)."""
+
+    def __init__(self, frame: pd.DataFrame, labels: Sequence[str], transform):
+        super().__init__(frame, labels, transform=transform)
+        self.squash = frame["squash"].to_numpy(np.int64)
+
+    def load_array(self, index: int) -> np.ndarray:
+        from shared.data.cache import resize_image
+        arr = super().load_array(index)
+        n = int(self.squash[index])
+        return resize_image(arr, n, "square") if n else arr
+
+
 def make_dataset(frame: pd.DataFrame, split: str, labels: Sequence[str], transform, limit: int = 0) -> ImageDataset:
     part = frame[frame["split"] == split].reset_index(drop=True)
     if limit:
         part = part.iloc[:limit].reset_index(drop=True)
     if part.empty:
         raise DataError(f"no images in split {split!r}")
+    if "squash" in part and part["squash"].any():
+        return SquashingDataset(part, labels, transform)
     return ImageDataset(part, labels, transform=transform)
 
 

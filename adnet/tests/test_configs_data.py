@@ -165,3 +165,22 @@ def test_knn_scores_are_exp_weighted_votes():
                                rtol=1e-6)
     np.testing.assert_allclose(knn_scores(sims, nb, labels, 3, 0.5, normalise=True)[0], expected / w.sum(),
                                rtol=1e-6)
+
+
+def test_mimic_images_are_squashed_like_the_originals_384_copies(tmp_path):
+    """The original trained on MIMIC copies pre-squashed to 384 x 384: data.mimic_squash does it on the fly."""
+    from shared.data import synthetic
+    from adnet.data import build_frame, make_dataset
+    root = synthetic.generate("mimic", tmp_path / "mimic", n=30, size=96, seed=0)
+    subjects = pd.read_csv(root / "mimic-cxr-2.0.0-metadata.csv", dtype=str)["subject_id"].unique()
+    (tmp_path / "testSet_SubjID.csv").write_text("subject_id\n" + "\n".join(subjects[:3]) + "\n")
+    sets = [f"data.mimic_root={root}", f"data.chexclusion_test_subjects={tmp_path / 'testSet_SubjID.csv'}"]
+    cfg = load_config(ADNetConfig, CONFIGS / "mimic_convnext.yaml", sets)
+    frame, labels = build_frame(cfg.data)
+    assert labels == label_names(cfg.data) and (frame["squash"] == 384).all()
+    assert set(frame.loc[frame.split == "test", "subject_id"].astype(str)) <= set(subjects[:3])
+    squashed = make_dataset(frame, "train", labels, transform=None)
+    assert squashed.load_array(0).shape == (384, 384)
+    native = make_dataset(build_frame(load_config(ADNetConfig, CONFIGS / "mimic_convnext.yaml",
+                                                  sets + ["data.mimic_squash=0"]).data)[0], "train", labels, None)
+    assert native.load_array(0).shape != (384, 384)
