@@ -23,7 +23,7 @@ reaches the fixed point "every pixel carries its component's smallest index" in 
 masks a heatmap gives. Iterations are capped; any image still changing at the cap is finished exactly by
 ``scipy.ndimage.label`` on the CPU (counted in ``CropInfo.cpu_fallback``), so the result is always exact.
 
-``reference_boxes`` is the per-sample NumPy/OpenCV implementation the tests and ``agcnn.bench_crop`` compare with.
+``reference_boxes`` is the per-sample NumPy/OpenCV implementation the tests and ``benchmarks.agcnn_crop`` compare with.
 """
 from __future__ import annotations
 

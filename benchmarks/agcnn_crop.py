@@ -1,6 +1,6 @@
 """Benchmark of the attention-guided crop: batched tensor path vs a per-sample NumPy/OpenCV loop, one run.
 
-    python -m agcnn.bench_crop [--batch 64] [--size 224] [--channels 2048] [--device cpu|cuda] [--reps 5]
+    python -m benchmarks --only agcnn_crop [-- --batch 64 [--size 224] [--channels 2048] [--device cpu|cuda] [--reps 5]]
 
 Both paths go from the global branch's feature maps [B, K, 7, 7] (on the device) to crops [B, 3, 224, 224] (on
 the device): heatmap max|f|, min-max, resize, threshold 0.7, largest 8-connected component, box, crop + resize.
