@@ -90,3 +90,16 @@ def test_backbone_weights_from_local_file(tmp_path):
     torch.save({"x.weight": torch.zeros(1)}, tmp_path / "junk.pth")
     with pytest.raises(ValueError, match="no key matches"):
         load_backbone(dst, tmp_path / "junk.pth")
+
+
+@pytest.mark.parametrize("backbone, classes, gmac", [("resnet50", 15, 4.09), ("densenet121", 14, 2.83)])
+def test_branch_gmac_at_224(backbone, classes, gmac):
+    """Spec section 5: 4.09 GMAC (ResNet-50 branch), 2.83 GMAC (DenseNet-121 branch) per 224 px image."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        branch = Branch(backbone, num_classes=classes)
+        x = torch.empty(1, 3, 224, 224)
+    with FlopCounterMode(display=False) as counter:
+        branch(x)
+    assert counter.get_total_flops() / 2e9 == pytest.approx(gmac, abs=0.005)
