@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -12,10 +12,11 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from shared.data import DataError
 from shared.data.labels import NIH_WANG_ORDER
 from shared.metrics.classification import classification_table
 
-from .checkpoint import load_backbone_weights, load_weights, parse_rename_rules
+from .checkpoint import CheckpointKeyError, load_backbone_weights, load_weights, parse_rename_rules
 from .config import ADNetConfig
 from .model import ADNet, build_model
 
@@ -49,6 +50,33 @@ def build_from_config(cfg: ADNetConfig, num_classes: int, load_pretrained: bool 
     elif load_pretrained and m.backbone_weights:
         notes = load_backbone_weights(model, Path(m.backbone_weights).expanduser())
     return model, notes
+
+
+CLI_ERRORS = (DataError, FileNotFoundError, ValueError, CheckpointKeyError)
+
+
+def run_cli(prog: str, action: Callable[[], object]) -> int:
+    """Run a CLI's work; bad input (data, files, config values, checkpoint keys) -> one line on stderr, exit 2."""
+    try:
+        action()
+    except CLI_ERRORS as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def output_dir(cfg: ADNetConfig, weights: str | Path, explicit: str | None, suffix: str) -> Path:
+    """Where test/knn write: ``explicit``, else the checkpoint's own run (runs/.../checkpoints/best.pt), else a new
+    runs/adnet/<name>_<suffix>/<timestamp>. Raises FileNotFoundError for missing weights."""
+    from shared.engine import create_run_dir
+    weights = Path(weights)
+    if not weights.is_file():
+        raise FileNotFoundError(f"weights file not found: {weights}")
+    if explicit:
+        return Path(explicit)
+    if weights.parent.name == "checkpoints" and (weights.parent.parent / "config.yaml").exists():
+        return weights.parent.parent
+    return create_run_dir("adnet", f"{cfg.name}_{suffix}", root=cfg.runs_root)
 
 
 def min_size_check(cfg: ADNetConfig, model: ADNet) -> None:
@@ -109,7 +137,7 @@ def auroc_mean(y_true: np.ndarray, y_prob: np.ndarray) -> float:
 
 def checkpoint_weights(path: str | Path) -> dict[str, Mapping]:
     """{"raw": state, "ema": state} from one of our checkpoints; {"weights": state} for any other file."""
-    from .checkpoint import CheckpointKeyError, extract_state_dict
+    from .checkpoint import extract_state_dict
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")

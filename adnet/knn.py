@@ -26,15 +26,14 @@ import numpy as np
 import pandas as pd
 
 from shared.config import parse_config
-from shared.data import DataError
-from shared.engine import create_run_dir, select_device
+from shared.engine import select_device
 from shared.metrics.retrieval import knn_search
 
-from adnet.checkpoint import CheckpointKeyError, load_weights
+from adnet.checkpoint import load_weights
 from adnet.config import ADNetConfig
 from adnet.data import build_frame, eval_transform, make_dataset
 from adnet.evaluate import (auroc_mean, build_from_config, checkpoint_weights, eval_loader, metrics_table,
-                            min_size_check, predict, table_to_metrics)
+                            min_size_check, output_dir, predict, run_cli, table_to_metrics)
 
 CROSS_K = [2 ** i for i in range(1, 11)]      # 2..1024
 CROSS_T = [float(2 ** i) for i in range(0, 11)]  # 1..1024
@@ -119,22 +118,9 @@ def main(argv=None) -> int:
     parser.add_argument("--grid", choices=["same", "cross"], default="same",
                         help="same: eval.knn_k x eval.knn_t; cross: powers of two (k 2..1024, t 1..1024)")
     cfg, args = parse_config(ADNetConfig, argv, parser=parser)
-    weights = Path(args.weights)
-    try:
-        if not weights.is_file():
-            raise FileNotFoundError(f"weights file not found: {weights}")
-        if args.run_dir:
-            run_dir = Path(args.run_dir)
-        elif weights.parent.name == "checkpoints":
-            run_dir = weights.parent.parent
-        else:
-            run_dir = create_run_dir("adnet", f"{cfg.name}_knn", root=cfg.runs_root)
-        run_knn(cfg, weights, run_dir, grid=args.grid)
-    except (DataError, FileNotFoundError, ValueError, CheckpointKeyError) as err:
-        print(f"adnet.knn: error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
+    def action():
+        run_knn(cfg, args.weights, output_dir(cfg, args.weights, args.run_dir, "knn"), grid=args.grid)
+    return run_cli("adnet.knn", action)
 
 if __name__ == "__main__":
     sys.exit(main())

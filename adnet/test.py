@@ -23,8 +23,7 @@ import pandas as pd
 import torch
 
 from shared.config import parse_config
-from shared.data import DataError
-from shared.engine import create_run_dir, select_device
+from shared.engine import select_device
 from shared.metrics.classification import render_table
 from shared.report import write_results
 
@@ -32,7 +31,7 @@ from adnet.checkpoint import CheckpointKeyError, load_weights, parse_rename_rule
 from adnet.config import ADNetConfig
 from adnet.data import build_frame, eval_transform, make_dataset, selection_split
 from adnet.evaluate import (auroc_mean, build_from_config, checkpoint_weights, eval_loader, metrics_table,
-                            min_size_check, predict, table_to_metrics)
+                            min_size_check, output_dir, predict, run_cli, table_to_metrics)
 
 
 def _roc_plot(y_true: np.ndarray, y_prob: np.ndarray, names, path: Path, title: str) -> None:
@@ -127,14 +126,6 @@ def evaluate_run(cfg: ADNetConfig, weights: str | Path, run_dir: str | Path, fra
     return {"metrics": metrics, "chosen": chosen, "table": table, "run_dir": run_dir}
 
 
-def _run_dir_for(cfg: ADNetConfig, weights: Path, explicit: str | None) -> Path:
-    if explicit:
-        return Path(explicit)
-    if weights.parent.name == "checkpoints" and (weights.parent.parent / "config.yaml").exists():
-        return weights.parent.parent
-    return create_run_dir("adnet", f"{cfg.name}_eval", root=cfg.runs_root)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m adnet.test", description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", required=True, help="our checkpoint (.pt) or an original {name}.pth.tar")
@@ -146,17 +137,11 @@ def main(argv=None) -> int:
         rules = parse_rename_rules(args.rename)
     except ValueError as err:
         parser.error(f"--rename: {err}")
-    weights = Path(args.weights)
-    try:
-        if not weights.is_file():
-            raise FileNotFoundError(f"weights file not found: {weights}")
-        out = evaluate_run(cfg, weights, _run_dir_for(cfg, weights, args.run_dir), extra_rules=rules)
-    except (DataError, FileNotFoundError, ValueError, CheckpointKeyError) as err:
-        print(f"adnet.test: error: {err}", file=sys.stderr)
-        return 2
-    print(f"results: {out['run_dir'] / 'results.json'}")
-    return 0
-
+    def action():
+        run_dir = output_dir(cfg, args.weights, args.run_dir, "eval")
+        out = evaluate_run(cfg, args.weights, run_dir, extra_rules=rules)
+        print(f"results: {out['run_dir'] / 'results.json'}")
+    return run_cli("adnet.test", action)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from shared.config import parse_config, to_dict
 from shared.data import DataError
 from shared.engine import (Trainer, all_gather_concat, cosine_schedule, create_run_dir, is_main_process,
-                           seed_everything, unwrap_model)
+                           seed_everything)
 
 from adnet.config import ADNetConfig
 from adnet.data import build_frame, eval_transform, make_dataset, selection_split, train_transform
-from adnet.evaluate import auroc_mean, build_from_config, min_size_check
+from adnet.evaluate import auroc_mean, build_from_config, min_size_check, run_cli
 
 
 def bce_loss(model, batch):
@@ -100,13 +100,7 @@ def main(argv=None) -> int:
     parser.add_argument("--resume", default=None, help="run directory to continue")
     parser.add_argument("--no-test", action="store_true", help="skip the test pass after training")
     cfg, args = parse_config(ADNetConfig, argv, parser=parser)
-    try:
-        run_dir = run(cfg, resume=args.resume, test=not args.no_test)
-    except (DataError, FileNotFoundError, ValueError) as err:
-        print(f"adnet.train: error: {err}", file=sys.stderr)
-        return 2
-    print(f"run directory: {run_dir}")
-    return 0
+    return run_cli("adnet.train", lambda: print(f"run directory: {run(cfg, args.resume, not args.no_test)}"))
 
 
 if __name__ == "__main__":
