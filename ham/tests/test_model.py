@@ -104,3 +104,23 @@ def test_fablock_identity_at_init():
     assert torch.equal(block(x), x)                   # gamma = 0
     block.gamma.data.fill_(1.0)
     assert not torch.equal(block(x), x)
+
+
+def test_saved_activations_per_512_image_back_the_memory_estimate():
+    """README's GPU-memory estimate: the tensors autograd keeps for backward of one 512 px image (meta device,
+    fp32) sum to ~1.7 GiB; the ex_cls path of one box-supervised image adds ~70 MiB (14 maps at 512x512)."""
+    from ham.losses import ex_cls_loss
+    saved = {"bytes": 0}
+
+    def pack(t):
+        saved["bytes"] += t.numel() * t.element_size()
+        return t
+
+    with torch.device("meta"), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model = HAM().train()
+        out = model(torch.empty(1, 3, 512, 512), refine=False)
+        forward = saved["bytes"]
+        ones = torch.ones(1, 14)
+        ex_cls_loss(refine_cams(out.raw_cls, (512, 512)), torch.ones(1, 14, 512, 512), torch.ones(1), ones)
+    assert forward / 2**30 == pytest.approx(1.71, abs=0.02)
+    assert (saved["bytes"] - forward) / 2**20 == pytest.approx(70, abs=2)
