@@ -150,21 +150,25 @@ def evaluate(cfg: Config, weights: Path, out_dir: Path, split: str | None = None
     split = split or cfg.test.split
     ds = sets[split]
     loader = DataLoader(ds, batch_size=cfg.test.batch_size, shuffle=False, num_workers=cfg.engine.num_workers)
-    labels, glob, per_tau, fallback, pictures = run_inference(model, loader, device, cfg.test.taus, cfg.model.tau,
-                                                              cfg.test.overlays)
+    otsu = cfg.model.threshold == "otsu"  # tau is not used: no sweep
+    labels, glob, per_tau, fallback, pictures = run_inference(
+        model, loader, device, [] if otsu else cfg.test.taus, cfg.model.tau, cfg.test.overlays)
     tau = float(cfg.model.tau)
     local, fusion = per_tau[tau]
     rows = {"global": auroc_dict(labels, glob), "local": auroc_dict(labels, local),
             "fusion": auroc_dict(labels, fusion)}
     sweep = {"local": {f"{t:g}": auroc_dict(labels, a)["mean"] for t, (a, _) in sorted(per_tau.items())},
              "fusion": {f"{t:g}": auroc_dict(labels, b)["mean"] for t, (_, b) in sorted(per_tau.items())}}
-    print(f"AUROC on {split} ({len(ds)} images), tau={tau}, paper column order:")
+    threshold = "Otsu threshold" if otsu else f"tau={tau:g}"
+    print(f"AUROC on {split} ({len(ds)} images), {threshold}, paper column order:")
     print(format_table(rows))
-    print("tau sweep (mean AUROC):  tau  local  fusion")
-    for t in sorted(per_tau):
+    print("tau sweep: not applicable (model.threshold=otsu)" if otsu else "tau sweep (mean AUROC):  tau  local  fusion")
+    for t in [] if otsu else sorted(per_tau):
         print(f"                        {t:4.2f}  {sweep['local'][f'{t:g}']:.3f}  {sweep['fusion'][f'{t:g}']:.3f}")
     metrics: dict = {"auroc": rows["fusion"], "auroc_global": rows["global"], "auroc_local": rows["local"],
-                     "tau_sweep": sweep, "crop_fallback_rate": float(fallback.mean()) if len(fallback) else 0.0}
+                     "crop_fallback_rate": float(fallback.mean()) if len(fallback) else 0.0}
+    if not otsu:
+        metrics["tau_sweep"] = sweep
     if cfg.model.num_classes == 15:
         metrics["auroc_no_finding"] = {
             name: float(per_class_auroc(labels[:, 14:15], s[:, 14:15])[0])
@@ -174,7 +178,7 @@ def evaluate(cfg: Config, weights: Path, out_dir: Path, split: str | None = None
     frame = getattr(ds, "frame", None)
     missing = int(getattr(frame, "attrs", {}).get("missing", 0)) if frame is not None else 0
     notes = [f"split={cfg.data.split}/{split}, {len(ds)} images, weights={weights}",
-             "mean AUROC over the 14 findings; auroc = fusion branch at tau=" + f"{tau:g}"]
+             f"mean AUROC over the 14 findings; auroc = fusion branch ({threshold})"]
     if missing:
         notes.append(f"{missing} images of the split were missing under {cfg.data.root} and were skipped "
                      "(data.on_missing=warn)")
@@ -193,7 +197,8 @@ def evaluate(cfg: Config, weights: Path, out_dir: Path, split: str | None = None
                      for k, d in pub.get("metrics", {}).get("tau_sweep", {}).items()}
     except Exception:  # the picture is a convenience; never fail the evaluation for it
         published = None
-    plot_tau_sweep(sweep, rows["global"]["mean"], out_dir / "tau_sweep.png", published)
+    if not otsu:
+        plot_tau_sweep(sweep, rows["global"]["mean"], out_dir / "tau_sweep.png", published)
     (out_dir / "test_summary.json").write_text(json.dumps({"rows": rows, "tau_sweep": sweep}, indent=2) + "\n")
     return metrics
 

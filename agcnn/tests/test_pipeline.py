@@ -97,3 +97,21 @@ def test_demo_cli_writes_summary(twin, tmp_path):
     assert "| 0.7 |" in summary and (tmp_path / "demo" / "report.md").is_file()
     assert res["run_dir"] == tmp_path / "demo"
     assert json.loads((twin / ".complete").read_text())["n"] == 300  # the existing twin was used
+
+
+def test_seed_repository_variant_joint_otsu_avg_c14(twin, tmp_path):
+    """train.mode=joint trains one stage with all three heads; with the Otsu threshold test.py has no tau sweep."""
+    run = tmp_path / "joint"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        agcnn_train.main(["-cfg", str(DEMO), "--run-dir", str(run), "--set", f"data.root={twin}",
+                          "train.mode=joint", "train.joint_stage.epochs=1", "train.joint_stage.batch_size=16",
+                          "optim.name=adam", "train.joint_stage.lr=1e-3", "model.threshold=otsu", "model.pool=avg",
+                          "model.num_classes=14", "engine.log_every=1"])
+        metrics = agcnn_test.main(["--run", str(run)])
+    assert [s["stage"] for s in json.loads((run / "stages.json").read_text())] == ["joint"]
+    events = [json.loads(line) for line in (run / "joint" / "metrics.jsonl").read_text().splitlines()]
+    train_logs = [e for e in events if e.get("split") == "train"]
+    assert {"bce_global", "bce_local", "bce_fusion"} <= set(train_logs[0])
+    assert "tau_sweep" not in metrics and "auroc_no_finding" not in metrics
+    assert "tau sweep: not applicable (model.threshold=otsu)" in out.getvalue()
