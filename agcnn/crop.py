@@ -381,8 +381,7 @@ def reference_boxes(features: np.ndarray, size: tuple[int, int], tau: float = 0.
     boxes = np.zeros((len(features), 4), dtype=np.int64)
     for i, f in enumerate(features):
         f = np.abs(f.astype(np.float32))
-        heat = {"max": lambda: f.max(0), "l1": lambda: f.sum(0),
-                "l2": lambda: np.sqrt((f ** 2).sum(0))}[stat]()
+        heat = f.max(0) if stat == "max" else f.sum(0) if stat == "l1" else np.sqrt((f ** 2).sum(0))
         lo, hi = float(heat.min()), float(heat.max())
         if not np.isfinite(heat).all() or hi - lo <= 1e-12:
             boxes[i] = (0, 0, w_out - 1, h_out - 1)

@@ -43,8 +43,9 @@ def nih_twin(data: Path) -> Path:
 def write_summary(out: Path, metrics: dict, seconds: float) -> Path:
     rows = {"global": metrics["auroc_global"], "local": metrics["auroc_local"], "fusion": metrics["auroc"]}
     sweep = metrics["tau_sweep"]
-    lines = [f"AG-CNN demo (synthetic NIH twin, NOT a reproduction): mean AUROC global {rows['global']['mean']:.3f} / "
-             f"local {rows['local']['mean']:.3f} / fusion {rows['fusion']['mean']:.3f}; {seconds:.0f} s", "",
+    headline = (f"AG-CNN demo (synthetic NIH twin, NOT a reproduction): mean AUROC global {rows['global']['mean']:.3f}"
+                f" / local {rows['local']['mean']:.3f} / fusion {rows['fusion']['mean']:.3f}; {seconds:.0f} s")
+    lines = [headline, "",
              "```", agcnn_test.format_table(rows), "```", "",
              "| tau | local | fusion |", "|---|---|---|"]
     lines += [f"| {t} | {sweep['local'][t]:.3f} | {sweep['fusion'][t]:.3f} |" for t in sweep["local"]]

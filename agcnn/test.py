@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from shared.config import ConfigError, add_config_args, load_config
-from shared.data.labels import NIH_NO_FINDING, NIH_WANG_ORDER
+from shared.data.labels import NIH_WANG_ORDER
 from shared.engine import load_checkpoint, load_model_weights, select_device, weights_from_checkpoint
 from shared.metrics.classification import per_class_auroc
 from shared.report import write_results

@@ -75,8 +75,8 @@ def main(argv=None) -> dict:
     feats = synthetic_features(args.batch, args.channels).to(device)
     images = torch.rand(args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(1)).to(device)
 
-    crops_b, boxes_b = batched(feats, images, args.tau, args.size)  # warm-up (and correctness check)
-    crops_s, boxes_s = per_sample(feats, images, args.tau, args.size)
+    _, boxes_b = batched(feats, images, args.tau, args.size)  # warm-up (and correctness check)
+    _, boxes_s = per_sample(feats, images, args.tau, args.size)
     agree = float((boxes_b.cpu().numpy() == boxes_s).all(1).mean())
     t_b = _time(lambda: batched(feats, images, args.tau, args.size), args.reps, sync)
     t_s = _time(lambda: per_sample(feats, images, args.tau, args.size), args.reps, sync)

@@ -54,7 +54,7 @@ def test_each_stage_keeps_its_best_validation_checkpoint(trained):
 
 
 def test_test_prints_paper_columns_and_tau_sweep(trained):
-    run, metrics, stdout = trained
+    _, metrics, stdout = trained
     lines = stdout.splitlines()
     head = next(i for i, line in enumerate(lines) if line.startswith("branch"))
     assert lines[head].split()[1:] == PAPER_COLUMNS
