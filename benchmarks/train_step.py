@@ -309,7 +309,9 @@ def cxrclip_workloads(cfg, device, smoke: bool) -> Iterator[Workload]:
 
     d = cfg.data
     if smoke:
-        d.image_size, d.max_length = SMOKE["size"], SMOKE["max_length"]
+        # HF Swin-T (window 7) needs 224 px: at 64 px its last stage (2 x 2) is smaller than a window
+        d.image_size = 224 if cfg.model.image.name == "swin" else SMOKE["size"]
+        d.max_length = SMOKE["max_length"]
         d.batch_size = d.eval_batch_size = SMOKE["batch"]
     cfg.model.image.pretrained = None
     cfg.model.text.pretrained = None
