@@ -32,10 +32,15 @@ def run_demo(data: str | Path, out: str | Path, overrides: Sequence[str] = ()) -
     roots = [f"data.sources.0.root={twin}", f"eval.retrieval_root={twin}", f"eval.zeroshot_root={twin}"]
     run_dir = train.main(["-cfg", str(CONFIG), "--set", *roots, f"output_root={Path(out) / 'runs'}", *overrides])
     metrics = test.main(["--run", str(run_dir)])
+    studies = test.study_frame(str(twin), "test")
+    n_texts = studies.loc[studies["text"] != "", "text"].nunique()
     summary = {"run_dir": str(run_dir), "R@10 image->text": metrics["retrieval_i2t"]["R@10"],
+               "mean rank image->text": metrics["retrieval_i2t"]["mean_rank"],
                "zero-shot mean AUROC": metrics["zeroshot_auroc"]["mean"], "seconds": time.perf_counter() - start}
     print("cxrclip demo: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                                       for k, v in summary.items()) + " (zero-shot chance: AUROC 0.5)")
+                                       for k, v in summary.items())
+          + f" (chance: R@10 {min(1.0, 10 / n_texts):.3f}, mean rank {(n_texts + 1) / 2:.1f} over {n_texts} texts;"
+          " AUROC 0.5)")
     return summary
 
 

@@ -6,10 +6,13 @@ import json
 import pytest
 
 from cxrclip import inference, test, train
+from cxrclip.test import study_frame
 from shared.data import synthetic
 
+# Tiny encoders at 32 px for 10 epochs (80 steps); the seed is fixed and kernels deterministic, so a run repeats.
+# Seeds 7 and 42 were both checked: zero-shot mean AUROC 0.67 / 0.72, i2t mean rank 13.7 / 14.4 (chance 16.5).
 TINY = ["model.text.bert.hidden_size=32", "model.text.bert.num_hidden_layers=1", "model.projection_dim=32",
-        "data.image_size=48", "data.max_length=48"]
+        "data.image_size=32", "data.max_length=48", "engine.seed=42", "engine.deterministic=true"]
 
 
 @pytest.fixture(scope="module")
@@ -22,16 +25,22 @@ def trained(twin, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     run_dir = train.main(["-cfg", "cxrclip/configs/demo.yaml", "--set", f"data.sources.0.root={twin}",
                           f"eval.retrieval_root={twin}", f"eval.zeroshot_root={twin}", f"output_root={runs}",
-                          "engine.epochs=6", *TINY])
+                          "engine.epochs=10", *TINY])
     return run_dir
 
 
 @pytest.mark.slow
-def test_learns_zero_shot_and_retrieval_above_chance(trained):
+@pytest.mark.timeout(1200)  # the module's training fixture runs inside this test's budget
+def test_learns_zero_shot_and_retrieval_above_chance(trained, twin):
     metrics = test.main(["--run", str(trained)])
+    # binary zero-shot with the demo config's prompts (the twin's report wording), on the twin's test split
     assert metrics["zeroshot_auroc"]["mean"] > 0.6
-    n_texts = json.loads((trained / "results.json").read_text())["metrics"]["retrieval_i2t"]
-    assert n_texts["mean_rank"] > 0
+    # image->text retrieval: a random ranking puts the report at (texts + 1) / 2 on average
+    studies = study_frame(str(twin), "test")
+    chance_rank = (studies.loc[studies["text"] != "", "text"].nunique() + 1) / 2
+    assert metrics["retrieval_i2t"]["mean_rank"] < chance_rank
+    saved = json.loads((trained / "results.json").read_text())["metrics"]
+    assert saved["zeroshot_auroc"]["mean"] == pytest.approx(metrics["zeroshot_auroc"]["mean"])
     assert (trained / "report.md").is_file() and (trained / "checkpoints" / "best.pt").is_file()
 
 
