@@ -184,7 +184,8 @@ def crf_refine_mask(image_rgb: np.ndarray, mask: np.ndarray, sxy: float, srgb: f
     h, w = mask.shape
     crf = dcrf.DenseCRF2D(w, h, 2)
     crf.setUnaryEnergy(unary_from_labels(mask, 2, gt_prob=CRF_GT_PROB, zero_unsure=False))
-    crf.addPairwiseBilateral(sxy=sxy, srgb=srgb, rgbim=np.ascontiguousarray(image_rgb, dtype=np.uint8),
-                             compat=CRF_COMPAT)
+    # a writable C-contiguous copy: pydensecrf rejects read-only buffers (np.asarray of a PIL image is one)
+    rgb = np.array(image_rgb, dtype=np.uint8, order="C")
+    crf.addPairwiseBilateral(sxy=sxy, srgb=srgb, rgbim=rgb, compat=CRF_COMPAT)
     q = np.array(crf.inference(CRF_ITERS)).reshape(2, h, w)
     return (q.argmax(0).astype(np.uint8) & mask)

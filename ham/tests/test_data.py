@@ -128,3 +128,20 @@ def test_joint_transform_keeps_masks_on_boxes(synth):
     assert item["masks"].shape == (len(classes), 48, 48) and item["masks"].sum() == 0 and item["flag"] == 0
     assert torch.equal(item["bbox_tag"], item["labels"])     # no box: bbox_tags = the label vector
     assert abs(float(item["image"].mean())) <= 1.0 and item["image"].min() >= -1 and item["image"].max() <= 1
+
+
+def test_crf_refined_training_masks_stay_inside_their_boxes(synth):
+    pytest.importorskip("pydensecrf.densecrf", reason="optional extra 'crf' (pydensecrf2) is not installed")
+    from ham.data import crf_table_for
+    cfg = DataConfig(layout="nih", root=str(synth), train="split:train", train_boxes="boxes:train",
+                     test="split:test", test_boxes="boxes:test", use_crf=True)
+    frame, boxes, classes = load_index(cfg)
+    s = build_splits(cfg, frame, boxes)
+    table = crf_table_for(cfg, boxes)
+    assert table and all(v == (5, 2) for v in table.values())      # 64-px boxes: the smallest CRF row
+    kw = dict(train=False, img_size=64)
+    plain = HAMDataset(s.train, classes, boxes, s.train_box_ids, **kw)
+    refined = HAMDataset(s.train, classes, boxes, s.train_box_ids, crf=table, **kw)
+    i = next(k for k, x in enumerate(plain.ids) if x in s.train_box_ids)
+    box, crf = plain[i]["masks"].bool(), refined[i]["masks"].bool()
+    assert not (crf & ~box).any() and crf.sum() <= box.sum()
