@@ -55,3 +55,32 @@ def test_swin_first_token_is_faithful_and_mean_is_the_fork():
     hidden = first.image_encoder.swin(pixel_values=x).last_hidden_state
     torch.testing.assert_close(first.image_encoder(x), hidden[:, 0])
     torch.testing.assert_close(mean.image_encoder(x), hidden.mean(1), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("image", ["resnet18", "swin"])
+def test_grad_checkpointing_same_gradients_less_saved_memory(image):
+    """The memory switch recomputes BERT/Swin layers in backward: dropout masks replay, so the gradients are equal,
+    and autograd keeps fewer bytes for backward."""
+    cfg = dict(image=ImageEncoderConfig(name=image, swin=TINY_SWIN),
+               text=TextEncoderConfig(bert={**TINY_BERT, "hidden_dropout_prob": 0.3}), projection_dim=16)
+    grads, saved = [], []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = CXRClip(ModelConfig(**cfg, grad_checkpointing=checkpointing)).train()
+        torch.manual_seed(1)
+        nbytes = []
+
+        def pack(t):
+            nbytes.append(t.numel() * t.element_size())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            txt = model.encode_text(torch.randint(5, 60, (2, 7)), torch.ones(2, 7, dtype=torch.long))
+        img = model.encode_image(torch.randn(2, 3, 64, 64))
+        (model.logit_scale.exp() * img @ txt.T).logsumexp(-1).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        saved.append(sum(nbytes))
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], msg=name)
+    assert saved[1] < saved[0]
