@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -12,7 +12,6 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from shared.data import DataError
 from shared.data.labels import NIH_WANG_ORDER
 from shared.metrics.classification import classification_table
 
@@ -50,19 +49,6 @@ def build_from_config(cfg: ADNetConfig, num_classes: int, load_pretrained: bool 
     elif load_pretrained and m.backbone_weights:
         notes = load_backbone_weights(model, Path(m.backbone_weights).expanduser())
     return model, notes
-
-
-CLI_ERRORS = (DataError, FileNotFoundError, ValueError, CheckpointKeyError)
-
-
-def run_cli(prog: str, action: Callable[[], object]) -> int:
-    """Run a CLI's work; bad input (data, files, config values, checkpoint keys) -> one line on stderr, exit 2."""
-    try:
-        action()
-    except CLI_ERRORS as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
-    return 0
 
 
 def output_dir(cfg: ADNetConfig, weights: str | Path, explicit: str | None, suffix: str) -> Path:

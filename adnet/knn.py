@@ -25,6 +25,7 @@ if __package__ in (None, ""):
 import numpy as np
 import pandas as pd
 
+from shared.cli import run_cli
 from shared.config import parse_config
 from shared.engine import select_device
 from shared.metrics.retrieval import knn_search
@@ -33,7 +34,7 @@ from adnet.checkpoint import load_weights
 from adnet.config import ADNetConfig
 from adnet.data import build_frame, eval_transform, make_dataset
 from adnet.evaluate import (auroc_mean, build_from_config, checkpoint_weights, eval_loader, metrics_table,
-                            min_size_check, output_dir, predict, run_cli, table_to_metrics)
+                            min_size_check, output_dir, predict, table_to_metrics)
 
 CROSS_K = [2 ** i for i in range(1, 11)]      # 2..1024
 CROSS_T = [float(2 ** i) for i in range(0, 11)]  # 1..1024

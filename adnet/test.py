@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from shared.cli import run_cli
 from shared.config import parse_config
 from shared.engine import select_device
 from shared.metrics.classification import render_table
@@ -31,7 +32,7 @@ from adnet.checkpoint import CheckpointKeyError, load_weights, parse_rename_rule
 from adnet.config import ADNetConfig
 from adnet.data import build_frame, eval_transform, make_dataset, selection_split
 from adnet.evaluate import (auroc_mean, build_from_config, checkpoint_weights, eval_loader, metrics_table,
-                            min_size_check, output_dir, predict, run_cli, table_to_metrics)
+                            min_size_check, output_dir, predict, table_to_metrics)
 
 
 def _roc_plot(y_true: np.ndarray, y_prob: np.ndarray, names, path: Path, title: str) -> None:

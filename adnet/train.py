@@ -21,6 +21,7 @@ if __package__ in (None, ""):   # `cd adnet && python train.py ...`
 import torch
 import torch.nn.functional as F
 
+from shared.cli import run_cli
 from shared.config import parse_config, to_dict
 from shared.data import DataError
 from shared.engine import (Trainer, all_gather_concat, cosine_schedule, create_run_dir, is_main_process,
@@ -28,7 +29,7 @@ from shared.engine import (Trainer, all_gather_concat, cosine_schedule, create_r
 
 from adnet.config import ADNetConfig
 from adnet.data import build_frame, eval_transform, make_dataset, selection_split, train_transform
-from adnet.evaluate import auroc_mean, build_from_config, min_size_check, run_cli
+from adnet.evaluate import auroc_mean, build_from_config, min_size_check
 
 
 def bce_loss(model, batch):

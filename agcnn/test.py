@@ -22,6 +22,7 @@ if __package__ in (None, ""):  # `cd agcnn && python test.py ...`
 import numpy as np
 import torch
 
+from shared.cli import cli_exit
 from shared.config import ConfigError, add_config_args, load_config
 from shared.data.labels import NIH_WANG_ORDER
 from shared.engine import load_checkpoint, load_model_weights, select_device, weights_from_checkpoint
@@ -228,4 +229,4 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    cli_exit("python -m agcnn.test", main)

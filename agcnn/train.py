@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from shared.cli import cli_exit
 from shared.config import parse_config, save_config, to_dict
 from shared.data.labels import NIH_WANG_ORDER
 from shared.engine import (Trainer, all_gather_concat, create_run_dir, seed_everything, step_schedule,
@@ -227,4 +228,4 @@ def main(argv: Sequence[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    cli_exit("python -m agcnn.train", main)

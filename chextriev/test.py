@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from shared.cli import cli_exit
 from shared.config import parse_config
 from shared.data.labels import IMAGENOME_FINDINGS
 from shared.engine import load_checkpoint, load_model_weights, select_device, weights_from_checkpoint
@@ -240,4 +241,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli_exit("python -m chextriev.test", main)

@@ -21,6 +21,7 @@ if __package__ in (None, ""):  # `cd chextriev && python train.py`: make the pac
 import numpy as np
 import torch
 
+from shared.cli import cli_exit
 from shared.config import parse_config
 from shared.engine import Trainer, create_run_dir, seed_everything
 from shared.metrics.classification import per_class_auroc
@@ -181,4 +182,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli_exit("python -m chextriev.train", main)

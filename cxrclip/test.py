@@ -10,7 +10,6 @@ runs/cxrclip/<name>-eval/<timestamp>/ for released weights).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +19,7 @@ from cxrclip.data import eval_transform
 from cxrclip.evaluate import (binary_zeroshot, embed_images, embed_texts, ensemble_zeroshot, load_class_prompts,
                               retrieval, template_class_prompts)
 from cxrclip.loading import add_weights_args, load_from_args
+from shared.cli import cli_exit
 from shared.data import chexpert, mimic
 from shared.engine import create_run_dir
 from shared.metrics.classification import render_table
@@ -110,4 +110,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli_exit("python -m cxrclip.test", main)

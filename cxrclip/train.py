@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 
 import torch
@@ -20,6 +19,7 @@ from cxrclip.data import (PairDataset, Sample, TextCollator, chest14_samples, ch
 from cxrclip.loss import CXRClipLoss
 from cxrclip.model import CXRClip
 from cxrclip.tokenizer import build_vocab, load_tokenizer
+from shared.cli import cli_exit
 from shared.config import parse_config
 from shared.data.labels import CHEXPERT_LABELS
 from shared.engine import Trainer, cosine_schedule, create_run_dir, move_to_device, seed_everything
@@ -138,4 +138,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli_exit("python -m cxrclip.train", main)

@@ -18,6 +18,7 @@ if __package__ in (None, ""):  # `cd ham && python test.py ...` without the edit
 import numpy as np
 import torch
 
+from shared.cli import cli_exit
 from shared.config import ConfigError, add_config_args, load_config
 from shared.engine import load_checkpoint, load_model_weights, make_loader, select_device, weights_from_checkpoint
 from shared.report import write_results
@@ -131,4 +132,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    cli_exit("python -m ham.test", main)

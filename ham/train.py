@@ -17,6 +17,7 @@ if __package__ in (None, ""):  # `cd ham && python train.py ...` without the edi
 
 import torch
 
+from shared.cli import cli_exit
 from shared.config import parse_config, to_dict
 from shared.engine import Trainer, create_run_dir, seed_everything, step_schedule
 
@@ -142,4 +143,4 @@ def main(argv=None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    cli_exit("python -m ham.train", main)
