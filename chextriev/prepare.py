@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from shared.cli import cli_exit
 from shared.data import imagenome
 from shared.data._common import DataError, find_file, read_csv
 from shared.data.labels import IMAGENOME_ANATOMIES, IMAGENOME_FINDINGS
@@ -311,4 +312,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli_exit("python -m chextriev.prepare", main)

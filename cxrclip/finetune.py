@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ from torch import nn
 from cxrclip.data import eval_transform
 from cxrclip.evaluate import _Images
 from cxrclip.loading import add_weights_args, load_from_args
+from shared.cli import cli_exit
 from shared.engine import create_run_dir, seed_everything
 from shared.metrics.classification import classification_table, render_table
 from shared.report import write_results
@@ -124,4 +124,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli_exit("python -m cxrclip.finetune", main)

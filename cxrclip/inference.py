@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
@@ -20,6 +19,7 @@ from cxrclip.config import TrainConfig
 from cxrclip.data import eval_transform
 from cxrclip.evaluate import embed_texts
 from cxrclip.loading import add_weights_args, load_from_args
+from shared.cli import cli_exit
 from shared.data.images import load_image, to_rgb
 from shared.data.labels import CHEXPERT_LABELS
 
@@ -67,4 +67,4 @@ def main(argv: list[str] | None = None) -> list[tuple]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli_exit("python -m cxrclip.inference", main)

@@ -18,6 +18,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from shared.cli import cli_exit
 from shared.data import nih
 from shared.data.splits import FILES
 
@@ -65,4 +66,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    cli_exit("python -m ham.build_annotations", main)

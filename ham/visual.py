@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from shared.cli import cli_exit
 from shared.config import ConfigError, add_config_args
 from shared.engine import make_loader, select_device
 
@@ -150,4 +151,4 @@ def main(argv=None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    cli_exit("python -m ham.visual", main)

@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from shared.cli import cli_exit
 from shared.data.cache import MODES, ImageCache, ordered_parallel_map, resize_image
 
 __all__ = ["prepare", "DATASETS", "IMAGE_SUFFIXES"]
@@ -250,4 +251,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli_exit("python -m shared.data.prepare", main)
