@@ -84,7 +84,8 @@ def visdom_grid(trainer: Trainer, batch, out, max_images: int = 4) -> None:
 
 def main(argv=None) -> Path:
     parser = argparse.ArgumentParser(description="Train HAM (Ouyang et al., TMI 2021)")
-    parser.add_argument("--run-dir", default=None, help="run directory (resumes when it has checkpoints/last.pt)")
+    parser.add_argument("--run-dir", "--resume", default=None,
+                        help="run directory (resumes when it has checkpoints/last.pt)")
     cfg, args = parse_config(HAMConfig, argv, parser=parser)
     config_name = Path(args.config).stem
 
