@@ -1,6 +1,7 @@
 """DDP helpers: initialisation from ``torchrun`` environment variables, rank queries, gathers."""
 from __future__ import annotations
 
+import atexit
 import os
 from typing import Any
 
@@ -50,7 +51,16 @@ def init_distributed() -> bool:
     else:
         backend = "gloo"
     dist.init_process_group(backend=backend)
+    # A process group still alive at interpreter exit can abort the process ("terminate called without an active
+    # exception" from gloo's threads) after the work is done; tear it down first.
+    atexit.register(destroy_distributed)
     return True
+
+
+def destroy_distributed() -> None:
+    """Destroy the default process group if one is active (idempotent; safe at exit)."""
+    if is_distributed():
+        dist.destroy_process_group()
 
 
 def barrier() -> None:
