@@ -54,7 +54,11 @@ def run_demo(data: Path, out: Path, overrides: list[str] | None = None, knn: boo
     auroc = results["metrics"]["auroc"]["mean"]
     knn_out = adnet_knn.run_knn(cfg, run_dir / "checkpoints" / "best.pt", run_dir) if knn else None
     seconds = time.time() - t0
-    lines = ["# ADNet demo (synthetic NIH twin, tiny model: NOT a reproduction)", "",
+    headline = f"test mean AUROC {auroc:.3f}"
+    if knn_out is not None:
+        headline += f", k-NN {knn_out['metrics']['auroc']['mean']:.3f}"
+    headline += " (ADNet demo, synthetic NIH twin, tiny model: NOT a reproduction)"
+    lines = [headline, "",
              f"- twin: {root}", f"- run: {run_dir}",
              f"- test mean AUROC (classifier): {auroc:.3f}",
              f"- train + test time: {train_s:.0f} s; total {seconds:.0f} s"]

@@ -54,7 +54,11 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     res = run_demo(Path(args.data), Path(args.out), args.overrides)
     t_iou = res["t_iou"]
-    lines = ["# HAM demo (synthetic NIH twin, tiny model: NOT a reproduction)", "",
+    headline = f"test mean AUROC {res['auroc']['mean']:.3f}"
+    if t_iou is not None:
+        headline += f", T(IoU@0.1) {t_iou.loc['mean', '0.1']:.3f}"
+    headline += " (HAM demo, synthetic NIH twin, tiny model: NOT a reproduction)"
+    lines = [headline, "",
              f"- run: {res['run_dir']}", f"- test mean AUROC (14 classes): {res['auroc']['mean']:.3f}",
              f"- anomaly-head AUROC: {res['ano_auroc']:.3f}"]
     if t_iou is not None:

@@ -9,7 +9,8 @@
 3. For each method (adnet, ham, agcnn, chextriev, cxrclip): if the method has a ``demo`` module
    (``<method>/demo.py``, found without importing the method), runs ``python -m <method>.demo --data <data>
    --out <out>/<method>`` in a subprocess, streams its output and shows its summary (``<out>/<method>/summary.md``
-   when the demo writes one, else the last lines it printed); otherwise prints "<method>: not implemented yet".
+   when the demo writes one — its first line is the headline shown in the final table — else the last lines it
+   printed); otherwise prints "<method>: not implemented yet".
 4. Ends with a table of what ran. Exit status 1 when a method's demo failed, else 0.
 
 ``shared`` never imports method code: the demos run as separate processes.
@@ -261,7 +262,7 @@ def run(data, out, n: int = 200, size: int = 256, seed: int = 0, methods=METHODS
             results.append(run_method_demo(m, data, out, timeout, log=log))
     log("\n| method | status | seconds | summary |\n|---|---|---|---|")
     for r in results:
-        log(f"| {r['method']} | {r['status']} | {r['seconds']:.0f} | {r['summary'][:80]} |")
+        log(f"| {r['method']} | {r['status']} | {r['seconds']:.0f} | {r['summary'][:100]} |")
     (out / "demo_summary.json").write_text(json.dumps({"data": str(data), "n": n, "size": size, "seed": seed,
                                                        "contact_sheet": str(sheet), "methods": results},
                                                       indent=1) + "\n")
