@@ -38,19 +38,19 @@ define adnet_run
 endef
 
 .PHONY: reproduce-adnet-nih reproduce-adnet-mimic reproduce-adnet-chexpert reproduce-adnet-all
-reproduce-adnet-nih:
+reproduce-adnet-nih: install
 	$(call adnet_need_dir,$(ADNET_NIH),$(ADNET_LAYOUT_nih))
 	$(call adnet_need_start,$(ADNET_START))
 	$(call adnet_run,nih_$(ADNET_BACKBONE),$(call adnet_init,$(ADNET_START)))
 
-reproduce-adnet-mimic:
+reproduce-adnet-mimic: install
 	$(call adnet_need_dir,$(ADNET_MIMIC),$(ADNET_LAYOUT_mimic))
 	$(call adnet_need_file,$(ADNET_CHEXCLUSION),CheXclusion test-subject list (testSet_SubjID.csv))
 	$(call adnet_need_start,$(ADNET_START))
 	$(call adnet_run,mimic_$(ADNET_BACKBONE),$(call adnet_init,$(ADNET_START)))
 
 # The published CheXpert row is ResNet50 only.
-reproduce-adnet-chexpert:
+reproduce-adnet-chexpert: install
 	$(call adnet_need_dir,$(ADNET_CHEXPERT),$(ADNET_LAYOUT_chexpert))
 	$(call adnet_need_start,resnet50_ADNet)
 	$(call adnet_run,chexpert_resnet50,$(call adnet_init,resnet50_ADNet))
@@ -58,7 +58,7 @@ reproduce-adnet-chexpert:
 # ALL: pretrain on NIH+MIMIC+CheXpert (21 classes) from IN1K, then fine-tune on NIH and MIMIC from OUR ALL
 # weights (EMA of best.pt). Set ADNET_ALL_WEIGHTS=<released {backbone}_ADNet_ALL.pth.tar> to skip pretraining.
 ADNET_ALL_WEIGHTS ?=
-reproduce-adnet-all:
+reproduce-adnet-all: install
 	$(call adnet_need_dir,$(ADNET_NIH),$(ADNET_LAYOUT_nih))
 	$(call adnet_need_dir,$(ADNET_MIMIC),$(ADNET_LAYOUT_mimic))
 	$(call adnet_need_file,$(ADNET_CHEXCLUSION),CheXclusion test-subject list (testSet_SubjID.csv))
