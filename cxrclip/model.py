@@ -105,6 +105,14 @@ def build_image_encoder(cfg: ImageEncoderConfig) -> nn.Module:
     return ResNetImageEncoder(cfg.name, cfg.pretrained)
 
 
+def _enable_activation_checkpointing(hf_model) -> None:
+    """Non-reentrant checkpointing; transformers 5 renamed the method (the old one warns and goes in v6)."""
+    if hasattr(hf_model, "activation_checkpointing_enable"):
+        hf_model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        hf_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 class CXRClip(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -116,7 +124,7 @@ class CXRClip(nn.Module):
         if cfg.grad_checkpointing:
             for hf_model in (self.text_encoder.bert, getattr(self.image_encoder, "swin", None)):
                 if hf_model is not None:
-                    hf_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                    _enable_activation_checkpointing(hf_model)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.image_projection(self.image_encoder(images)), dim=-1)
