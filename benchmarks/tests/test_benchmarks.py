@@ -16,3 +16,10 @@ def test_loader_benchmark_runs_tiny(tmp_path):
     assert all(r > 0 for r in result["images_per_s"].values())
     assert result["ratio_vs_png1024"]["png1024"] == 1.0
     assert (tmp_path / "loader.json").is_file()
+
+
+def test_retrieval_benchmark_runs_tiny_and_its_baseline_agrees():
+    from benchmarks import retrieval
+    result = retrieval.main(["--n", "60", "--classes", "3", "--k", "5", "--dim", "8", "--reps", "1"])
+    assert set(result["ms"]) == {"retrieval_metrics", "per_query_loop", "knn_search"}
+    assert result["speedup_vs_loop"] > 0
