@@ -10,6 +10,11 @@ Training texts (random; ``rng`` given):
   custom    (CGMH) positives + ``num_negs`` (default 0) negatives from the configured tasks; no uncertain labels.
 Validation texts (deterministic; ``rng=None``): the positives, or "No Finding" when there are none; the first
 sentence of each; no shuffling.
+
+"No Finding": a prompt file need not have this entry (the CGMH fork's has none, and its validation crashed with a
+KeyError on it). A study with nothing positive then reads the built-in ``NO_FINDING_SENTENCE``; a training text
+that comes out empty (no positives and no negatives drawn, e.g. CGMH with ``num_negs`` 0) does the same. A
+"No Finding" entry in the file (with "pos" sentences) takes precedence.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from typing import Iterable, Mapping, Sequence
 from shared.data.labels import NIH_LABELS
 
 NO_FINDING = "No Finding"
+NO_FINDING_SENTENCE = "No acute cardiopulmonary abnormality."  # when the prompt file has no "No Finding" entry
 KINDS = ("pos", "neg", "unc")
 
 
@@ -43,7 +49,14 @@ def template_prompts(labels: Iterable[str]) -> dict[str, dict[str, list[str]]]:
             "neg": [f"No {name}.", f"There is no evidence of {name}.", f"{label} is absent."],
             "unc": [f"Possible {name}.", f"{label} cannot be excluded.", f"Findings may represent {name}."],
         }
-    prompts.setdefault(NO_FINDING, {"pos": ["No acute cardiopulmonary abnormality."], "neg": [], "unc": []})
+    return with_no_finding(prompts)
+
+
+def with_no_finding(prompts: dict[str, dict[str, list[str]]]) -> dict[str, dict[str, list[str]]]:
+    """``prompts`` with a "No Finding" entry: the file's own when it has "pos" sentences, else the built-in one."""
+    entry = prompts.get(NO_FINDING) or {}
+    if not entry.get("pos"):
+        prompts[NO_FINDING] = {"neg": [], "unc": [], **entry, "pos": [NO_FINDING_SENTENCE]}
     return prompts
 
 
@@ -55,10 +68,12 @@ def load_prompts(path: str | Path) -> dict[str, dict[str, list[str]]]:
     for label, entry in data.items():
         if not isinstance(entry, dict) or set(entry) - set(KINDS):
             raise ValueError(f"{path}: label {label!r} must map to a dict with keys among {KINDS}, got {entry!r}")
-    return data
+    return with_no_finding(data)
 
 
 def _sentence(prompts: Mapping, label: str, kind: str, rng: random.Random | None) -> str | None:
+    if label == NO_FINDING and kind == "pos" and not (prompts.get(NO_FINDING) or {}).get("pos"):
+        return NO_FINDING_SENTENCE
     if label not in prompts:
         raise KeyError(f"label {label!r} has no entry in the prompt file (labels there: {sorted(prompts)})")
     sentences = prompts[label].get(kind) or []

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from cxrclip.prompts import (CHEST14_TASKS, NO_FINDING, chexpert_text, load_prompts, positives_text,
-                             template_prompts, validation_text)
+from cxrclip.prompts import (CHEST14_TASKS, NO_FINDING, NO_FINDING_SENTENCE, chexpert_text, load_prompts,
+                             positives_text, template_prompts, validation_text)
 
 PROMPTS = {
     "Cardiomegaly": {"pos": ["The heart is enlarged.", "Cardiomegaly."], "neg": ["Normal heart size."], "unc": []},
@@ -58,3 +58,38 @@ def test_bad_prompt_file_is_named(tmp_path):
     path.write_text(json.dumps({"Edema": {"positive": ["x"]}}))
     with pytest.raises(ValueError, match="bad.json"):
         load_prompts(path)
+
+
+def test_no_finding_falls_back_to_a_built_in_sentence_without_an_entry(tmp_path):
+    path = tmp_path / "own.json"
+    path.write_text(json.dumps({"Pneumothorax": {"pos": ["Pneumothorax."], "neg": ["No pneumothorax."]}}))
+    prompts = load_prompts(path)
+    assert validation_text([], prompts) == NO_FINDING_SENTENCE
+    # also when a table never went through load_prompts, and when the file's entry has no "pos" sentence
+    assert validation_text([], {"Pneumothorax": PROMPTS["Pneumothorax"]}) == NO_FINDING_SENTENCE
+    assert validation_text([], {NO_FINDING: {"neg": ["x"]}}) == NO_FINDING_SENTENCE
+    # a file's own "No Finding" sentence wins
+    assert validation_text([], PROMPTS) == "No acute findings."
+
+
+def test_cgmh_example_config_reads_studies_with_no_positive_label(tmp_path):
+    """The shipped CGMH config and prompt file (which has no "No Finding" entry) on a tiny CSV in its format."""
+    import numpy as np
+    from PIL import Image
+
+    from cxrclip import train
+    from shared.config import load_config
+
+    for name in ("a.png", "b.png", "c.png"):
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40), dtype=np.uint8)).save(tmp_path / name)
+    csv = tmp_path / "cgmh.csv"
+    csv.write_text('image,text_label\n"[\'a.png\', \'b.png\']","[\'Chest tube in place\']"\n"[\'c.png\']","[]"\n')
+    cfg = load_config(train.TrainConfig, "cxrclip/configs/cgmh_example.yaml",
+                      [f"data.sources.0.train_csv={csv}", f"data.sources.0.valid_csv={csv}", "data.image_size=32"])
+    assert NO_FINDING not in json.loads(open(cfg.data.sources[0].prompt_file).read())
+    for is_train in (False, True):
+        dataset, texts = train.build_datasets(cfg, train=is_train)
+        healthy = dataset[1]
+        assert healthy["text1"] == healthy["text2"] == NO_FINDING_SENTENCE
+        assert dataset[0]["text1"] and dataset[0]["text1"] != NO_FINDING_SENTENCE
+        assert NO_FINDING_SENTENCE in texts  # so a vocabulary built from the texts ("build") covers it
