@@ -9,6 +9,7 @@ concatenated max-pooled features of two DenseNet-121 branches (a ResNet-50 AG-CN
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -47,11 +48,30 @@ def _strip(key: str) -> str:
     return key
 
 
+# torchvision's DenseNet files from before its layer renaming (e.g. densenet121-a639ec97.pth) name the layers of a
+# dense block ``denselayerN.norm.1`` / ``conv.2`` where torchvision today and timm say ``norm1`` / ``conv2``;
+# torchvision renames them on load, so do we. For densenet121 / resnet50 every other key of a torchvision file is
+# already the timm name (checked in tests against timm 1.0).
+_KEY_MAP = ((re.compile(r"(denselayer\d+\.)(norm|relu|conv)\.([12])\."), r"\1\2\3."),)
+# Buffers a file may lack without changing the model: old PyTorch (< 0.4.1) files have no BatchNorm counter.
+_OPTIONAL_SUFFIXES = ("num_batches_tracked",)
+
+
+def canonical_key(key: str) -> str:
+    """A file's key in the timm backbone's naming: wrapper prefixes stripped, legacy torchvision names mapped."""
+    key = _strip(key)
+    for pattern, repl in _KEY_MAP:
+        key = pattern.sub(repl, key)
+    return key
+
+
 def load_backbone(branch: Branch, path: str | Path) -> list[str]:
-    """Load ImageNet (timm-format) weights from a local file into ``branch.backbone``; the classifier of the
-    file is ignored. Returns the backbone keys that were not in the file; raises on a shape mismatch or when
-    nothing matched."""
-    sd = {_strip(k): v for k, v in _load_state_dict(path).items()}
+    """Load ImageNet weights (timm or torchvision format, legacy torchvision DenseNet names included) from a
+    local file into ``branch.backbone``; the classifier of the file is ignored. Every backbone tensor must come
+    from the file: a shape mismatch or a missing key is a ValueError naming the keys (the first 10 and the
+    count). Only BatchNorm's ``num_batches_tracked`` counters may be absent (old files lack them); those keys are
+    returned (they keep their initial value)."""
+    sd = {canonical_key(k): v for k, v in _load_state_dict(path).items()}
     sd = {k: v for k, v in sd.items() if not k.startswith(_CLASSIFIER_PREFIXES)}
     own = branch.backbone.state_dict()
     bad = [f"{k}: file {list(v.shape)} vs model {list(own[k].shape)}" for k, v in sd.items()
@@ -63,6 +83,12 @@ def load_backbone(branch: Branch, path: str | Path) -> list[str]:
         raise ValueError(f"{path}: no key matches the {type(branch.backbone).__name__} backbone "
                          f"(file keys e.g. {list(sd)[:3]}, model keys e.g. {list(own)[:3]})")
     missing = [k for k in own if k not in sd]
+    required = [k for k in missing if not k.endswith(_OPTIONAL_SUFFIXES)]
+    if required:
+        unused = [k for k in sd if k not in own]
+        raise ValueError(f"{path}: incomplete weights for the {type(branch.backbone).__name__} backbone: "
+                         f"{len(required)} of {len(own)} tensors missing from the file, e.g. {required[:10]}"
+                         + (f"; {len(unused)} file key(s) matched nothing, e.g. {unused[:10]}" if unused else ""))
     branch.backbone.load_state_dict({k: sd[k] for k in matched}, strict=False)
     return missing
 

@@ -1,5 +1,8 @@
 """AG-CNN architecture: parameter counts of spec section 5, shapes, pooling, the seed fusion-FC file."""
+import re
+
 import pytest
+import timm
 import torch
 
 from agcnn.model import AGCNN, Branch, count_parameters
@@ -90,6 +93,59 @@ def test_backbone_weights_from_local_file(tmp_path):
     torch.save({"x.weight": torch.zeros(1)}, tmp_path / "junk.pth")
     with pytest.raises(ValueError, match="no key matches"):
         load_backbone(dst, tmp_path / "junk.pth")
+
+
+
+def _legacy_densenet_name(key: str) -> str:
+    """torchvision's pre-rename DenseNet naming (densenet121-a639ec97.pth): denselayerN.norm1 -> norm.1 etc."""
+    return re.sub(r"(denselayer\d+\.)(norm|relu|conv)([12])\.", r"\1\2.\3.", key)
+
+
+def test_torchvision_densenet121_with_legacy_names_loads_completely(tmp_path):
+    import torchvision
+
+    src = torchvision.models.densenet121(weights=None)
+    with torch.no_grad():  # random running statistics too, so that buffers are checked, not just init values
+        for m in src.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2.0)
+    sd = {_legacy_densenet_name(k): v for k, v in src.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert "features.denseblock1.denselayer1.norm.1.weight" in sd  # really the legacy form, as the old file
+    torch.save(sd, tmp_path / "densenet121-legacy.pth")
+    dst = Branch("densenet121", num_classes=15)
+    skipped = load_backbone(dst, tmp_path / "densenet121-legacy.pth")
+    assert skipped and all(k.endswith("num_batches_tracked") for k in skipped)  # the old file has no counters
+    want = {k: v for k, v in src.state_dict().items() if not k.startswith("classifier.")}
+    got = dst.backbone.state_dict()
+    assert len(want) == len(got) == 725
+    for k, v in want.items():
+        if not k.endswith("num_batches_tracked"):
+            torch.testing.assert_close(got[k], v, rtol=0, atol=0, msg=k)
+
+
+def test_truncated_backbone_file_is_an_error_naming_the_missing_keys(tmp_path):
+    src = Branch("resnet18", num_classes=1000).backbone.state_dict()
+    keys = list(src)
+    torch.save({k: src[k] for k in keys[:-20]}, tmp_path / "cut.pth")
+    dst = Branch("resnet18", num_classes=15)
+    before = {k: v.clone() for k, v in dst.backbone.state_dict().items()}
+    n_missing = sum(not k.endswith("num_batches_tracked") for k in keys[-20:])
+    with pytest.raises(ValueError, match=rf"{n_missing} of {len(keys)} tensors missing.*layer4\.1\."):
+        load_backbone(dst, tmp_path / "cut.pth")
+    for k, v in dst.backbone.state_dict().items():  # nothing half-loaded
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["resnet50", "densenet121"])
+def test_torchvision_and_timm_backbones_share_key_names(name):
+    """Why no other key map is needed: torchvision's current names are timm's (only the classifier differs)."""
+    import torchvision
+
+    with torch.device("meta"):
+        tv = set(getattr(torchvision.models, name)(weights=None).state_dict())
+        tm = set(timm.create_model(name, pretrained=False, num_classes=0, global_pool="").state_dict())
+    assert tm <= tv and {k.split(".")[0] for k in tv - tm} == {"classifier" if name == "densenet121" else "fc"}
 
 
 @pytest.mark.parametrize("backbone, classes, gmac", [("resnet50", 15, 4.09), ("densenet121", 14, 2.83)])
