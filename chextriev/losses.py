@@ -4,6 +4,8 @@
   (V0-V6; gi = ``graph_importance``; a term whose weight is 0 is not computed).
 * :func:`ath_triplet`: ATH's in-batch triplet loss on the hash codes.
 * :func:`compute_loss`: the loss of any model's output dict given a batch (what train.py hands the engine).
+* :func:`image_scores`: the image-level logits the validation AUROC (early stopping, best checkpoint) is computed
+  from — always a head the loss trains under the given ``graph_importance``.
 """
 from __future__ import annotations
 
@@ -41,6 +43,21 @@ def ath_triplet(codes: torch.Tensor, labels: torch.Tensor, margin_per_bit: float
     d_neg = (codes - codes[neg]).pow(2).mean(1)
     d_pos = (codes - codes[pos]).pow(2).mean(1)
     return F.relu(margin_per_bit * bits - d_neg + d_pos).mean()
+
+
+def image_scores(out: dict, graph_importance: float = 1.0) -> torch.Tensor:
+    """(B, 9) image-level logits for validation AUROC, from a head that the loss actually trains.
+
+    With ``graph_importance > 0`` the graph head (``out["logits"]``) is supervised, so it is used. With
+    ``graph_importance == 0`` (V0-node) only the node head is: V0's ``fc_graph`` then never receives a gradient
+    and its logits stay at their random initialisation, so the image score is the max over the 18 anatomies'
+    node logits — the logit form of the label rule "image label = OR over anatomies" (sigmoid is monotone, so
+    max of logits = max of probabilities; AUROC depends only on the order). Models without node logits
+    (baselines) always use ``out["logits"]``."""
+    node = out.get("node_logits")
+    if graph_importance <= 0 and node is not None:
+        return node.amax(dim=1)
+    return out["logits"]
 
 
 def compute_loss(name: str, out: dict, batch: dict, graph_importance: float = 1.0, triplet_weight: float = 1.0):

@@ -5,7 +5,9 @@
 
 Recipe (spec section 3): Adam, ReduceLROnPlateau on the validation loss (StepLR for AnaXNet), gradient clipping
 0.5, early stopping and checkpoint selection on the validation mean AUROC (``engine.monitor``), gradient
-accumulation to the original effective batch. Writes runs/chextriev/<name>/<timestamp>/ (see shared.engine);
+accumulation to the original effective batch. The AUROC's image scores come from a head the loss trains
+(``chextriev.losses.image_scores``: the graph head, or for node-only supervision (V0-node, graph_importance 0)
+the max over the anatomies' node logits). Writes runs/chextriev/<name>/<timestamp>/ (see shared.engine);
 evaluate it with ``python -m chextriev.test -cfg ... --run RUN_DIR``.
 """
 from __future__ import annotations
@@ -28,7 +30,7 @@ from shared.metrics.classification import per_class_auroc
 
 from chextriev.config import ChextrievConfig
 from chextriev.data import AnatomyDataset, CachedDataset, build_feature_cache, cache_key
-from chextriev.losses import compute_loss
+from chextriev.losses import compute_loss, image_scores
 from chextriev.models import ANATOMY_MODELS, build_model
 from chextriev.prepare import Prepared
 
@@ -155,7 +157,8 @@ def train(cfg: ChextrievConfig, resume: Optional[str] = None) -> Path:
         out = {"logits": pred["logits"], "node_logits": pred.get("node_logits"), "hash": pred["embedding"]}
         batch = {"labels": pred["labels"], "node_labels": pred["node_labels"]}
         loss, _ = compute_loss(cfg.model.name, out, batch, cfg.loss.graph_importance, cfg.loss.triplet_weight)
-        auroc = per_class_auroc(pred["labels"].numpy(), torch.sigmoid(pred["logits"]).numpy())
+        scores = image_scores(out, cfg.loss.graph_importance)      # a head the loss trains (V0-node: nodes)
+        auroc = per_class_auroc(pred["labels"].numpy(), torch.sigmoid(scores).numpy())
         metrics = {"val/loss": float(loss), "val/auroc_mean": float(np.nanmean(auroc))
                    if np.isfinite(auroc).any() else float("nan")}
         if isinstance(scheduler, ValLossPlateau):
