@@ -23,6 +23,7 @@ MLP                          1x1-BN-GELU-dw3x3-BN-GELU-1x1-BN   1x1-GELU-BN-(dw3
 fc_layer                     1x1 conv, no bias                 1x1 conv (no bias) + BN + ReLU
 head                         LayerNorm(eps 1e-6) -> Linear      Linear
 init of the added parts      PyTorch default                   Kaiming fan_out (conv) / trunc-normal .02
+                                                               (backbone: timm's init or pretrained)
 ============================ ================================= ==========================================
 
 ``MODEL_NAMES`` lists the 16 original model names with their default class counts; :func:`build_model` builds one
@@ -225,6 +226,9 @@ class ADNet(nn.Module):
         drop_path_rate: passed to the backbone. The original declared one but never applied it, so the
             faithful value is 0.0.
         backbone_kwargs: extra kwargs for ``timm.create_model`` (e.g. ``pretrained_cfg_overlay``).
+        pretrained_backbone: ``timm.create_model(..., pretrained=True)`` for the backbone (with
+            ``backbone_kwargs=dict(pretrained_cfg_overlay=dict(file=PATH))`` for a local file). Those weights are
+            kept: the ResNet-style re-initialisation touches only the added parts (decoder, fc_layer, HMT, head).
     """
 
     def __init__(self, backbone: str = "convnext_tiny", num_classes: int = 14, style: Style | None = None,
@@ -266,8 +270,9 @@ class ADNet(nn.Module):
         self.hmt = HarmonicMagnitudeTransform(c32, dft_size)
         self.norm = nn.LayerNorm(c32, eps=1e-6) if self.style == "convnext" else nn.Identity()
         self.head = nn.Linear(c32, num_classes) if num_classes > 0 else nn.Identity()
-        if self.style == "resnet":
-            self.apply(_init_resnet_style)
+        if self.style == "resnet":   # the added parts only: the backbone keeps timm's (possibly pretrained) weights
+            for part in (self.decoder, self.fc_layer, self.hmt, self.norm, self.head):
+                part.apply(_init_resnet_style)
 
     # -- timm-like API -------------------------------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> None:

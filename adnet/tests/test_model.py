@@ -4,11 +4,12 @@ from __future__ import annotations
 import math
 
 import pytest
+import timm
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import adnet
-from adnet.model import MODEL_NAMES, DecoderLayer, HarmonicMagnitudeTransform, build_model, parse_model_name
+from adnet.model import ADNet, MODEL_NAMES, DecoderLayer, HarmonicMagnitudeTransform, build_model, parse_model_name
 
 from .conftest import tiny_model
 
@@ -185,3 +186,28 @@ def test_memory_estimate_counts_activations_not_weights():
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     assert 3.0 < large / small < 4.6           # activations grow with the image area (4x), weights do not
     assert large - small > 2 * params          # the difference is activations, weights are excluded
+
+
+@pytest.mark.parametrize("style", ["convnext", "resnet"])
+def test_pretrained_backbone_weights_survive_construction(tmp_path, style):
+    """pretrained_backbone=True (timm, here from a local file): the backbone keeps those weights; the ResNet-style
+    re-initialisation touches only the added parts."""
+    from .conftest import TINY_CONVNEXT, TINY_RESNET
+    spec = TINY_CONVNEXT if style == "convnext" else TINY_RESNET
+    torch.manual_seed(11)
+    source = timm.create_model(spec["backbone"], num_classes=1000, **spec["backbone_kwargs"])
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(0.123)          # far from any init distribution
+    path = tmp_path / "backbone.pth"
+    torch.save(source.state_dict(), path)
+    kwargs = dict(spec["backbone_kwargs"], pretrained_cfg_overlay=dict(file=str(path)))
+    model = ADNet(spec["backbone"], num_classes=14, head_dim=spec["head_dim"], dft_size=spec["dft_size"],
+                  backbone_kwargs=kwargs, pretrained_backbone=True)
+    reference = source.state_dict()
+    own = model.backbone.state_dict()
+    assert own
+    for k, v in own.items():
+        torch.testing.assert_close(v, reference[k], msg=k)
+    if style == "resnet":   # the added parts were re-initialised (conv biases zero, BN weight one)
+        assert torch.all(model.fc_layer[1].weight == 1)
