@@ -1,7 +1,7 @@
 """AG-CNN configuration: one typed tree, read from configs/*.yaml by ``shared.config``.
 
 Defaults are the paper's ResNet-50 setting (spec section 2): C = 15, max pooling, tau = 0.7 on max|f|,
-three stages of 50 epochs, SGD(momentum 0.9, wd 1e-4) lr 0.01 / 10 after 20 epochs, batch 128 / 64 / 64,
+three stages of 50 epochs, SGD(momentum 0.9, wd 1e-4) lr 0.01 / 10 once after 20 epochs, batch 128 / 64 / 64,
 resize 256x256 -> random-resized-crop 224 + hflip (train), resize 256x256 -> center-crop 224 (test).
 """
 from __future__ import annotations
@@ -50,7 +50,8 @@ class StageConfig:
     epochs: int = 50
     batch_size: int = 128
     lr: float = 0.01
-    lr_step_epochs: int = 20
+    # lr x lr_gamma at each listed epoch (MultiStepLR); an int n instead = every n epochs (StepLR: 20 -> 20, 40)
+    lr_step_epochs: int | list[int] = field(default_factory=lambda: [20])
     lr_gamma: float = 0.1
     max_iters: int = 0                         # >0: stop this stage after that many optimizer steps (debug)
 

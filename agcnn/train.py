@@ -157,13 +157,19 @@ def make_optimizer(cfg: Config, params, stage: StageConfig) -> torch.optim.Optim
     return torch.optim.Adam(params, lr=stage.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
 
 
+def make_scheduler(optimizer: torch.optim.Optimizer, stage: StageConfig):
+    """Per-epoch step decay: ``lr_step_epochs: [20]`` divides the lr once, after epoch 20 (the paper's "lr 0.01
+    divided by 10 after 20 epochs", the configs' reading); an int ``20`` every 20 epochs (StepLR: at 20 and 40)."""
+    return step_schedule(optimizer, stage.lr_step_epochs, stage.lr_gamma)
+
+
 def run_stage(model: AGCNN, cfg: Config, sets: dict, run_dir: Path, stage: Stage) -> dict:
     """Train one stage in ``run_dir/<stage.dirname>`` (resuming there) and leave its best weights in ``model``."""
     stage_dir = run_dir / stage.dirname
     model.set_trainable(stage.parts)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(cfg, params, stage.cfg)
-    scheduler = step_schedule(optimizer, stage.cfg.lr_step_epochs, stage.cfg.lr_gamma)
+    scheduler = make_scheduler(optimizer, stage.cfg)
     engine = dataclasses.replace(cfg.engine, epochs=stage.cfg.epochs, max_iters=stage.cfg.max_iters,
                                  monitor="val/auroc_mean", monitor_mode="max")
     ref: list = []

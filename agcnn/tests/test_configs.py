@@ -1,4 +1,5 @@
 """Configs carry the paper's recipe (spec sections 2-3), name a published entry, and the reproduce target works."""
+import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
@@ -37,7 +38,7 @@ def test_paper_settings_follow_the_spec(name):
     assert t.mode == "staged"
     stages = (t.global_stage, t.local_stage, t.fusion_stage)
     assert tuple(s.batch_size for s in stages) == batches
-    assert all((s.epochs, s.lr, s.lr_step_epochs, s.lr_gamma) == (50, 0.01, 20, 0.1) for s in stages)
+    assert all((s.epochs, s.lr, s.lr_step_epochs, s.lr_gamma) == (50, 0.01, [20], 0.1) for s in stages)
 
 
 def test_shipped_chexnet_split_has_the_published_counts():
@@ -61,3 +62,41 @@ def test_reproduce_target_fails_clearly_without_data_and_chains_train_test_repor
     steps = [line for line in dry.stdout.splitlines() if " -m " in line]
     assert [s.split(" -m ")[1].split()[0] for s in steps] == ["agcnn.train", "agcnn.test", "shared.report"]
     assert "configs/nih_resnet50.yaml" in steps[0] and str(tmp_path / "runs" / "agcnn" / "nih_resnet50") in steps[1]
+
+
+def _stage_lrs(cfg, stage, epochs):
+    import torch
+
+    from agcnn.train import make_optimizer, make_scheduler
+
+    opt = make_optimizer(cfg, [torch.nn.Parameter(torch.zeros(1))], stage)
+    sched = make_scheduler(opt, stage)
+    lrs = []
+    for _ in range(epochs):  # the Trainer steps it once per epoch (scheduler_interval="epoch")
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs
+
+
+def test_base_config_divides_the_lr_once_after_epoch_20():
+    """Spec: "lr 0.01 divided by 10 after 20 epochs, 50 epochs per stage" -> 0.01 for epochs 0-19, 0.001 after;
+    no second drop at 40 (what an int 20, StepLR semantics, would do)."""
+    cfg = load_config(Config, AGCNN / "configs" / "base.yaml")
+    for stage in (cfg.train.global_stage, cfg.train.local_stage, cfg.train.fusion_stage):
+        lrs = _stage_lrs(cfg, stage, stage.epochs)
+        assert len(lrs) == 50
+        assert lrs[:20] == pytest.approx([0.01] * 20) and lrs[20:] == pytest.approx([0.001] * 30)
+    every_20 = dataclasses.replace(cfg.train.global_stage, lr_step_epochs=20)
+    assert _stage_lrs(cfg, every_20, 50)[39:41] == pytest.approx([0.001, 0.0001])
+
+
+def test_lr_step_epochs_takes_an_int_or_a_list_on_the_command_line():
+    from shared.config import parse_config
+
+    base = str(AGCNN / "configs" / "base.yaml")
+    cfg, _ = parse_config(Config, ["-cfg", base, "--set", "train.global_stage.lr_step_epochs=[20,35]",
+                                   "train.local_stage.lr_step_epochs=20"])
+    assert cfg.train.global_stage.lr_step_epochs == [20, 35] and cfg.train.local_stage.lr_step_epochs == 20
+    with pytest.raises(SystemExit):
+        parse_config(Config, ["-cfg", base, "--set", "train.global_stage.lr_step_epochs=soon"])
