@@ -12,8 +12,14 @@ HR = m / k, RR = 1 / r_1 (0 if no hit). A class's value is the mean over its que
 unweighted mean over classes, "Class Weighted Average" weights each class by its number of query rows
 (= the original's test_weights.npy, counts / total rows). ``skip_no_hit=True`` (the original's "skip" mode)
 drops zero-hit rows from the class means — it inflates numbers; the paper reports skip=False. The weights stay
-the full query counts in both modes (the original loads them from a fixed file). A class without any query row
-is NaN and left out of both averages (``df.attrs["excluded"]``).
+the full query counts in both modes (the original loads them from a fixed file).
+
+A class with no query rows (no positive image in a subgroup, or every row dropped by skip mode) has no mean.
+``empty_class="exclude"`` (default): its row is NaN and it is left out of both averages
+(``df.attrs["excluded"]``). ``empty_class="zero"`` (the original's convention, needed to compare subgroup and
+skip-mode tables with published ones): its row is 0.0 and both averages still run over all classes — Class
+Average divides by C, the weighted average is sum_c w_c * value_c (``df.attrs["zeroed"]``). On a table where every
+class has query rows (the full 9/17-class test tables at skip=False) the two conventions agree.
 
 ``neighbors`` must already exclude the query itself; ``knn_search`` does that (by index — correct when two test
 images are identical, as CheXtriev's 1517 and 2878 are) or, with ``faithful_drop_first=True``, drops the first
@@ -36,6 +42,7 @@ from ._util import binary_labels, default_names, to_numpy
 __all__ = [
     "retrieval_metrics", "per_query_metrics", "knn_search", "side_aware_labels", "image_labels",
     "subgroup_mask", "SIDE_AWARE_CLASSES", "AGE_BINS", "CLASS_AVERAGE", "CLASS_WEIGHTED_AVERAGE",
+    "EMPTY_CLASS_CONVENTIONS",
 ]
 
 CLASS_AVERAGE = "Class Average"
@@ -84,13 +91,21 @@ def _per_query(lab: np.ndarray, nb: np.ndarray):
     return ap, hr, rr, hits, rel
 
 
+EMPTY_CLASS_CONVENTIONS = ("exclude", "zero")
+
+
 def retrieval_metrics(labels, neighbors, k: int, skip_no_hit: bool = False,
-                      class_names: Sequence[str] | None = None) -> pd.DataFrame:
+                      class_names: Sequence[str] | None = None, *, empty_class: str = "exclude") -> pd.DataFrame:
     """mAP / mHR / mRR @k per class + "Class Average" + "Class Weighted Average" (see module doc).
 
     ``labels``: (N, C) 0/1; ``neighbors``: (N, >=k) ranked database indices (query removed).
-    ``df.attrs``: ``query_counts`` (rows per class), ``weights`` (counts / total), ``excluded``, ``k``, ``skip``.
+    ``empty_class``: "exclude" (NaN, left out of the averages) or "zero" (0.0, averaged over all classes: the
+    original's convention) for a class without query rows.
+    ``df.attrs``: ``query_counts`` (rows per class), ``weights`` (counts / total), ``excluded`` (classes left
+    out), ``zeroed`` (classes counted as 0), ``empty_class``, ``k``, ``skip``.
     """
+    if empty_class not in EMPTY_CLASS_CONVENTIONS:
+        raise ValueError(f"empty_class must be one of {EMPTY_CLASS_CONVENTIONS}, got {empty_class!r}")
     lab, nb = _check(labels, neighbors, k)
     names = default_names(class_names, lab.shape[1])
     ap, hr, rr, hits, _ = _per_query(lab, nb)
@@ -101,17 +116,26 @@ def retrieval_metrics(labels, neighbors, k: int, skip_no_hit: bool = False,
     ok = n_use > 0
     for j, v in enumerate((ap, hr, rr)):
         out[ok, j] = (v * use).sum(0)[ok] / n_use[ok]
-    df = pd.DataFrame(out, index=pd.Index(names, name="Label Name"), columns=["mAP", "mHR", "mRR"])
-    present = counts > 0
     weights = counts / max(counts.sum(), 1)
-    have = present & ok
-    df.loc[CLASS_AVERAGE] = out[have].mean(0) if have.any() else np.nan
-    if have.any():
-        df.loc[CLASS_WEIGHTED_AVERAGE] = (out[have] * weights[have, None]).sum(0) / weights[have].sum()
+    have = (counts > 0) & ok
+    zeroed: list = []
+    if empty_class == "zero":
+        zeroed = [n for n, h in zip(names, have) if not h]
+        out[~have] = 0.0
+        class_avg = out.mean(0)
+        weighted = (out * weights[:, None]).sum(0)
+        have = np.ones_like(have)
+    elif have.any():
+        class_avg = out[have].mean(0)
+        weighted = (out[have] * weights[have, None]).sum(0) / weights[have].sum()
     else:
-        df.loc[CLASS_WEIGHTED_AVERAGE] = np.nan
+        class_avg = weighted = np.full(3, np.nan)
+    df = pd.DataFrame(out, index=pd.Index(names, name="Label Name"), columns=["mAP", "mHR", "mRR"])
+    df.loc[CLASS_AVERAGE] = class_avg
+    df.loc[CLASS_WEIGHTED_AVERAGE] = weighted
     df.attrs.update(query_counts=dict(zip(names, counts.tolist())), weights=weights.tolist(),
-                    excluded=[n for n, h in zip(names, have) if not h], k=int(k), skip=bool(skip_no_hit))
+                    excluded=[n for n, h in zip(names, have) if not h], zeroed=zeroed, empty_class=empty_class,
+                    k=int(k), skip=bool(skip_no_hit))
     return df
 
 

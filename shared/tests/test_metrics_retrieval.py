@@ -161,3 +161,44 @@ def test_subgroup_mask():
         subgroup_mask(f.drop(columns="age"), age_bin="20-40")
     with pytest.raises(ValueError, match="age bin"):
         subgroup_mask(f, age_bin="10-20")
+
+
+def test_empty_class_conventions_by_hand():
+    # 5 images, 3 classes, k = 2. class_2 has no positive image (as in a small subgroup); class_1's queries
+    # (1, 3) have no hit, so skip mode empties it too. class_0: query 0 hits at rank 1 (AP 1, HR 1/2, RR 1),
+    # query 2 has no hit (0, 0, 0) -> plain (1/2, 1/4, 1/2), skip (1, 1/2, 1). Weights = counts / 4 = [1/2, 1/2, 0].
+    labels = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 1, 0], [0, 0, 0]])
+    nb = np.array([[2, 4], [4, 0], [4, 1], [0, 4], [0, 1]])
+    ca, wa, cols = CLASS_AVERAGE, CLASS_WEIGHTED_AVERAGE, ["mAP", "mHR", "mRR"]
+
+    def row(df, name):
+        return df.loc[name, cols].to_numpy(dtype=float)
+
+    # plain, exclude (default): class_2 NaN and left out; averages over classes 0 and 1
+    ex = retrieval_metrics(labels, nb, k=2)
+    assert np.isnan(row(ex, "class_2")).all() and ex.attrs["excluded"] == ["class_2"] and ex.attrs["zeroed"] == []
+    np.testing.assert_allclose(row(ex, "class_0"), [1 / 2, 1 / 4, 1 / 2])
+    np.testing.assert_allclose(row(ex, "class_1"), [0, 0, 0])
+    np.testing.assert_allclose(row(ex, ca), [1 / 4, 1 / 8, 1 / 4])
+    np.testing.assert_allclose(row(ex, wa), [1 / 4, 1 / 8, 1 / 4])
+    # plain, zero (original): class_2 counts as 0 and the Class Average divides by 3; its weight is 0
+    zr = retrieval_metrics(labels, nb, k=2, empty_class="zero")
+    np.testing.assert_allclose(row(zr, "class_2"), [0, 0, 0])
+    assert zr.attrs["zeroed"] == ["class_2"] and zr.attrs["excluded"] == [] and zr.attrs["empty_class"] == "zero"
+    np.testing.assert_allclose(row(zr, ca), [1 / 6, 1 / 12, 1 / 6])
+    np.testing.assert_allclose(row(zr, wa), [1 / 4, 1 / 8, 1 / 4])
+    # skip, exclude: only class_0 (query 0) is left -> both averages = class_0
+    sx = retrieval_metrics(labels, nb, k=2, skip_no_hit=True)
+    assert sx.attrs["excluded"] == ["class_1", "class_2"]
+    np.testing.assert_allclose(row(sx, ca), [1, 1 / 2, 1])
+    np.testing.assert_allclose(row(sx, wa), [1, 1 / 2, 1])
+    # skip, zero: classes 1 and 2 count as 0; weighted = 1/2 * class_0 (class_1 keeps its full weight 1/2)
+    sz = retrieval_metrics(labels, nb, k=2, skip_no_hit=True, empty_class="zero")
+    assert sz.attrs["zeroed"] == ["class_1", "class_2"]
+    np.testing.assert_allclose(row(sz, ca), [1 / 3, 1 / 6, 1 / 3])
+    np.testing.assert_allclose(row(sz, wa), [1 / 2, 1 / 4, 1 / 2])
+    # every class has query rows: the conventions agree
+    full = labels[:4, :2], nb[:4] % 4
+    pd.testing.assert_frame_equal(retrieval_metrics(*full, k=2), retrieval_metrics(*full, k=2, empty_class="zero"))
+    with pytest.raises(ValueError, match="empty_class"):
+        retrieval_metrics(labels, nb, k=2, empty_class="nan")
