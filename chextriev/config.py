@@ -45,6 +45,9 @@ class EvalConfig:
     drop_self: Literal["first", "id"] = "first"   # first: the original (drop the first result); id: the fix
     side_aware: bool = True                # also the 17-class (right/left) tables
     skip_modes: List[bool] = field(default_factory=lambda: [False, True])
+    empty_class: Literal["zero", "exclude"] = "zero"   # a class without query rows (subgroups, skip mode):
+    #                                      zero = 0.0 and still averaged (the original; comparable with published)
+    #                                      exclude = NaN, left out of Class Average / Weighted Average
     subgroups: bool = True                 # view AP/PA, sex, age bins (9 classes, skip=False)
     strips: int = 4                        # PNG strips: a query and its top-5, for this many queries
     split: str = "test"

@@ -64,7 +64,7 @@ def run_demo(data: str | Path, out: str | Path, overrides: Sequence[str] = ()) -
     labels = prepared.labels[test_rows].any(1).astype(np.int64)
     rng = np.random.default_rng(0)
     _, rand_nb = knn_search(rng.normal(size=(len(test_rows), 32)).astype(np.float32), 10)
-    random_map = retrieval_metrics(labels, rand_nb, 10).loc[CLASS_AVERAGE, "mAP"]
+    random_map = retrieval_metrics(labels, rand_nb, 10, empty_class="zero").loc[CLASS_AVERAGE, "mAP"]
     summary = {"run_dir": str(run_dir), "mAP@10": float(table.loc[CLASS_AVERAGE, "mAP"]),
                "mHR@10": float(table.loc[CLASS_AVERAGE, "mHR"]), "mRR@10": float(table.loc[CLASS_AVERAGE, "mRR"]),
                "random_mAP@10": float(random_map), "seconds": time.perf_counter() - t0}

@@ -8,6 +8,8 @@ L2-normalised vectors, ``shared.metrics.retrieval.knn_search``) and writes into 
 
     table_{9,17}cls_top{k}_skip{0,1}.txt/.csv   mAP / mHR / mRR per class + Class Average + Class Weighted Average
     subgroups_9cls.csv                           the same for view AP/PA, sex M/F, age 20-40/40-60/60-80/80-100
+Averages use ``eval.empty_class`` (default "zero", the original's: a class without query rows — possible in a
+subgroup or in skip mode — counts as 0.0 and stays in the averages); every .txt table ends with a line naming it.
     topk.csv                                     per query: image_id, the top-k retrieved image_ids and scores
     per_query_9cls_top10.csv                     the original's per-query CSV layout
     strip_<n>.png                                a query next to its top-5 with their labels
@@ -78,12 +80,28 @@ def _center(text: str, width: int) -> str:
 
 
 def retrieval_tables(labels: np.ndarray, neighbors: np.ndarray, ks: Sequence[int], class_names: Sequence[str],
-                     skip_modes: Sequence[bool] = (False,)) -> dict:
+                     skip_modes: Sequence[bool] = (False,), empty_class: str = "zero") -> dict:
     """{(k, skip): DataFrame} of ``shared.metrics.retrieval.retrieval_metrics``: the one table function this CLI
-    (and the fixture test) uses."""
+    (and the fixture test) uses. ``empty_class="zero"`` (default) is the original's averaging — a class without
+    query rows counts as 0.0 and stays in both averages — so subgroup and skip tables compare with published
+    ones; "exclude" leaves such a class out (NaN)."""
     return {(int(k), bool(s)): retrieval_metrics(labels, neighbors, int(k), skip_no_hit=bool(s),
-                                                 class_names=list(class_names))
+                                                 class_names=list(class_names), empty_class=empty_class)
             for k in ks for s in skip_modes}
+
+
+def convention_note(table: pd.DataFrame) -> str:
+    """One line saying how the table's averages treat classes without query rows (written under every table)."""
+    conv = table.attrs.get("empty_class", "exclude")
+    if conv == "zero":
+        text = ("averages: empty_class=zero (original convention, comparable with published tables): a class "
+                "without query rows counts as 0.0 and stays in Class Average / Class Weighted Average")
+        empty = table.attrs.get("zeroed", [])
+    else:
+        text = ("averages: empty_class=exclude (not the original's): a class without query rows is nan and left "
+                "out of Class Average / Class Weighted Average")
+        empty = table.attrs.get("excluded", [])
+    return text + (f"; empty here: {', '.join(empty)}" if empty else "; no class is empty here")
 
 
 def search(embeddings: np.ndarray, k: int, drop_self: str) -> tuple[np.ndarray, np.ndarray]:
@@ -125,9 +143,11 @@ def save_strip(path: Path, query: int, neighbors: Sequence[int], dataset, labels
 def evaluate_embeddings(embeddings: np.ndarray, anatomy_labels: np.ndarray, frame: pd.DataFrame,
                         out_dir: Path, ks: Sequence[int] = (3, 5, 10), drop_self: str = "first",
                         side_aware: bool = True, skip_modes: Sequence[bool] = (False, True),
-                        subgroups: bool = True, verbose: bool = True) -> dict:
+                        subgroups: bool = True, verbose: bool = True, empty_class: str = "zero") -> dict:
     """Everything test.py reports, from embeddings (N, D), anatomy labels (N, 18, 9) and the index rows of the
-    same N images. Returns {"tables9": {(k, skip): df}, "tables17": ..., "subgroups": df, "neighbors": ...}."""
+    same N images. Returns {"tables9": {(k, skip): df}, "tables17": ..., "subgroups": df, "neighbors": ...}.
+    ``empty_class``: how every table's averages treat a class without query rows (see :func:`retrieval_tables`);
+    each .txt table and the subgroup CSV say which convention they use."""
     out_dir.mkdir(parents=True, exist_ok=True)
     labels9 = anatomy_labels.any(1).astype(np.int64)
     kmax = max(ks)
@@ -138,15 +158,17 @@ def evaluate_embeddings(embeddings: np.ndarray, anatomy_labels: np.ndarray, fram
     if side_aware:
         sets.append(("17cls", side_aware_labels(anatomy_labels), SIDE_AWARE_CLASSES))
     for tag, lab, names in sets:
-        tables = retrieval_tables(lab, nbrs, ks, names, skip_modes)
+        tables = retrieval_tables(lab, nbrs, ks, names, skip_modes, empty_class)
         result["tables" + tag[:-3]] = tables
         for (k, skip), table in tables.items():
             stem = f"table_{tag}_top{k}_skip{int(skip)}"
             table.to_csv(out_dir / f"{stem}.csv")
             text = format_table(table)
-            (out_dir / f"{stem}.txt").write_text(text + "\n")
+            note = convention_note(table)
+            (out_dir / f"{stem}.txt").write_text(f"{text}\n{note}\n")
             if verbose and not skip:
-                print(f"\n{tag}, top {k}, skip={skip} ({len(lab)} images, {int(lab.sum())} query rows)\n{text}")
+                print(f"\n{tag}, top {k}, skip={skip} ({len(lab)} images, {int(lab.sum())} query rows)\n{text}\n"
+                      f"{note}")
     topk = pd.DataFrame({"query_index": np.arange(len(ids)), "image_id": ids})
     for r in range(kmax):
         topk[f"top{r + 1}"] = [ids[j] if j >= 0 else "" for j in nbrs[:, r]]
@@ -167,9 +189,12 @@ def evaluate_embeddings(embeddings: np.ndarray, anatomy_labels: np.ndarray, fram
                 continue
             _, sub_nb = search(embeddings[mask], kmax, drop_self)
             for k in ks:
-                t = retrieval_metrics(labels9[mask], sub_nb, k, class_names=IMAGENOME_FINDINGS)
+                t = retrieval_metrics(labels9[mask], sub_nb, k, class_names=IMAGENOME_FINDINGS,
+                                      empty_class=empty_class)
                 rows.append({"subgroup": f"{key}={value}", "images": int(mask.sum()), "k": k,
-                             **{m: t.loc[CLASS_AVERAGE, m] for m in ("mAP", "mHR", "mRR")}})
+                             **{m: t.loc[CLASS_AVERAGE, m] for m in ("mAP", "mHR", "mRR")},
+                             "empty_class": empty_class,
+                             "empty_classes": ";".join(t.attrs["zeroed"] or t.attrs["excluded"])})
         pd.DataFrame(rows).to_csv(out_dir / "subgroups_9cls.csv", index=False)
         result["subgroups"] = pd.DataFrame(rows)
     return result
@@ -209,7 +234,8 @@ def run_test(cfg: ChextrievConfig, run_dir: str | Path, checkpoint: Optional[str
     anatomy = prepared.labels[base.rows]
     out_dir = run_dir / "retrieval"
     res = evaluate_embeddings(pred["embedding"].numpy(), anatomy, frame, out_dir, cfg.eval.ks, cfg.eval.drop_self,
-                              cfg.eval.side_aware, cfg.eval.skip_modes, cfg.eval.subgroups)
+                              cfg.eval.side_aware, cfg.eval.skip_modes, cfg.eval.subgroups,
+                              empty_class=cfg.eval.empty_class)
     np.save(out_dir / "embeddings.npy", pred["embedding"].numpy().astype(np.float32))
     ids = frame["image_id"].astype(str).tolist()
     labels9 = anatomy.any(1).astype(np.int64)
@@ -218,7 +244,10 @@ def run_test(cfg: ChextrievConfig, run_dir: str | Path, checkpoint: Optional[str
         save_strip(out_dir / f"strip_{n}.png", q, res["neighbors"][q], base, labels9, IMAGENOME_FINDINGS, ids)
     notes = [f"{split} split, {len(ids)} images, leave-one-out within the split (train never indexed)",
              f"self-exclusion: {'drop first result (original)' if cfg.eval.drop_self == 'first' else 'by id (fix)'}",
-             "9 classes, skip=False (the paper's setting); 17-class and skip tables under retrieval/"]
+             "9 classes, skip=False (the paper's setting); 17-class and skip tables under retrieval/",
+             f"empty classes: {cfg.eval.empty_class}"
+             + (" (original convention: a class without query rows counts as 0 in the averages)"
+                if cfg.eval.empty_class == "zero" else " (left out of the averages; not the original's)")]
     kmax = max(cfg.eval.ks)
     write_results(run_dir, METHOD, cfg.name, results_metrics(res["tables9"]), published_key=cfg.published_key,
                   notes=notes, headline=[(f"{m}@{k}", CLASS_AVERAGE) for k in cfg.eval.ks for m in ("mAP",)]
