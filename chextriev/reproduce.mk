@@ -14,13 +14,13 @@ CHEXTRIEV_WEIGHTS ?= weights
 CHEXTRIEV_SET ?=
 CHEXTRIEV_RESUME ?=
 CHEXTRIEV_VARIANTS := resnet50 ath anaxnet v0_global v0_node v1 v2 v3 v4 v5 v6 v6_learnable_edges
-CHEXTRIEV_LAYOUT := MIMIC-CXR-JPG 2.0.0 at $(CHEXTRIEV_MIMIC)/ (mimic-cxr-2.0.0-split.csv, mimic-cxr-2.0.0-metadata.csv and files/pXX/pSUBJECT/sSTUDY/DICOM.jpg) and Chest ImaGenome 1.0.0 at $(CHEXTRIEV_IMAGENOME)/ (silver/scene_graph/DICOM_SceneGraph.json); set DATA=...
+CHEXTRIEV_LAYOUT := MIMIC-CXR-JPG 2.0.0 at $(CHEXTRIEV_MIMIC)/ (mimic-cxr-2.0.0-split.csv, mimic-cxr-2.0.0-metadata.csv and files/pXX/pSUBJECT/sSTUDY/DICOM.jpg) and Chest ImaGenome 1.0.0 at $(CHEXTRIEV_IMAGENOME)/ (silver_dataset/scene_graph/DICOM_SceneGraph.json as PhysioNet ships it, or silver/scene_graph/DICOM_SceneGraph.json); set DATA=...
 # the frozen CNN's ImageNet weights per config (none for ATH, trained from scratch)
 chextriev_weights = $(if $(filter ath,$(1)),,$(CHEXTRIEV_WEIGHTS)/$(if $(filter anaxnet,$(1)),densenet121,resnet50)_imagenet.pth)
 
 define chextriev_check
 	@test -f $(CHEXTRIEV_MIMIC)/mimic-cxr-2.0.0-split.csv -o -f $(CHEXTRIEV_MIMIC)/mimic-cxr-2.0.0-split.csv.gz || { echo "reproduce-chextriev: MIMIC-CXR-JPG not found. Expected $(CHEXTRIEV_LAYOUT)" >&2; exit 2; }
-	@test -d $(CHEXTRIEV_IMAGENOME)/silver/scene_graph || { echo "reproduce-chextriev: Chest ImaGenome not found. Expected $(CHEXTRIEV_LAYOUT)" >&2; exit 2; }
+	@test -d $(CHEXTRIEV_IMAGENOME)/silver_dataset/scene_graph -o -d $(CHEXTRIEV_IMAGENOME)/silver/scene_graph || { echo "reproduce-chextriev: Chest ImaGenome not found. Expected $(CHEXTRIEV_LAYOUT)" >&2; exit 2; }
 	$(if $(call chextriev_weights,$(1)),@test -f $(call chextriev_weights,$(1)) || { echo "reproduce-chextriev: ImageNet weights not found: $(call chextriev_weights,$(1)) (a torchvision/timm state dict; set CHEXTRIEV_WEIGHTS=...)" >&2; exit 2; })
 endef
 

@@ -43,6 +43,23 @@ def test_reproduce_target_names_the_expected_layout(tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert "MIMIC-CXR-JPG" in proc.stderr and "silver/scene_graph" in proc.stderr
+    assert "silver_dataset/scene_graph" in proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+@pytest.mark.parametrize("layout", ["silver_dataset/scene_graph", "silver/scene_graph"])
+def test_reproduce_check_accepts_both_imagenome_layouts(tmp_path, layout):
+    """PhysioNet ships silver_dataset/scene_graph; the loader also reads silver/scene_graph: the check passes the
+    ImaGenome test for both and stops at the next missing thing (the ImageNet weights)."""
+    (tmp_path / "mimic-cxr-jpg").mkdir()
+    (tmp_path / "mimic-cxr-jpg" / "mimic-cxr-2.0.0-split.csv").write_text("dicom_id,split\n")
+    (tmp_path / "chest-imagenome" / layout).mkdir(parents=True)
+    proc = subprocess.run(["make", "-o", "install", "reproduce-chextriev-mimic-v6", f"DATA={tmp_path}",
+                           f"CHEXTRIEV_WEIGHTS={tmp_path / 'weights'}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "Chest ImaGenome not found" not in proc.stderr
+    assert "ImageNet weights not found" in proc.stderr
     dry = subprocess.run(["make", "-n", "-o", "install", "reproduce-chextriev-mimic", f"DATA={tmp_path}"],
                          cwd=REPO, capture_output=True, text=True, timeout=60)
     trained = [line for line in dry.stdout.splitlines() if "-m chextriev.train" in line]
