@@ -10,6 +10,9 @@ the (global) batch:
 Under DDP each rank scores its local queries against the keys of all ranks, gathered WITH gradient; the target of
 local query j is ``rank * B + j``. DDP then averages gradients over ranks, which makes the update equal to the
 single-process loss on the whole global batch.
+
+Validation passes ``gather=False``: each rank scores whole validation batches of its own (the batches a single
+process would form) against themselves, so the validation loss does not depend on the number of processes.
 """
 from __future__ import annotations
 
@@ -37,13 +40,14 @@ class CXRClipLoss(nn.Module):
         self.t2t_weight = t2t_weight
 
     def forward(self, image1: torch.Tensor, image2: torch.Tensor, text1: torch.Tensor, text2: torch.Tensor,
-                logit_scale: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """Embeddings are L2-normalised (B, D) tensors of this rank; ``logit_scale`` is exp(learned log-scale)."""
-        gathered = {}
-        offset = 0
-        for name, emb in (("i1", image1), ("i2", image2), ("t1", text1), ("t2", text2)):
-            gathered[name], offset = gather_with_grad(emb)
+                logit_scale: torch.Tensor, gather: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+        """Embeddings are L2-normalised (B, D) tensors of this rank; ``logit_scale`` is exp(learned log-scale).
+        ``gather=False``: the keys are this rank's batch only (validation; see the module docstring)."""
         local = {"i1": image1, "i2": image2, "t1": text1, "t2": text2}
+        gathered, offset = dict(local), 0
+        if gather:
+            for name, emb in local.items():
+                gathered[name], offset = gather_with_grad(emb)
         target = torch.arange(image1.shape[0], device=image1.device) + offset
 
         def ce(query: str, key: str) -> torch.Tensor:

@@ -1,7 +1,9 @@
 """Pre-train CXR-CLIP: ``python -m cxrclip.train -cfg cxrclip/configs/r50_m.yaml [--set key=value ...]``.
 
 AdamW, per-step linear warmup (1 epoch) then half-cosine to 0, AMP, DDP under torchrun; the checkpoint with the
-lowest mean validation loss is kept (runs/cxrclip/<name>/<timestamp>/checkpoints/best.pt).
+lowest mean validation loss is kept (runs/cxrclip/<name>/<timestamp>/checkpoints/best.pt). Under DDP the validation
+batches are shared out among the ranks and scored without the all-gather, so the validation loss is the
+single-process one.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import math
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch.utils.data import ConcatDataset, DataLoader
 
 from cxrclip import prompts as P
@@ -22,7 +25,8 @@ from cxrclip.tokenizer import build_vocab, load_tokenizer
 from shared.cli import cli_exit
 from shared.config import parse_config
 from shared.data.labels import CHEXPERT_LABELS
-from shared.engine import Trainer, cosine_schedule, create_run_dir, move_to_device, seed_everything
+from shared.engine import (Trainer, cosine_schedule, create_run_dir, get_rank, get_world_size, is_distributed,
+                           move_to_device, seed_everything)
 
 def read_source(source: SourceConfig, train: bool) -> list[Sample]:
     split = "train" if train else "val"  # the shared readers name splits train / val / test
@@ -87,21 +91,39 @@ def prepare_tokenizer(cfg: TrainConfig, texts: list[str], run_dir: Path):
     return tokenizer
 
 
-def clip_step(model, batch, criterion):
+def clip_step(model, batch, criterion, gather: bool = True):
     """One forward over both views of images and texts (see TextCollator), then the loss on the halves."""
     image_emb, text_emb, scale = model(batch["images"], batch["input_ids"], batch["attention_mask"])
     b = image_emb.shape[0] // 2
-    return criterion(image_emb[:b], image_emb[b:], text_emb[:b], text_emb[b:], scale)
+    return criterion(image_emb[:b], image_emb[b:], text_emb[:b], text_emb[b:], scale, gather=gather)
+
+
+def val_loader_for_rank(val_set, batch_size: int, collate_fn, num_workers: int = 0,
+                        rank: int | None = None, world: int | None = None) -> DataLoader:
+    """The validation batches a single process would form (in order, ``batch_size`` each), dealt round-robin to
+    the ranks: every batch is scored on exactly one rank, with its own samples as the negatives."""
+    rank = get_rank() if rank is None else rank
+    world = get_world_size() if world is None else world
+    batches = [list(range(start, min(start + batch_size, len(val_set))))
+               for start in range(0, len(val_set), batch_size)][rank::world]
+    return DataLoader(val_set, batch_sampler=batches, num_workers=num_workers, collate_fn=collate_fn)
 
 
 def make_evaluate(val_loader: DataLoader, criterion, device):
+    """Mean validation loss over samples. Under DDP each rank scores its share of the batches (see
+    ``val_loader_for_rank``) without the all-gather and the sums are all-reduced: the value equals the
+    single-process one whatever the number of processes."""
     def evaluate(model) -> dict[str, float]:
         total, count = 0.0, 0
         for batch in val_loader:
             batch = move_to_device(batch, device)
-            loss, _ = clip_step(model, batch, criterion)
+            loss, _ = clip_step(model, batch, criterion, gather=False)
             total += loss.item() * batch["images"].shape[0]
             count += batch["images"].shape[0]
+        if is_distributed():
+            sums = torch.tensor([total, float(count)], dtype=torch.float64, device=device)
+            dist.all_reduce(sums)
+            total, count = sums.tolist()
         return {"val/loss": total / max(count, 1)}
     return evaluate
 
@@ -123,8 +145,8 @@ def main(argv: list[str] | None = None) -> Path:
                       loss_fn=lambda m, batch: clip_step(m, batch, criterion))
     train_loader = trainer.make_loader(train_set, cfg.data.batch_size, shuffle=True, drop_last=len(train_set) >
                                        cfg.data.batch_size, collate_fn=TextCollator(tokenizer, cfg.data.max_length))
-    val_loader = DataLoader(val_set, cfg.data.eval_batch_size, shuffle=False, num_workers=cfg.engine.num_workers,
-                            collate_fn=TextCollator(tokenizer, cfg.data.max_length, train=False))
+    val_loader = val_loader_for_rank(val_set, cfg.data.eval_batch_size, num_workers=cfg.engine.num_workers,
+                                     collate_fn=TextCollator(tokenizer, cfg.data.max_length, train=False))
     steps_per_epoch = math.ceil(len(train_loader) / cfg.engine.grad_accum)
     total = steps_per_epoch * cfg.engine.epochs
     if cfg.engine.max_iters:

@@ -98,3 +98,55 @@ def test_distributed_loss_equals_single_process():
         assert loss == pytest.approx(single.item(), rel=1e-5)
         for g_rank, x in zip(grads, single_inputs):
             torch.testing.assert_close(torch.tensor(g_rank), x.grad[rank * 3:(rank + 1) * 3], rtol=1e-4, atol=1e-6)
+
+
+class TinyClip(torch.nn.Module):
+    """Stands in for CXRClip in the validation test: images and token ids -> normalised embeddings."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.image = torch.nn.Linear(12, 8)
+        self.text = torch.nn.Embedding(20, 8)
+
+    def forward(self, images, input_ids, attention_mask):
+        return (F.normalize(self.image(images.flatten(1)), dim=-1),
+                F.normalize((self.text(input_ids) * attention_mask[..., None]).sum(1), dim=-1), torch.tensor(10.0))
+
+
+def _val_items(n=7):
+    g = torch.Generator().manual_seed(5)
+    return [{"image1": torch.randn(3, 2, 2, generator=g), "image2": torch.randn(3, 2, 2, generator=g),
+             "text1": torch.randint(1, 20, (4,), generator=g), "text2": torch.randint(1, 20, (4,), generator=g)}
+            for _ in range(n)]
+
+
+def _collate(items):
+    ids = torch.stack([it["text1"] for it in items] + [it["text2"] for it in items])
+    return {"images": torch.stack([it["image1"] for it in items] + [it["image2"] for it in items]),
+            "input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def _validation_loss() -> float:
+    from cxrclip.train import make_evaluate, val_loader_for_rank
+    loader = val_loader_for_rank(_val_items(), 3, _collate)  # 7 samples: batches of 3, 3, 1
+    with torch.no_grad():
+        return make_evaluate(loader, CXRClipLoss(), torch.device("cpu"))(TinyClip())["val/loss"]
+
+
+def _val_worker(rank, world, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    out[rank] = _validation_loss()
+    dist.destroy_process_group()
+
+
+@pytest.mark.timeout(120)
+def test_distributed_validation_loss_equals_single_process():
+    """Each rank scores its share of the single-process batches without the all-gather (the all-gathered loss over
+    an unsharded loader came out higher under DDP)."""
+    single = _validation_loss()
+    manager = mp.Manager()
+    out = manager.dict()
+    mp.spawn(_val_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    assert out[0] == pytest.approx(single, rel=1e-6) and out[1] == pytest.approx(single, rel=1e-6)
