@@ -4,10 +4,11 @@
         --test-csv te.csv --classes Pneumonia [--fraction 0.1] [--epochs 300]
 
 The image encoder (+ its projection input, i.e. the 2048/768-d pooled feature) is loaded alone, frozen and kept in
-eval mode; a Linear(out_dim, n_classes) is trained with BCEWithLogits and AdamW (lr 5e-5, wd 1e-4, batch 256). 10% of the training
-rows (sampled with random_state 1) for 300 epochs, or 100% for 30, as in the paper. The encoder is frozen, so the
-features are computed once (eval transform) and the probe trains on them in seconds — a deviation from training on
-augmented images, listed in the README. The probe with the best validation mean AUROC is evaluated on test.
+eval mode; a Linear(out_dim, n_classes) is trained with BCEWithLogits and AdamW (lr 5e-5, wd 1e-4, batch 256).
+10% of the training rows (sampled with random_state 1) for 300 epochs, or 100% for 30, as in the paper. The
+encoder is frozen, so the features are computed once (eval transform) and the probe trains on them in seconds — a
+deviation from training on augmented images, listed in the README. The probe with the best validation mean AUROC
+is evaluated on test.
 
 CSV format: ``image`` (path, relative to the CSV's folder or ``--image-root``) and either one 0/1 column per class
 or a ``label`` column (a scalar, or a list such as VinDr's 20 values with ``--label-names``).
