@@ -37,7 +37,9 @@ class OptimConfig:
     weight_decay: float = 1e-4              # Adam's L2 weight decay
     step_epochs: int = 10                   # lr *= gamma every step_epochs epochs
     gamma: float = 0.1
-    batch_size: int = 24                    # per optimizer step = batch_size * engine.grad_accum
+    batch_size: int = 24                    # images per optimizer step (with engine.grad_accum 1)
+    micro_batch: int = 0                    # >0: forward/backward in micro-batches of this size, loss and
+    #                                         gradients equal to the whole batch's (ham.train.make_loss_fn)
     eval_batch_size: int = 24
 
 

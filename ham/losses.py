@@ -42,26 +42,61 @@ def anomaly_target(labels: torch.Tensor) -> torch.Tensor:
     return labels.amax(dim=1, keepdim=True)
 
 
-def ano_loss(logit_ano: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """BCE of sigmoid(logit_ano) against y_ano (computed from logits: same value, numerically stable)."""
-    return F.binary_cross_entropy_with_logits(logit_ano.float(), anomaly_target(labels).float())
+@dataclass
+class BatchCounts:
+    """The label-derived denominators of every loss term, counted over the WHOLE effective batch.
+
+    Each loss normalises by these counts instead of the counts of the rows it is given, so the loss of a chunk of
+    the batch is that chunk's exact share of the full-batch loss: the shares of all chunks sum to the full-batch
+    value and their gradients to the full-batch gradient (``ham.train`` micro-batching). ``ex_cls`` is a ratio
+    whose denominator depends on the predictions, so its share is exact only when every flagged image of a class
+    sits in one chunk (``ham.train`` puts all flagged images in one chunk)."""
+    n_images: float                 # images in the batch
+    n_pos: torch.Tensor             # (C,) positives per class
+    n_pos_classes: float            # classes with a positive
+    n_abnormal: float               # images with y_ano = 1
+    n_ex_classes: float             # classes with a flagged, box-tagged image (ex_cls)
+
+    @staticmethod
+    def of(labels: torch.Tensor, flag: torch.Tensor | None = None,
+           bbox_tag: torch.Tensor | None = None) -> "BatchCounts":
+        y = labels.detach().float()
+        n_pos = (y > 0).float().sum(0)
+        if flag is None:
+            n_ex = 0.0
+        else:
+            tags = y if bbox_tag is None else bbox_tag.detach().float()
+            n_ex = float(((flag.detach().reshape(-1, 1) > 0) & (tags > 0)).any(0).sum())
+        return BatchCounts(float(y.shape[0]), n_pos, float((n_pos > 0).sum()),
+                           float((anomaly_target(y) > 0).sum()), n_ex)
 
 
-def cls_loss(logit_cls: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """BCE averaged over the batch and the C sigmoids."""
-    return F.binary_cross_entropy_with_logits(logit_cls.float(), labels.float())
+def ano_loss(logit_ano: torch.Tensor, labels: torch.Tensor, n_images: float | None = None) -> torch.Tensor:
+    """BCE of sigmoid(logit_ano) against y_ano (computed from logits: same value, numerically stable), summed and
+    divided by ``n_images`` (default: the rows given, i.e. the mean)."""
+    bce = F.binary_cross_entropy_with_logits(logit_ano.float(), anomaly_target(labels).float(), reduction="sum")
+    return bce / (logit_ano.shape[0] if n_images is None else n_images)
 
 
-def _mean_where(values: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` over the entries where ``present``; 0 (with a graph) when none."""
+def cls_loss(logit_cls: torch.Tensor, labels: torch.Tensor, n_images: float | None = None) -> torch.Tensor:
+    """BCE averaged over the batch (``n_images``, default the rows given) and the C sigmoids."""
+    bce = F.binary_cross_entropy_with_logits(logit_cls.float(), labels.float(), reduction="sum")
+    return bce / ((logit_cls.shape[0] if n_images is None else n_images) * logit_cls.shape[1])
+
+
+def _mean_where(values: torch.Tensor, present: torch.Tensor, count: float | None = None) -> torch.Tensor:
+    """Mean of ``values`` over the entries where ``present`` (or their sum over ``count`` entries counted
+    elsewhere); 0 (with a graph) when none."""
     present = present.to(values.dtype)
-    return (values * present).sum() / present.sum().clamp_min(1.0)
+    den = present.sum() if count is None else torch.as_tensor(float(count), dtype=values.dtype)
+    return (values * present).sum() / den.clamp_min(1.0)
 
 
 def ex_cls_loss(refined_cls: torch.Tensor, masks: torch.Tensor, flag: torch.Tensor,
-                bbox_tag: torch.Tensor) -> torch.Tensor:
+                bbox_tag: torch.Tensor, n_classes: float | None = None) -> torch.Tensor:
     """Box supervision. For class c over the images with flag = 1 and bbox_tag_c = 1:
-    sum_pixels (refined_c - M_c)^2 / sum(sum refined_c + sum M_c); mean over the classes present; 0 if none."""
+    sum_pixels (refined_c - M_c)^2 / sum(sum refined_c + sum M_c); mean over the classes present (``n_classes``:
+    their number in the whole batch when these rows are a chunk of it); 0 if none."""
     sel = (flag.reshape(-1, 1) > 0) & (bbox_tag > 0)                          # (B,C)
     r, m = refined_cls.float(), masks.float()
     sq = ((r - m) ** 2).sum(dim=(2, 3))                                         # (B,C)
@@ -70,14 +105,14 @@ def ex_cls_loss(refined_cls: torch.Tensor, masks: torch.Tensor, flag: torch.Tens
     num, den = (sq * self_).sum(0), (tot * self_).sum(0)                        # (C,)
     present = sel.any(0)
     per_class = num / torch.where(present, den.clamp_min(EPS), torch.ones_like(den))
-    return _mean_where(per_class, present)
+    return _mean_where(per_class, present, n_classes)
 
 
 def bound_loss(raw_cls: torch.Tensor, raw_ano: torch.Tensor, labels: torch.Tensor,
-               sigma: float = 0.75, w: float = 100.0) -> torch.Tensor:
+               sigma: float = 0.75, w: float = 100.0, counts: BatchCounts | None = None) -> torch.Tensor:
     """Disease attention inside positive attention. For positives of class c, H_c = raw_c y_c, H_a = raw_ano y_ano:
     [sum H_c - sum min(H_c, H_a) T(H_c)] / max(sum H_c, 1e-5); mean over the positives of the class, then over
-    the classes with a positive."""
+    the classes with a positive (``counts``: those of the whole batch when these rows are a chunk of it)."""
     y = labels.float()
     h_c = raw_cls.float() * y[:, :, None, None]                                 # (B,C,h,w)
     h_a = raw_ano.float() * anomaly_target(y)[:, :, None, None]                 # (B,1,h,w)
@@ -85,9 +120,9 @@ def bound_loss(raw_cls: torch.Tensor, raw_ano: torch.Tensor, labels: torch.Tenso
     s_c = h_c.sum(dim=(2, 3))
     per_pair = (s_c - inside) / s_c.clamp_min(EPS)                              # (B,C)
     pos = y > 0
-    n_pos = pos.float().sum(0)
+    n_pos = pos.float().sum(0) if counts is None else counts.n_pos.to(per_pair.device, per_pair.dtype)
     per_class = (per_pair * pos.float()).sum(0) / n_pos.clamp_min(1.0)
-    return _mean_where(per_class, n_pos > 0)
+    return _mean_where(per_class, n_pos > 0, None if counts is None else counts.n_pos_classes)
 
 
 def _union_parts(raw_cls, raw_ano, labels):
@@ -99,29 +134,34 @@ def _union_parts(raw_cls, raw_ano, labels):
 
 
 def union_loss_train(raw_cls: torch.Tensor, raw_ano: torch.Tensor, labels: torch.Tensor,
-                     sigma: float = 0.75, w: float = 100.0) -> torch.Tensor:
+                     sigma: float = 0.75, w: float = 100.0, counts: BatchCounts | None = None) -> torch.Tensor:
     """Union as TRAINED by the original: U = max_c H_c;
-    [sum H_a - sum min(U, H_a) T(H_a)] / max(sum H_a, 1e-5), mean over abnormal images."""
+    [sum H_a - sum min(U, H_a) T(H_a)] / max(sum H_a, 1e-5), mean over abnormal images (of the whole batch with
+    ``counts``)."""
     u, h_a, abnormal = _union_parts(raw_cls, raw_ano, labels)
     s_a = h_a.sum(dim=(1, 2, 3))
     inside = (torch.minimum(u, h_a) * soft_threshold(h_a, sigma, w)).sum(dim=(1, 2, 3))
-    return _mean_where((s_a - inside) / s_a.clamp_min(EPS), abnormal)
+    return _mean_where((s_a - inside) / s_a.clamp_min(EPS), abnormal, None if counts is None else counts.n_abnormal)
 
 
 def union_loss_eval(raw_cls: torch.Tensor, raw_ano: torch.Tensor, labels: torch.Tensor,
-                    sigma: float = 0.75, w: float = 100.0) -> torch.Tensor:
+                    sigma: float = 0.75, w: float = 100.0, counts: BatchCounts | None = None) -> torch.Tensor:
     """Union as REPORTED by the original at validation/test (symmetric; a different formula from training):
     [sum(H_a + U) - 2 sum min(U, H_a) T(U) T(H_a)] / max(sum(H_a + U), 1e-5), mean over abnormal images."""
     u, h_a, abnormal = _union_parts(raw_cls, raw_ano, labels)
     tot = (h_a + u).sum(dim=(1, 2, 3))
     inter = (torch.minimum(u, h_a) * soft_threshold(u, sigma, w) * soft_threshold(h_a, sigma, w)).sum(dim=(1, 2, 3))
-    return _mean_where((tot - 2 * inter) / tot.clamp_min(EPS), abnormal)
+    return _mean_where((tot - 2 * inter) / tot.clamp_min(EPS), abnormal, None if counts is None else counts.n_abnormal)
 
 
 def ham_losses(out, labels: torch.Tensor, masks: torch.Tensor | None = None, flag: torch.Tensor | None = None,
                bbox_tag: torch.Tensor | None = None, weights: LossWeights | None = None,
-               union: str = "train", refine=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+               union: str = "train", refine=None,
+               counts: BatchCounts | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """All five terms and the weighted total from a ``HAMOutput``.
+
+    ``counts`` (:class:`BatchCounts` of the whole effective batch) when these rows are one chunk of it: every term
+    is then this chunk's share of the full-batch term (default: the counts of the rows given).
 
     ``masks``/``flag``/``bbox_tag`` may be None (no box supervision in the batch: ex_cls = 0); ex_cls is computed
     on the flagged rows only. When ``out.refined_cls`` is None (forward with ``refine=False``), ``refine(raw)``
@@ -129,17 +169,19 @@ def ham_losses(out, labels: torch.Tensor, masks: torch.Tensor | None = None, fla
     ``union`` = "train" or "eval" picks the formula."""
     wts = weights or LossWeights()
     logit_ano, logit_cls, _, refined_cls, raw_ano, raw_cls = out
-    parts = {"ano": ano_loss(logit_ano, labels), "cls": cls_loss(logit_cls, labels)}
+    n = None if counts is None else counts.n_images
+    parts = {"ano": ano_loss(logit_ano, labels, n), "cls": cls_loss(logit_cls, labels, n)}
     sel = (flag > 0) if flag is not None else None
     if masks is None or sel is None or not bool(sel.any()):
         parts["ex_cls"] = raw_cls.sum() * 0.0
     else:
         tags = labels if bbox_tag is None else bbox_tag
         refined = refined_cls[sel] if refined_cls is not None else refine(raw_cls[sel])
-        parts["ex_cls"] = ex_cls_loss(refined, masks[sel], flag[sel], tags[sel])
-    parts["bound"] = bound_loss(raw_cls, raw_ano, labels, wts.cam_loss_sigma, wts.cam_loss_w)
+        parts["ex_cls"] = ex_cls_loss(refined, masks[sel], flag[sel], tags[sel],
+                                      None if counts is None else counts.n_ex_classes)
+    parts["bound"] = bound_loss(raw_cls, raw_ano, labels, wts.cam_loss_sigma, wts.cam_loss_w, counts)
     union_fn = {"train": union_loss_train, "eval": union_loss_eval}[union]
-    parts["union"] = union_fn(raw_cls, raw_ano, labels, wts.cam_loss_sigma, wts.cam_loss_w)
+    parts["union"] = union_fn(raw_cls, raw_ano, labels, wts.cam_loss_sigma, wts.cam_loss_w, counts)
     total = sum(getattr(wts, k) * v for k, v in parts.items())
     parts["total"] = total
     return total, parts

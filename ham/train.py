@@ -15,6 +15,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # `cd ham && python train.py ...` without the editable install
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from contextlib import nullcontext
+
 import torch
 
 from shared.cli import cli_exit
@@ -24,7 +26,7 @@ from shared.engine import Trainer, create_run_dir, seed_everything, step_schedul
 from ham.config import HAMConfig, build_model
 from ham.data import HAMDataset, build_splits, crf_table_for, load_index, select
 from ham.evaluation import localize, predict, summary_metrics
-from ham.losses import ham_losses
+from ham.losses import BatchCounts, ham_losses
 from ham.model import refine_cams
 
 
@@ -47,20 +49,77 @@ def eval_sets(cfg: HAMConfig, frame, box_ids, classes, boxes):
     return cls_set, loc_set
 
 
-def make_loss_fn(cfg: HAMConfig):
-    m = cfg.model
+def micro_chunks(flag: torch.Tensor, micro_batch: int) -> list[torch.Tensor]:
+    """Row indices of the micro-batches of one batch: the flagged (box-supervised) rows first, all in the first
+    chunk (which then exceeds ``micro_batch`` only if the batch holds more flagged images than that), then the
+    others in batch order, ``micro_batch`` rows per chunk. ``micro_batch <= 0`` or >= the batch: one chunk."""
+    b = int(flag.shape[0])
+    if micro_batch <= 0 or micro_batch >= b:
+        return [torch.arange(b, device=flag.device)]
+    order = torch.argsort((flag <= 0).to(torch.int8), stable=True)     # flagged rows first, stable otherwise
+    first = max(micro_batch, int((flag > 0).sum()))
+    return [order[:first]] + list(order[first:].split(micro_batch))
 
-    def loss_fn(model, batch):
+
+LOSS_KEYS = ("image", "labels", "masks", "flag", "bbox_tag")
+
+
+def make_loss_fn(cfg: HAMConfig):
+    """The training loss of one batch (= one optimizer step with ``engine.grad_accum: 1``).
+
+    With ``optim.micro_batch`` smaller than the batch, the batch is processed in micro-batches (forward and
+    backward of one at a time, so activations of only ``micro_batch`` images are alive; BatchNorm normalises over
+    each micro-batch, as each of the original's two DataParallel replicas did over 12 images). Every loss term of
+    a micro-batch is normalised by the counts of the WHOLE batch (``BatchCounts``) and all flagged images go into
+    the same micro-batch, so the summed loss and the accumulated gradients equal those of the whole batch in one
+    pass (up to float error and BatchNorm's per-micro-batch statistics). The backward of all but the last
+    micro-batch runs here; the returned tensor carries the last micro-batch's graph plus the earlier ones' values,
+    so the Trainer's backward completes the step and its log shows the full-batch loss."""
+    m = cfg.model
+    micro = int(getattr(cfg.optim, "micro_batch", 0) or 0)
+
+    def chunk_loss(model, batch, counts):
         x = batch["image"]
         has_flag = bool((batch["flag"] > 0).any())
         out = model(x, refine=False)
         size = (x.shape[-2], x.shape[-1])
         refine = lambda raw: refine_cams(raw, size, m.cam_w, m.cam_sigma)  # noqa: E731
-        total, parts = ham_losses(out, batch["labels"], batch["masks"] if has_flag else None, batch["flag"],
-                                  batch["bbox_tag"], cfg.loss, union="train", refine=refine)
-        return total, {k: float(v.detach()) for k, v in parts.items() if k != "total"}
+        return ham_losses(out, batch["labels"], batch["masks"] if has_flag else None, batch["flag"],
+                          batch["bbox_tag"], cfg.loss, union="train", refine=refine, counts=counts)
+
+    def loss_fn(model, batch):
+        chunks = micro_chunks(batch["flag"], micro)
+        if len(chunks) == 1:
+            total, parts = chunk_loss(model, batch, None)
+            return total, {k: float(v.detach()) for k, v in parts.items() if k != "total"}
+        counts = BatchCounts.of(batch["labels"], batch["flag"], batch["bbox_tag"])
+        done, logs = 0.0, {}
+        for k, idx in enumerate(chunks):
+            sub = {key: batch[key][idx] for key in LOSS_KEYS}
+            total, parts = chunk_loss(model, sub, counts)
+            for name, v in parts.items():
+                if name != "total":
+                    logs[name] = logs.get(name, 0.0) + float(v.detach())
+            if k == len(chunks) - 1:
+                return total + done, logs
+            sync = model.no_sync() if hasattr(model, "no_sync") else nullcontext()
+            with sync:
+                total.backward()
+            done += float(total.detach())
+        raise AssertionError("unreachable")
 
     return loss_fn
+
+
+def check_micro_batching(cfg: HAMConfig) -> None:
+    """Micro-batching runs the backward of all but the last micro-batch inside the loss function: fp16's
+    GradScaler cannot scale those, and engine-level accumulation on top would normalise per batch again."""
+    micro = cfg.optim.micro_batch
+    if micro < 0:
+        raise ValueError(f"optim.micro_batch must be >= 0 (0: the whole batch at once), got {micro}")
+    if 0 < micro < cfg.optim.batch_size and cfg.engine.amp == "fp16":
+        raise ValueError("optim.micro_batch < optim.batch_size does not support engine.amp=fp16 (the loss scaler "
+                         "cannot reach the in-loss backward passes); use amp=bf16 or none")
 
 
 def visdom_grid(trainer: Trainer, batch, out, max_images: int = 4) -> None:
@@ -89,7 +148,12 @@ def main(argv=None) -> Path:
     cfg, args = parse_config(HAMConfig, argv, parser=parser)
     config_name = Path(args.config).stem
 
+    check_micro_batching(cfg)
     classes, boxes, splits = prepare_data(cfg)
+    if cfg.engine.grad_accum > 1:
+        splits.notes.append(f"engine.grad_accum={cfg.engine.grad_accum}: each batch of {cfg.optim.batch_size} is "
+                            "normalised on its own and the batches' losses are averaged, which is not the loss of "
+                            "one larger batch (use optim.batch_size with optim.micro_batch instead)")
     seed_everything(cfg.engine.seed, cfg.engine.deterministic)
     model = build_model(cfg.model, len(classes))
     if args.run_dir:

@@ -35,7 +35,7 @@ def test_recipe_of_spec_section_3(name):
         ("resnet50", 8, True, True, True)
     assert (d.img_size, d.scale_max_pct, d.use_crf) == (512, 12, False)
     assert (o.lr, o.weight_decay, o.step_epochs, o.gamma) == (2e-5, 1e-4, 10, 0.1)
-    assert o.batch_size * e.grad_accum == 24                     # effective batch 24 on one GPU
+    assert (o.batch_size, e.grad_accum, o.micro_batch) == (24, 1, 12)   # batch 24 in two exact micro-batches
     assert e.amp == "bf16"
     assert e.epochs == (30 if "_loc_" in name else 20)
     if "fold" in name:
