@@ -39,7 +39,8 @@ import torch
 from .model import ADNet, build_model
 
 __all__ = ["CheckpointKeyError", "extract_state_dict", "original_to_ours", "ours_to_original", "is_ours",
-           "load_state_dict_file", "load_weights", "load_backbone_weights", "parse_rename_rules", "create_model"]
+           "load_state_dict_file", "load_weights", "load_backbone_weights", "parse_rename_rules", "create_model",
+           "choose_ema", "load_start_weights"]
 
 Rules = Iterable[tuple[str, str]]
 
@@ -170,12 +171,15 @@ def _fmt(keys: list[str], limit: int = 40) -> str:
 
 
 def load_weights(model: ADNet, source: str | Path | Mapping[str, torch.Tensor], *, ema: bool = False,
-                 extra_rules: Rules = (), drop_head_if_mismatch: bool = False, source_name: str = "") -> list[str]:
+                 extra_rules: Rules = (), drop_head_if_mismatch: bool = False, ignore_head: bool = False,
+                 source_name: str = "") -> list[str]:
     """Load ours or the original layout into ``model``; strict about every key and shape.
 
     ``drop_head_if_mismatch``: a classifier of another size (fine-tuning the 1000-class IN1K or 21-class ALL
-    weights) is skipped and left freshly initialised. Returns notes (what was skipped), raises
-    :class:`CheckpointKeyError` listing every unmatched key otherwise.
+    weights) is skipped and left freshly initialised. ``ignore_head``: the checkpoint's classifier (``head.*``,
+    any class count or none) is not loaded at all and the model's is not required (k-NN, which uses only the
+    embedding; the head's LayerNorm ``norm.*`` is part of the embedding and still loaded strictly).
+    Returns notes (what was skipped), raises :class:`CheckpointKeyError` listing every unmatched key otherwise.
     """
     name = source_name or (str(source) if isinstance(source, (str, Path)) else "state dict")
     state = load_state_dict_file(source, ema=ema) if isinstance(source, (str, Path)) else extract_state_dict(source)
@@ -186,7 +190,14 @@ def load_weights(model: ADNet, source: str | Path | Mapping[str, torch.Tensor], 
     target = model.state_dict()
     notes = []
     head_keys = [k for k in target if k.startswith("head.")]
-    if drop_head_if_mismatch and any(k in mapped and mapped[k].shape != target[k].shape for k in head_keys):
+    if ignore_head:
+        dropped = [k for k in mapped if k.startswith("head.")]
+        for k in dropped:
+            mapped.pop(k)
+        target = {k: v for k, v in target.items() if not k.startswith("head.")}
+        notes.append(f"classifier of {name} not loaded ({len(dropped)} head tensors ignored: only the embedding "
+                     f"is used)")
+    elif drop_head_if_mismatch and any(k in mapped and mapped[k].shape != target[k].shape for k in head_keys):
         for k in head_keys:
             mapped.pop(k, None)
         notes.append(f"classifier of {name} has another size; head left freshly initialised "
@@ -209,6 +220,41 @@ def load_weights(model: ADNet, source: str | Path | Mapping[str, torch.Tensor], 
         raise CheckpointKeyError("\n  ".join(lines))
     model.load_state_dict(mapped, strict=not notes)
     return notes
+
+
+def choose_ema(checkpoint: Mapping, ema: bool | None = None) -> tuple[bool, str]:
+    """Which weights of a loaded checkpoint file to start from -> (use the EMA weights?, why).
+
+    ``ema`` True / False is an explicit choice. ``None`` (auto): the weights our best.pt was selected on
+    (``best_source`` "ema" / "raw", written by shared.engine, e.g. with ``engine.ema_select: best``); an own
+    checkpoint without ``best_source`` (last.pt) -> its EMA weights when it has them (as
+    ``shared.engine.weights_from_checkpoint`` does); any other file (the released ``.pth.tar``) -> its main weights.
+    """
+    if ema is not None:
+        return bool(ema), f"{'EMA' if ema else 'raw'} weights (explicit choice)"
+    source = checkpoint.get("best_source") if isinstance(checkpoint, Mapping) else None
+    if source in ("ema", "raw"):
+        return source == "ema", f"{source} weights: the ones best.pt was selected on (best_source={source!r})"
+    if isinstance(checkpoint, Mapping) and checkpoint.get("format") == 1 and isinstance(checkpoint.get("ema"), Mapping):
+        return True, "EMA weights (our checkpoint records no best_source; EMA preferred when present)"
+    return False, "main (raw) weights"
+
+
+def load_start_weights(path: str | Path, ema: bool | None = None) -> tuple[dict[str, torch.Tensor], str]:
+    """The state dict to start (fine-tune) from, chosen by :func:`choose_ema`, and a note saying which and why."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointKeyError(f"{path}: cannot be read as a PyTorch checkpoint ({type(err).__name__}: {err})") from err
+    use_ema, why = choose_ema(obj, ema)
+    try:
+        state = extract_state_dict(obj, ema=use_ema)
+    except CheckpointKeyError as err:
+        raise CheckpointKeyError(f"{path}: {err}") from None
+    return state, f"initialised from {path}: {why}"
 
 
 def load_backbone_weights(model: ADNet, path: str | Path) -> list[str]:

@@ -20,7 +20,9 @@ class ModelConfig:
     name: str = "convnext_tiny_ADNet_IN1K_NIH"   # a registered name (16 originals) or "<timm backbone>_ADNet"
     num_classes: Optional[int] = None            # None: the dataset's number of classes
     pretrained_path: Optional[str] = None        # local ADNet checkpoint (original .pth.tar or ours); never downloaded
-    pretrained_ema: bool = False                 # take the checkpoint's EMA weights
+    # which weights of pretrained_path: null (auto) = the ones our best.pt was selected on (its best_source),
+    # EMA for our other checkpoints that have them, the main weights of any other file; true / false = EMA / raw
+    pretrained_ema: Optional[bool] = None
     pretrained_rename: List[str] = field(default_factory=list)   # extra "REGEX=REPLACEMENT" key rules (other names)
     # DEVIATION switch: start from ImageNet weights of the timm backbone only (a local state-dict file, timm or
     # Facebook/torchvision names), decoder + HMT + head random. Used only when pretrained_path is null; the

@@ -15,7 +15,8 @@ from tqdm import tqdm
 from shared.data.labels import NIH_WANG_ORDER
 from shared.metrics.classification import classification_table
 
-from .checkpoint import CheckpointKeyError, load_backbone_weights, load_weights, parse_rename_rules
+from .checkpoint import (CheckpointKeyError, load_backbone_weights, load_start_weights, load_weights,
+                         parse_rename_rules)
 from .config import ADNetConfig
 from .model import ADNet, build_model
 
@@ -43,9 +44,11 @@ def build_from_config(cfg: ADNetConfig, num_classes: int, load_pretrained: bool 
     model = build_model(m.name, classes, head_dim=m.head_dim, dft_size=m.dft_size, drop_path_rate=m.drop_path_rate,
                         backbone_kwargs=dict(m.backbone_kwargs))
     if load_pretrained and m.pretrained_path:
-        notes = load_weights(model, Path(m.pretrained_path).expanduser(), ema=m.pretrained_ema,
-                             extra_rules=parse_rename_rules(m.pretrained_rename), drop_head_if_mismatch=True)
-        notes.insert(0, f"initialised from {m.pretrained_path}")
+        path = Path(m.pretrained_path).expanduser()
+        state, why = load_start_weights(path, ema=m.pretrained_ema)
+        notes = load_weights(model, state, extra_rules=parse_rename_rules(m.pretrained_rename),
+                             drop_head_if_mismatch=True, source_name=str(path))
+        notes.insert(0, why)
     elif load_pretrained and m.backbone_weights:
         notes = load_backbone_weights(model, Path(m.backbone_weights).expanduser())
     return model, notes
@@ -121,8 +124,45 @@ def auroc_mean(y_true: np.ndarray, y_prob: np.ndarray) -> float:
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
 
+def add_weights_args(parser) -> None:
+    """The weights options every evaluation CLI (adnet.test, adnet.knn) takes, defined once."""
+    parser.add_argument("--weights", required=True, help="our checkpoint (.pt) or an original {name}.pth.tar")
+    parser.add_argument("--rename", nargs="+", action="extend", default=[], metavar="REGEX=REPL",
+                        help="extra key-renaming rules for original checkpoints with other key names "
+                             "(applied before the built-in map; see adnet/README.md)")
+
+
+def rename_rules_from_args(parser, args) -> list[tuple[str, str]]:
+    """``--rename`` -> rule pairs; a malformed rule is a usage error naming it."""
+    try:
+        return parse_rename_rules(args.rename)
+    except ValueError as err:
+        parser.error(f"--rename: {err}")
+
+
 def checkpoint_weights(path: str | Path) -> dict[str, Mapping]:
     """{"raw": state, "ema": state} from one of our checkpoints; {"weights": state} for any other file."""
+    return checkpoint_variants(path)[0]
+
+
+def pick_variant(variants: Mapping[str, Mapping], best_source: str | None, choice: str = "auto") -> str:
+    """Which entry of :func:`checkpoint_variants` to use when only one is evaluated (k-NN).
+
+    ``auto``: the weights best.pt was selected on (``best_source``), else EMA when present, else the only one.
+    ``raw`` / ``ema``: that one (``raw`` also names the single weights of an original file)."""
+    if choice == "auto":
+        if best_source in variants:
+            return best_source
+        return "ema" if "ema" in variants else next(iter(variants))
+    if choice in variants:
+        return choice
+    if choice == "raw" and list(variants) == ["weights"]:
+        return "weights"
+    raise CheckpointKeyError(f"{choice} weights requested but the checkpoint holds only {sorted(variants)}")
+
+
+def checkpoint_variants(path: str | Path) -> tuple[dict[str, Mapping], str | None]:
+    """(:func:`checkpoint_weights`'s dict, the ``best_source`` our best.pt records or None)."""
     from .checkpoint import extract_state_dict
     path = Path(path)
     if not path.is_file():
@@ -135,8 +175,9 @@ def checkpoint_weights(path: str | Path) -> dict[str, Mapping]:
         out = {"raw": extract_state_dict(obj["model"])}
         if obj.get("ema"):
             out["ema"] = extract_state_dict(obj["ema"])
-        return out
+        source = obj.get("best_source")
+        return out, (source if source in out else None)
     try:
-        return {"weights": extract_state_dict(obj)}
+        return {"weights": extract_state_dict(obj)}, None
     except CheckpointKeyError as err:
         raise CheckpointKeyError(f"{path}: {err}") from None

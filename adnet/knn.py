@@ -2,6 +2,7 @@
 
     python -m adnet.knn -cfg adnet/configs/nih_convnext.yaml --weights best.pt               # cell picked on test
     python -m adnet.knn -cfg ... --weights best.pt --set data.honest_validation=true eval.knn_select=val
+    python -m adnet.knn -cfg adnet/configs/chexpert_resnet50.yaml --weights resnet50_ADNet_ALL.pth.tar --grid cross
 
 Protocol: classifier -> identity; feature = LayerNorm(HMT out) (ConvNeXt, 768-d) or HMT out (ResNet, 2048-d),
 extracted with the test transforms in fp32 and L2-normalised; cosine similarity of each query to every training
@@ -12,6 +13,9 @@ Grid: same-dataset k in {20, 40, 60, 80}, t in {16, 32, 64, 128} (``eval.knn_k``
 ``--grid cross``: k and t powers of two, 2..1024 and 1..1024. The original picked the best cell on the test
 split (faithful default, ``eval.knn_select=test``); ``eval.knn_select=val`` picks it on the patient-disjoint
 validation split and reports that cell's test numbers. Runs in one process (no torchrun barrier).
+The checkpoint's classifier is never loaded, so weights of any class count (ALL's 21, NIH's 14) serve any
+dataset (the cross-dataset grid). ``--weights`` / ``--rename`` are the same options as adnet.test's;
+``--variant`` picks raw or EMA weights (default: the ones best.pt was selected on).
 """
 from __future__ import annotations
 
@@ -33,8 +37,9 @@ from shared.metrics.retrieval import knn_search
 from adnet.checkpoint import load_weights
 from adnet.config import ADNetConfig
 from adnet.data import build_frame, eval_transform, make_dataset
-from adnet.evaluate import (auroc_mean, build_from_config, checkpoint_weights, eval_loader, metrics_table,
-                            min_size_check, output_dir, predict, table_to_metrics)
+from adnet.evaluate import (add_weights_args, auroc_mean, build_from_config, checkpoint_variants, eval_loader,
+                            metrics_table, min_size_check, output_dir, pick_variant, predict,
+                            rename_rules_from_args, table_to_metrics)
 
 CROSS_K = [2 ** i for i in range(1, 11)]      # 2..1024
 CROSS_T = [float(2 ** i) for i in range(0, 11)]  # 1..1024
@@ -64,15 +69,19 @@ def grid_search(train_emb, train_labels, query_emb, query_labels, ks, ts) -> pd.
 
 
 def run_knn(cfg: ADNetConfig, weights: str | Path, run_dir: str | Path, grid: str = "same",
-            extra_rules=()) -> dict:
+            extra_rules=(), variant: str = "auto") -> dict:
+    """k-NN on ``weights``: any class count (the checkpoint's classifier is ignored, so a 21-class ALL or a
+    14-class NIH checkpoint serves a CheXpert config). ``variant``: auto (the weights best.pt was selected on,
+    else EMA when present), raw or ema."""
     frame, labels = build_frame(cfg.data)
     device = select_device(cfg.engine.device)
     model, _ = build_from_config(cfg, len(labels), load_pretrained=False)
     min_size_check(cfg, model)
-    variants = checkpoint_weights(weights)
-    variant = "ema" if "ema" in variants else next(iter(variants))
-    load_weights(model, variants[variant], extra_rules=extra_rules, source_name=f"{weights} ({variant})")
-    model.reset_classifier(0)                # classifier -> identity
+    variants, best_source = checkpoint_variants(weights)
+    variant = pick_variant(variants, best_source, variant)
+    model.reset_classifier(0)                # classifier -> identity, before loading: any class count fits
+    load_weights(model, variants[variant], extra_rules=extra_rules, ignore_head=True,
+                 source_name=f"{weights} ({variant})")
     model.to(device).eval()
     tf = eval_transform(cfg.data)
     bs, nw = cfg.eval.knn_batch_size, cfg.engine.num_workers
@@ -114,13 +123,18 @@ def run_knn(cfg: ADNetConfig, weights: str | Path, run_dir: str | Path, grid: st
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m adnet.knn", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", required=True, help="our checkpoint (.pt) or an original {name}.pth.tar")
+    add_weights_args(parser)
     parser.add_argument("--run-dir", default=None)
     parser.add_argument("--grid", choices=["same", "cross"], default="same",
                         help="same: eval.knn_k x eval.knn_t; cross: powers of two (k 2..1024, t 1..1024)")
+    parser.add_argument("--variant", choices=["auto", "raw", "ema"], default="auto",
+                        help="which weights of our checkpoint: auto = the ones best.pt was selected on "
+                             "(best_source), else EMA when present")
     cfg, args = parse_config(ADNetConfig, argv, parser=parser)
+    rules = rename_rules_from_args(parser, args)
     def action():
-        run_knn(cfg, args.weights, output_dir(cfg, args.weights, args.run_dir, "knn"), grid=args.grid)
+        run_knn(cfg, args.weights, output_dir(cfg, args.weights, args.run_dir, "knn"), grid=args.grid,
+                extra_rules=rules, variant=args.variant)
     return run_cli("adnet.knn", action)
 
 if __name__ == "__main__":

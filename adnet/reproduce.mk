@@ -56,8 +56,12 @@ reproduce-adnet-chexpert: install
 	$(call adnet_run,chexpert_resnet50,$(call adnet_init,resnet50_ADNet))
 
 # ALL: pretrain on NIH+MIMIC+CheXpert (21 classes) from IN1K, then fine-tune on NIH and MIMIC from OUR ALL
-# weights (EMA of best.pt). Set ADNET_ALL_WEIGHTS=<released {backbone}_ADNet_ALL.pth.tar> to skip pretraining.
+# best.pt, starting from the weights it was selected on (raw or EMA: its best_source, read by
+# adnet.checkpoint.choose_ema since model.pretrained_ema is null by default). ADNET_ALL_EMA=true|false forces EMA
+# or raw weights. Set ADNET_ALL_WEIGHTS=<released {backbone}_ADNet_ALL.pth.tar> to skip pretraining.
 ADNET_ALL_WEIGHTS ?=
+ADNET_ALL_EMA ?=
+adnet_all_start = model.pretrained_path=$(ADNET_ALL_WEIGHTS) $(if $(ADNET_ALL_EMA),model.pretrained_ema=$(ADNET_ALL_EMA))
 reproduce-adnet-all: install
 	$(call adnet_need_dir,$(ADNET_NIH),$(ADNET_LAYOUT_nih))
 	$(call adnet_need_dir,$(ADNET_MIMIC),$(ADNET_LAYOUT_mimic))
@@ -67,9 +71,9 @@ ifeq ($(ADNET_ALL_WEIGHTS),)
 	$(call adnet_need_start,$(ADNET_START))
 	$(call adnet_run,all_$(ADNET_BACKBONE),$(call adnet_init,$(ADNET_START)))
 	ALL=$$(ls -td $(RUNS)/adnet/all_$(ADNET_BACKBONE)/*/ | head -1)checkpoints/best.pt && \
-	$(MAKE) --no-print-directory reproduce-adnet-all ADNET_ALL_WEIGHTS=$$ALL ADNET_ALL_EMA=true
+	$(MAKE) --no-print-directory reproduce-adnet-all ADNET_ALL_WEIGHTS=$$ALL
 else
 	$(call adnet_need_file,$(ADNET_ALL_WEIGHTS),ALL weights (ADNET_ALL_WEIGHTS))
-	$(call adnet_run,all_nih_$(ADNET_BACKBONE),model.pretrained_path=$(ADNET_ALL_WEIGHTS) model.pretrained_ema=$(or $(ADNET_ALL_EMA),false))
-	$(call adnet_run,all_mimic_$(ADNET_BACKBONE),model.pretrained_path=$(ADNET_ALL_WEIGHTS) model.pretrained_ema=$(or $(ADNET_ALL_EMA),false))
+	$(call adnet_run,all_nih_$(ADNET_BACKBONE),$(adnet_all_start))
+	$(call adnet_run,all_mimic_$(ADNET_BACKBONE),$(adnet_all_start))
 endif

@@ -28,11 +28,12 @@ from shared.engine import select_device
 from shared.metrics.classification import render_table
 from shared.report import write_results
 
-from adnet.checkpoint import CheckpointKeyError, load_weights, parse_rename_rules
+from adnet.checkpoint import CheckpointKeyError, load_weights
 from adnet.config import ADNetConfig
 from adnet.data import build_frame, eval_transform, make_dataset, selection_split
-from adnet.evaluate import (auroc_mean, build_from_config, checkpoint_weights, eval_loader, metrics_table,
-                            min_size_check, output_dir, predict, table_to_metrics)
+from adnet.evaluate import (add_weights_args, auroc_mean, build_from_config, checkpoint_weights, eval_loader,
+                            metrics_table, min_size_check, output_dir, predict, rename_rules_from_args,
+                            table_to_metrics)
 
 
 def _roc_plot(y_true: np.ndarray, y_prob: np.ndarray, names, path: Path, title: str) -> None:
@@ -129,15 +130,10 @@ def evaluate_run(cfg: ADNetConfig, weights: str | Path, run_dir: str | Path, fra
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m adnet.test", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", required=True, help="our checkpoint (.pt) or an original {name}.pth.tar")
+    add_weights_args(parser)
     parser.add_argument("--run-dir", default=None, help="where to write results.json (default: see --help)")
-    parser.add_argument("--rename", nargs="+", action="extend", default=[], metavar="REGEX=REPL",
-                        help="extra key-renaming rules for original checkpoints with other key names")
     cfg, args = parse_config(ADNetConfig, argv, parser=parser)
-    try:
-        rules = parse_rename_rules(args.rename)
-    except ValueError as err:
-        parser.error(f"--rename: {err}")
+    rules = rename_rules_from_args(parser, args)
     def action():
         run_dir = output_dir(cfg, args.weights, args.run_dir, "eval")
         out = evaluate_run(cfg, args.weights, run_dir, extra_rules=rules)
