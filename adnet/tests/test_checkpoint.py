@@ -174,3 +174,24 @@ def test_backbone_only_imagenet_weights(tmp_path, style):
     torch.save({"conv.weight": torch.zeros(1)}, path)
     with pytest.raises(CheckpointKeyError, match="in1k.pth.*backbone keys it does not fill"):
         load_backbone_weights(tiny_model(style), path)
+
+
+def test_readme_rename_example():
+    """The README's --rename / model.pretrained_rename example: other decoder / HMT names, bridged by three rules."""
+    import re
+    from shared.config import load_config
+    from adnet.checkpoint import parse_rename_rules
+    from adnet.config import ADNetConfig
+    model = tiny_model(seed=5)
+    expected = _perturbed(model)
+    orig = ours_to_original(expected, "convnext")
+    for old, new in [(r"^decoder\.0\.", "dec1."), (r"^decoder\.1\.", "dec2."), (r"^hmt\.", "fft_pool.")]:
+        orig = {re.sub(old, new, k): v for k, v in orig.items()}
+    with pytest.raises(CheckpointKeyError, match=r"(?s)no rule maps.*dec1\.norm_q\.weight.*does not fill.*decoder\.0"):
+        load_weights(tiny_model(seed=6), orig)
+    cfg = load_config(ADNetConfig, None, ["model.pretrained_rename=['^dec1\\.=decoder.0.','^dec2\\.=decoder.1.',"
+                                          "'^fft_pool\\.=hmt.']"])
+    other = tiny_model(seed=6)
+    assert load_weights(other, orig, extra_rules=parse_rename_rules(cfg.model.pretrained_rename)) == []
+    for k, v in other.state_dict().items():
+        torch.testing.assert_close(v, expected[k], msg=k)
