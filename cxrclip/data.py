@@ -2,7 +2,7 @@
 
 Sources (concatenated for training, as in the paper's M / M+C / M+C+C14 settings):
   mimic     image-text: a study's views and its report sections (FINDINGS / IMPRESSION).
-  chexpert  label-only: texts composed from a prompt file (pos / neg / unc sentences).
+  chexpert  label-only: texts composed from a prompt file (pos / neg / unc sentences); one sample per study.
   chest14   label-only: positives + 3 sampled negatives ("Effusion" -> "Pleural Effusion"); 80/20 by patient.
   custom    label-only, the CGMH fork's format: a CSV with ``image`` (list of paths) and ``text_label`` (list of
             positive labels), a user label list and prompt file from the config.
@@ -159,12 +159,19 @@ def _frontal_first(view: pd.Series) -> pd.Series:
 
 
 def chexpert_samples(root: str | Path, split: str) -> list[Sample]:
+    """One sample per CheXpert study (``patientNNNNN/studyN``) with all its views, frontal first, so the two
+    training images are two distinct views when the study has several. CheXpert labels a study, so its views carry
+    the same labels; views whose labels differ are kept as separate samples rather than merged or dropped."""
     frame = chexpert.read_index(root, split=split, uncertain="keep", blank="keep")
     labels = [label for label in CHEXPERT_LABELS if label in frame]
-    values = frame[labels].to_numpy()
-    return [Sample(images=[path], values=dict(zip(labels, row)),
-                   positives=[label for label, v in zip(labels, row) if v == 1])
-            for path, row in zip(frame["path"], values)]
+    frame = frame.assign(_lateral=(frame["frontal_lateral"].astype(str).str.lower() != "frontal").astype(int))
+    frame = frame.sort_values(["study_id", "_lateral", "path"], kind="stable")
+    grouped = frame.groupby(["study_id", *labels], dropna=False, sort=False)["path"].agg(list)
+    samples = []
+    for key, paths in grouped.items():
+        row = dict(zip(labels, key[1:]))
+        samples.append(Sample(images=paths, values=row, positives=[label for label, v in row.items() if v == 1]))
+    return samples
 
 
 def chest14_samples(root: str | Path, split: str, seed: int = 0) -> list[Sample]:
