@@ -16,7 +16,8 @@ Layouts (``data.layout``):
   (``shared.data.splits.ham_boxes("chexpert")``: 9 classes, xyxy -> xywh, misspelled keys normalised).
 
 A split is named by a *list spec* (config keys ``data.train``, ``data.train_boxes``, ``data.val``, ...):
-``Main/train_0.7_0.7`` / ``bbox/test`` (a file of HAM's ImageSets; fold files are taken from ``data.fold``),
+``Main/train_0.7_0.7`` / ``bbox/test`` (a file of HAM's ImageSets; fold files are taken from ``data.fold``,
+unless the name carries its fold: ``bbox/fold3/test`` is fold 3's whatever ``data.fold``),
 ``split:train`` / ``split:test`` (the index's official split column), ``boxes:test`` / ``boxes:all`` (the images
 with boxes in that split / anywhere), ``all``, or ``A - B`` (the images of A not in B). An image named by a list but absent from the index is an error.
 
@@ -74,7 +75,8 @@ class DataConfig:
     box_reference_size: int | None = None   # boxes refer to a square image of this size (None: the file's pixels)
     use_crf: bool = False             # dense-CRF refinement of the training box masks (needs pydensecrf2)
     chexpert_uncertain: str = "zeros"
-    max_images: int = 0               # >0: keep the first N images of each list (smoke runs)
+    max_images: int = 0               # >0: keep the first N images of each list (smoke runs); the training
+    #                                   box-supervised images are those left in the truncated train list
 
 
 # ----------------------------------------------------------------------------------------------- index
@@ -165,13 +167,15 @@ def _imagesets_root(cfg: DataConfig):
     return local.parent if local.is_dir() else None
 
 
-def resolve_list(spec: str, cfg: DataConfig, frame: pd.DataFrame, boxes: dict) -> list[str]:
-    """Image ids named by a list spec (see the module docstring), in list order."""
+def resolve_list(spec: str, cfg: DataConfig, frame: pd.DataFrame, boxes: dict, truncate: bool = True) -> list[str]:
+    """Image ids named by a list spec (see the module docstring), in list order; with ``truncate`` and
+    ``cfg.max_images > 0`` only the first ``max_images`` of them."""
     spec = spec.strip()
     if " - " in spec:   # "A - B": the images of A that are not in B, in A's order
         first, rest = spec.split(" - ", 1)
-        drop = set(resolve_list(rest, cfg, frame, boxes))
-        return [i for i in resolve_list(first, cfg, frame, boxes) if i not in drop]
+        drop = set(resolve_list(rest, cfg, frame, boxes, truncate=False))
+        ids = [i for i in resolve_list(first, cfg, frame, boxes, truncate=False) if i not in drop]
+        return ids[:cfg.max_images] if truncate and cfg.max_images > 0 else ids
     if spec == "all":
         ids = frame["image_id"].tolist()
     elif spec.startswith("split:"):
@@ -183,11 +187,13 @@ def resolve_list(spec: str, cfg: DataConfig, frame: pd.DataFrame, boxes: dict) -
             sel &= frame["split"] == which
         ids = frame.loc[sel, "image_id"].tolist()
     else:
-        sets = ham_imagesets(fold=cfg.fold, root=_imagesets_root(cfg))
-        name = re.sub(r"/fold\d+/", "/", spec)
-        if name not in sets:
-            raise DataError(f"split list {spec!r} is not a HAM ImageSets file; known: {sorted(sets)[:12]} ...")
-        ids = sets[name]
+        # a fold written into the name ("bbox/fold3/test") is honoured; otherwise the fold is data.fold
+        explicit = re.search(r"(^|/)fold\d+/", spec) is not None
+        sets = ham_imagesets(fold=None if explicit else cfg.fold, root=_imagesets_root(cfg))
+        if spec not in sets:
+            where = "" if explicit else f" (fold files named without 'foldN/' are read from data.fold={cfg.fold})"
+            raise DataError(f"split list {spec!r} is not a HAM ImageSets file{where}; known: {sorted(sets)[:12]} ...")
+        ids = sets[spec]
     known = set(frame["image_id"])
     absent = [i for i in ids if i not in known]
     if absent:
@@ -197,7 +203,7 @@ def resolve_list(spec: str, cfg: DataConfig, frame: pd.DataFrame, boxes: dict) -
     if no_file:
         raise DataError(f"split list {spec!r}: {len(no_file)} images have no image file under {cfg.root}/images, "
                         f"e.g. {sorted(no_file)[:3]}")
-    if cfg.max_images > 0:
+    if truncate and cfg.max_images > 0:
         ids = ids[:cfg.max_images]
     return ids
 
@@ -221,7 +227,19 @@ class Splits:
 def build_splits(cfg: DataConfig, frame: pd.DataFrame, boxes: dict) -> Splits:
     notes = []
     train_ids = resolve_list(cfg.train, cfg, frame, boxes)
-    train_box = set(resolve_list(cfg.train_boxes, cfg, frame, boxes)) if cfg.train_boxes else set()
+    # the box-supervised list is checked against the whole train list, then (max_images) cut to the images that
+    # remain in the truncated train list: both lists are truncated consistently
+    train_box = set(resolve_list(cfg.train_boxes, cfg, frame, boxes, truncate=False)) if cfg.train_boxes else set()
+    if cfg.max_images > 0 and train_box:
+        full_train = set(resolve_list(cfg.train, cfg, frame, boxes, truncate=False))
+        outside = train_box - full_train
+        if outside:
+            raise DataError(f"{len(outside)} images of {cfg.train_boxes!r} are not in {cfg.train!r}, "
+                            f"e.g. {sorted(outside)[:3]}")
+        kept = train_box & set(train_ids)
+        notes.append(f"data.max_images={cfg.max_images}: {len(train_ids)} train images, {len(kept)} of the "
+                     f"{len(train_box)} box-supervised images of {cfg.train_boxes!r} among them")
+        train_box = kept
     test_ids = resolve_list(cfg.test, cfg, frame, boxes)
     test_box = set(resolve_list(cfg.test_boxes, cfg, frame, boxes)) if cfg.test_boxes else set()
     test_frame = select(frame, list(dict.fromkeys(test_ids + sorted(test_box - set(test_ids)))))

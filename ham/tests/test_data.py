@@ -1,5 +1,6 @@
 """HAM's data: shipped split files vs the spec's counts, layouts, joint transforms, box masks, CLI errors."""
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -145,3 +146,36 @@ def test_crf_refined_training_masks_stay_inside_their_boxes(synth):
     i = next(k for k, x in enumerate(plain.ids) if x in s.train_box_ids)
     box, crf = plain[i]["masks"].bool(), refined[i]["masks"].bool()
     assert not (crf & ~box).any() and crf.sum() <= box.sum()
+
+
+@pytest.mark.parametrize("protocol", ["cls", "loc"])
+def test_max_images_truncates_train_and_box_lists_consistently(real_index, protocol):
+    """data.max_images on the shipped fold lists: the box-supervised images are the box images left in the
+    truncated train list (each list cut on its own gave box images outside the train list)."""
+    frame, boxes = real_index
+    train, train_boxes = {"cls": ("Main/train_0.7_0.7", "bbox/train_0.7"),
+                          "loc": ("Main/train_0.5_0.8", "bbox/train_0.8")}[protocol]
+    full_cfg = DataConfig(layout="nih", fold=1, train=train, train_boxes=train_boxes, test="Main/test_0_0.2",
+                          test_boxes="bbox/test")
+    full_train = resolve_list(train, full_cfg, frame, boxes)
+    full_box = set(resolve_list(train_boxes, full_cfg, frame, boxes))
+    n = full_train.index(next(i for i in full_train if i in full_box)) + 500   # a cut that keeps some box images
+    cfg = replace(full_cfg, max_images=n)
+    s = build_splits(cfg, frame, boxes)
+    assert s.train["image_id"].tolist() == full_train[:n]
+    assert s.train_box_ids == full_box & set(full_train[:n]) and s.train_box_ids
+    assert len(s.test) <= n + 200 and any("max_images" in note for note in s.notes)
+    small = build_splits(replace(full_cfg, max_images=200), frame, boxes)
+    assert len(small.train) == 200 and small.train_box_ids <= set(small.train["image_id"])
+
+
+def test_fold_written_in_a_list_name_is_honoured(real_index):
+    frame, boxes = real_index
+    fold1 = DataConfig(layout="nih", fold=1)
+    fold3_test = resolve_list("bbox/test", DataConfig(layout="nih", fold=3), frame, boxes)
+    assert resolve_list("bbox/fold3/test", fold1, frame, boxes) == fold3_test
+    assert resolve_list("bbox/fold3/test", fold1, frame, boxes) != resolve_list("bbox/test", fold1, frame, boxes)
+    assert len(resolve_list("Main/fold2/train_0.5_0.8", fold1, frame, boxes)) == \
+        len(resolve_list("Main/train_0.5_0.8", DataConfig(layout="nih", fold=2), frame, boxes))
+    with pytest.raises(Exception, match="not a HAM ImageSets file"):
+        resolve_list("bbox/fold9/test", fold1, frame, boxes)
