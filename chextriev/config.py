@@ -16,6 +16,8 @@ class DataConfig:
     image_size: int = 224                  # whole image (ResNet50 baseline; ATH uses model.ath_input_size)
     feature_cache: bool = True             # cache the frozen CNN's outputs once per image (not for ATH)
     cache_dir: str = ""                    # default: <prepared>/feature_cache
+    cache_dtype: Literal["float16", "float32"] = "float16"   # float32 where the cached feature is the retrieval
+    #                                        embedding (resnet50.yaml): float16 reorders near-ties; 2x the disk
     cache_batch_size: int = 32
     batch_size: int = 16                   # per optimizer micro-batch; engine.grad_accum gives the effective batch
     eval_batch_size: int = 64

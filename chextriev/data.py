@@ -9,10 +9,14 @@ Every sample is ``{"x": tensor, "labels": (9,) float, "node_labels": (18, 9) flo
 
 Feature cache: the CNN is frozen (and in eval mode by default), so its output for a crop never changes; computing
 it once per image replaces 18 ResNet50 forward passes per sample by a memory-mapped read. A cache directory holds
-``features.npy`` (N x 18 x F, or N x F, float16, ``np.lib.format.open_memmap``), ``ids.csv`` (image_id per row) and
-``meta.json`` (backbone, weights file, crop size, mode, count), written under a temporary name and renamed, so a
-directory that exists is complete. ``bn_drift=True`` (original behaviour) changes the CNN while training, so a
-cache is refused then.
+``features.npy`` (N x 18 x F, or N x F, float16 by default or float32, ``np.lib.format.open_memmap``), ``ids.csv``
+(image_id per row) and ``meta.json`` (backbone, weights file, crop size, mode, count, dtype), written under a
+temporary name and renamed, so a directory that exists is complete. The directory name (:func:`cache_key`) hashes
+everything the stored values depend on: the CNN's weights, mode, size, dtype, the image ids and, for crops, the
+anatomy boxes and the original image sizes they are rescaled by — a re-run of ``prepare`` with other boxes gets a
+new cache, never stale crops. ``bn_drift=True`` (original behaviour) changes the CNN while training, so a cache is
+refused then. float32 matters where the cached feature IS the retrieval embedding (the ResNet50 baseline): float16
+rounding (~3 significant digits) reorders near-ties in the ranking.
 """
 from __future__ import annotations
 
@@ -103,7 +107,7 @@ class AnatomyDataset(Dataset):
 
 # ------------------------------------------------------------------------------------------ feature cache
 class FeatureCache:
-    """A built feature cache (see the module doc): ``cache[image_id] -> np.ndarray float16``."""
+    """A built feature cache (see the module doc): ``cache[image_id] -> np.ndarray`` (float16 or float32)."""
 
     def __init__(self, directory: str | os.PathLike):
         d = Path(directory)
@@ -149,21 +153,58 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def cache_key(backbone: str, cnn: torch.nn.Module, mode: str, size: int, image_ids: Sequence[str]) -> str:
-    """Cache directory name: the backbone, the exact CNN weights (so a random-init CNN of another seed or other
-    weights never reuse a cache), the input mode and size, and the image ids."""
+CACHE_DTYPES = {"float16": np.float16, "float32": np.float32}
+
+
+def geometry_fingerprint(boxes: np.ndarray, original_sizes: Optional[np.ndarray] = None) -> str:
+    """sha1 of the crop geometry: the (N, 18, 4) boxes (as float64) and, when given, the (N, 2) original
+    columns/rows the boxes are rescaled by (NaN where unknown)."""
     h = hashlib.sha1()
-    h.update(json.dumps([backbone, weights_fingerprint(cnn), mode, int(size)]).encode())
+    b = np.ascontiguousarray(np.asarray(boxes, dtype=np.float64))
+    h.update(repr(b.shape).encode())
+    h.update(b.tobytes())
+    if original_sizes is not None:
+        o = np.ascontiguousarray(np.asarray(original_sizes, dtype=np.float64))
+        h.update(repr(o.shape).encode())
+        h.update(o.tobytes())
+    return h.hexdigest()
+
+
+def original_sizes(frame: pd.DataFrame) -> Optional[np.ndarray]:
+    """(N, 2) original columns, rows of ``frame`` (what crop boxes are rescaled by), or None without them."""
+    if "columns" not in frame.columns or "rows" not in frame.columns:
+        return None
+    return frame[["columns", "rows"]].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+
+
+def cache_key(backbone: str, cnn: torch.nn.Module, mode: str, size: int, image_ids: Sequence[str],
+              boxes: Optional[np.ndarray] = None, dtype: str = "float16",
+              sizes: Optional[np.ndarray] = None) -> str:
+    """Cache directory name: the backbone, the exact CNN weights (so a random-init CNN of another seed or other
+    weights never reuse a cache), the input mode and size, the stored dtype, the image ids and, in crops mode, the
+    crop geometry (``boxes`` (N, 18, 4) and the original image ``sizes`` (N, 2) they are rescaled by; see
+    :func:`geometry_fingerprint`), so changed boxes never reuse stale crops."""
+    if dtype not in CACHE_DTYPES:
+        raise ValueError(f"cache dtype must be one of {list(CACHE_DTYPES)}, got {dtype!r}")
+    if mode == "crops" and boxes is None:
+        raise ValueError("cache_key: crops mode needs the boxes (they define the crops)")
+    geometry = geometry_fingerprint(boxes, sizes) if mode == "crops" else None
+    h = hashlib.sha1()
+    h.update(json.dumps([backbone, weights_fingerprint(cnn), mode, int(size), dtype, geometry]).encode())
     h.update("\n".join(image_ids).encode())
-    return f"{backbone}_{mode}{size}_{h.hexdigest()[:12]}"
+    return f"{backbone}_{mode}{size}_{'f16' if dtype == 'float16' else 'f32'}_{h.hexdigest()[:12]}"
 
 
 @torch.no_grad()
 def build_feature_cache(cnn: torch.nn.Module, dataset: AnatomyDataset, out_dir: str | os.PathLike,
                         batch_size: int = 16, num_workers: int = 0, device: str | torch.device = "cpu",
-                        meta: Optional[dict] = None) -> FeatureCache:
+                        meta: Optional[dict] = None, dtype: str = "float16") -> FeatureCache:
     """Run the frozen ``cnn`` (eval mode; ``cnn(images (B,3,S,S)) -> (B,F)``) once over ``dataset`` and write a
-    float16 cache to ``out_dir`` (no-op when it already exists). Progress bar; atomic (temp dir + rename)."""
+    ``dtype`` ("float16" or "float32") cache to ``out_dir`` (no-op when it already exists; the dtype is part of
+    :func:`cache_key`). Progress bar; atomic (temp dir + rename)."""
+    if dtype not in CACHE_DTYPES:
+        raise ValueError(f"cache dtype must be one of {list(CACHE_DTYPES)}, got {dtype!r}")
+    np_dtype = CACHE_DTYPES[dtype]
     out_dir = Path(out_dir)
     if (out_dir / "meta.json").exists():
         return FeatureCache(out_dir)
@@ -184,9 +225,9 @@ def build_feature_cache(cnn: torch.nn.Module, dataset: AnatomyDataset, out_dir: 
         else:
             feats = cnn(x)
         if store is None:
-            store = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=np.float16,
+            store = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=np_dtype,
                                               shape=(n, *feats.shape[1:]))
-        store[pos:pos + len(feats)] = feats.float().cpu().numpy().astype(np.float16)
+        store[pos:pos + len(feats)] = feats.float().cpu().numpy().astype(np_dtype)
         pos += len(feats)
     if store is None:
         raise ValueError("cannot build a feature cache of an empty dataset")
@@ -194,7 +235,7 @@ def build_feature_cache(cnn: torch.nn.Module, dataset: AnatomyDataset, out_dir: 
     del store
     pd.DataFrame({"image_id": [dataset.image_id(i) for i in range(n)]}).to_csv(tmp / "ids.csv", index=False)
     (tmp / "meta.json").write_text(json.dumps({**(meta or {}), "count": n, "mode": dataset.mode,
-                                               "size": dataset.size, "dtype": "float16"}, indent=1))
+                                               "size": dataset.size, "dtype": dtype}, indent=1))
     cnn.train(was_training)
     shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(tmp, out_dir)
@@ -202,7 +243,7 @@ def build_feature_cache(cnn: torch.nn.Module, dataset: AnatomyDataset, out_dir: 
 
 
 class CachedDataset(Dataset):
-    """Same samples as :class:`AnatomyDataset` with ``x`` = cached CNN features (float32 from float16)."""
+    """Same samples as :class:`AnatomyDataset` with ``x`` = cached CNN features (as float32)."""
 
     def __init__(self, base: AnatomyDataset, cache: FeatureCache):
         self.base, self.cache = base, cache
@@ -219,7 +260,7 @@ class CachedDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         r = self.base.rows[i]
         node = self.base.node_labels[r].astype(np.float32)
-        x = np.asarray(self.cache[self.base.image_id(i)], dtype=np.float32)
+        x = np.array(self.cache[self.base.image_id(i)], dtype=np.float32)   # a copy: the memmap is read-only
         return {"x": torch.from_numpy(x), "labels": torch.from_numpy(node.max(0)),
                 "node_labels": torch.from_numpy(node), "index": int(i)}
 
@@ -230,4 +271,5 @@ def label_matrix(labels: np.ndarray, rows: Sequence[int]) -> np.ndarray:
 
 
 __all__ = ["AnatomyDataset", "CachedDataset", "FeatureCache", "build_feature_cache", "cache_key", "crop_boxes",
+           "geometry_fingerprint", "original_sizes", "CACHE_DTYPES",
            "label_matrix", "IMAGENOME_FINDINGS"]

@@ -29,7 +29,7 @@ from shared.engine import Trainer, create_run_dir, seed_everything
 from shared.metrics.classification import per_class_auroc
 
 from chextriev.config import ChextrievConfig
-from chextriev.data import AnatomyDataset, CachedDataset, build_feature_cache, cache_key
+from chextriev.data import AnatomyDataset, CachedDataset, build_feature_cache, cache_key, original_sizes
 from chextriev.losses import compute_loss, image_scores
 from chextriev.models import ANATOMY_MODELS, build_model
 from chextriev.prepare import Prepared
@@ -77,10 +77,12 @@ def make_datasets(cfg: ChextrievConfig, prepared: Prepared, model: torch.nn.Modu
     ids = prepared.frame["image_id"].tolist()
     root = Path(cfg.data.cache_dir) if cfg.data.cache_dir else prepared.dir / "feature_cache"
     cnn = frozen_cnn(model)
-    key = cache_key(cfg.model.backbone, cnn, mode, size, ids)
+    key = cache_key(cfg.model.backbone, cnn, mode, size, ids, boxes=prepared.boxes, dtype=cfg.data.cache_dtype,
+                    sizes=original_sizes(prepared.frame))
     cache = build_feature_cache(cnn, everything, root / key, cfg.data.cache_batch_size,
                                 device=device, meta={"backbone": cfg.model.backbone,
-                                                     "pretrained_path": cfg.model.pretrained_path})
+                                                     "pretrained_path": cfg.model.pretrained_path},
+                                dtype=cfg.data.cache_dtype)
     return {s: CachedDataset(d, cache) for s, d in sets.items()}
 
 

@@ -104,7 +104,81 @@ def test_cache_key_follows_the_cnn_weights():
     torch.manual_seed(1)
     b = FrozenCNN("resnet18")
     ids = ["x", "y"]
-    assert cache_key("resnet18", a, "crops", 32, ids) != cache_key("resnet18", b, "crops", 32, ids)
+    boxes = np.zeros((2, 18, 4))
+    assert cache_key("resnet18", a, "crops", 32, ids, boxes) != cache_key("resnet18", b, "crops", 32, ids, boxes)
     b.load_state_dict(a.state_dict())
-    assert cache_key("resnet18", a, "crops", 32, ids) == cache_key("resnet18", b, "crops", 32, ids)
-    assert cache_key("resnet18", a, "crops", 32, ids) != cache_key("resnet18", a, "crops", 32, ["x"])
+    assert cache_key("resnet18", a, "crops", 32, ids, boxes) == cache_key("resnet18", b, "crops", 32, ids, boxes)
+    assert cache_key("resnet18", a, "crops", 32, ids, boxes) != cache_key("resnet18", a, "crops", 32, ["x"], boxes)
+
+
+def test_cache_key_follows_boxes_sizes_and_dtype():
+    from chextriev.data import cache_key
+    from chextriev.models.common import FrozenCNN
+
+    cnn = FrozenCNN("resnet18")
+    ids = ["x", "y"]
+    boxes = np.arange(2 * 18 * 4, dtype=np.float64).reshape(2, 18, 4)
+    moved = boxes.copy()
+    moved[1, 5, 0] += 1                                   # one box of one image one pixel to the right
+    key = cache_key("resnet18", cnn, "crops", 32, ids, boxes)
+    assert key == cache_key("resnet18", cnn, "crops", 32, ids, boxes.astype(np.float32))
+    assert key != cache_key("resnet18", cnn, "crops", 32, ids, moved)
+    sizes = np.array([[100.0, 120.0], [100.0, 120.0]])
+    assert key != cache_key("resnet18", cnn, "crops", 32, ids, boxes, sizes=sizes)
+    assert cache_key("resnet18", cnn, "crops", 32, ids, boxes, sizes=sizes) != \
+        cache_key("resnet18", cnn, "crops", 32, ids, boxes, sizes=sizes * 2)
+    assert key != cache_key("resnet18", cnn, "crops", 32, ids, boxes, dtype="float32")
+    assert "_f32_" in cache_key("resnet18", cnn, "image", 32, ids, dtype="float32")
+    # whole-image mode does not depend on boxes
+    assert cache_key("resnet18", cnn, "image", 32, ids, boxes) == cache_key("resnet18", cnn, "image", 32, ids, moved)
+    with pytest.raises(ValueError, match="boxes"):
+        cache_key("resnet18", cnn, "crops", 32, ids)
+    with pytest.raises(ValueError, match="dtype"):
+        cache_key("resnet18", cnn, "image", 32, ids, dtype="bfloat16")
+
+
+def test_changed_boxes_rebuild_the_cache_through_make_datasets(prepared_dir, tmp_path):
+    """Re-running prepare with other boxes (simulated: the loaded boxes shifted) must not reuse stale crops."""
+    from chextriev.train import make_datasets
+
+    p = Prepared(prepared_dir)
+    keep = np.concatenate([p.split("train")[:3], p.split("val")[:2]])
+    p.frame, p.boxes, p.labels = p.frame.iloc[keep].reset_index(drop=True), p.boxes[keep], p.labels[keep]
+    cfg = load_config(ChextrievConfig, CONFIGS / "demo.yaml", [
+        f"data.prepared={prepared_dir}", f"data.cache_dir={tmp_path / 'cache'}", "data.crop_size=16",
+        "data.cache_batch_size=8", "model.dim=32", "model.heads=2", "model.dim_head=16"])
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    first = make_datasets(cfg, p, model, ("train",))["train"]
+    again = make_datasets(cfg, p, model, ("train",))["train"]
+    assert again.cache.dir == first.cache.dir                      # same boxes: reused
+    old = np.asarray(first[0]["x"]).copy()
+    p.boxes = p.boxes.copy()
+    p.boxes[:, :, 2:] = np.maximum(p.boxes[:, :, 2:] // 2, 2)      # other boxes: smaller crops
+    moved = make_datasets(cfg, p, model, ("train",))["train"]
+    assert moved.cache.dir != first.cache.dir
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+    assert not np.allclose(np.asarray(moved[0]["x"]), old)        # features of the new crops, not the stale ones
+    live = model.encoder.cnn(moved.base[0]["x"]).detach().numpy()
+    np.testing.assert_allclose(np.asarray(moved[0]["x"]), live, rtol=1e-2, atol=1e-2)
+
+
+def test_float32_cache_is_exact_for_the_global_baseline(prepared_dir, tmp_path):
+    """The ResNet50 baseline's embedding IS the cached feature: its float32 cache reproduces the live embedding
+    bit for bit (float16 only to ~3 digits), and resnet50.yaml selects float32."""
+    p = Prepared(prepared_dir)
+    rows = p.split("test")[:4]
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="resnet50", backbone="resnet18", dim=16)).eval()
+    images = AnatomyDataset(p.frame, p.boxes, p.labels, rows, "image", 32)
+    with torch.no_grad():
+        live = model(torch.stack([images[i]["x"] for i in range(4)]))["embedding"].numpy()
+    c32 = build_feature_cache(model.cnn, images, tmp_path / "c32", batch_size=4, dtype="float32")
+    c16 = build_feature_cache(model.cnn, images, tmp_path / "c16", batch_size=4)
+    assert c32.data.dtype == np.float32 and c32.meta["dtype"] == "float32" and c16.data.dtype == np.float16
+    got32 = np.stack([CachedDataset(images, c32)[i]["x"].numpy() for i in range(4)])
+    got16 = np.stack([CachedDataset(images, c16)[i]["x"].numpy() for i in range(4)])
+    np.testing.assert_array_equal(got32, live)
+    assert not np.array_equal(got16, live)
+    assert load_config(ChextrievConfig, CONFIGS / "resnet50.yaml").data.cache_dtype == "float32"
+    assert load_config(ChextrievConfig, CONFIGS / "v6.yaml").data.cache_dtype == "float16"
