@@ -230,5 +230,25 @@ def eval_transform(data: DataConfig, size: int | None = None):
     return shared_eval_transform(size or data.test_size, crop_pct=data.crop_pct, interpolation=data.interpolation)
 
 
+def ten_crop_transform(data: DataConfig, size: int | None = None):
+    """Test-time ten-crop (spec section 4, optional): resize the shorter side to floor(size / crop_pct) as
+    :func:`eval_transform` does, then torchvision's TenCrop(size) (4 corners + centre, and the same of the
+    horizontally flipped image), each crop normalised -> a (10, 3, size, size) tensor per image."""
+    from shared.data.transforms import interpolation_mode, resize_size
+    size = size or data.test_size
+    return T.Compose([T.Resize(resize_size(size, data.crop_pct), interpolation=interpolation_mode(data.interpolation)),
+                      T.TenCrop(size), _StackNormalised()])
+
+
+class _StackNormalised:
+    """A tuple of PIL crops -> (n, 3, H, W), each ToTensor + ImageNet-normalised (a class: picklable for workers)."""
+
+    def __init__(self):
+        self.norm = T.Compose([T.ToTensor(), T.Normalize(mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD))])
+
+    def __call__(self, crops) -> torch.Tensor:
+        return torch.stack([self.norm(c) for c in crops])
+
+
 def stack_labels(dataset: ImageDataset) -> torch.Tensor:
     return torch.from_numpy(np.asarray(dataset.labels))

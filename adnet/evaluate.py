@@ -84,17 +84,28 @@ def eval_loader(dataset, batch_size: int, num_workers: int) -> DataLoader:
 @torch.no_grad()
 def predict(model: torch.nn.Module, loader, device: torch.device, amp_dtype: torch.dtype | None = None,
             embed: bool = False, desc: str = "predict") -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities or embeddings (N, C) float32, labels (N, K)) over ``loader`` in order."""
+    """(probabilities or embeddings (N, C) float32, labels (N, K)) over ``loader`` in order.
+
+    Multi-crop batches (B, n_crops, C, H, W) (:func:`adnet.data.ten_crop_transform`) give each image the mean of
+    its crops' sigmoid probabilities (a probability-averaged ensemble; not for embeddings)."""
     model.eval()
     outs, labels = [], []
     for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, file=sys.stdout,
                       disable=None):
         x = batch["image"].to(device, non_blocking=True)
+        crops = x.shape[1] if x.dim() == 5 else 0
+        if crops and embed:
+            raise ValueError("multi-crop batches give probabilities only, not k-NN embeddings")
+        if crops:
+            x = x.flatten(0, 1)
         ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None and not embed \
             else contextlib.nullcontext()
         with ctx:
             out = model.forward_embedding(x) if embed else model(x)
-        outs.append((out.float() if embed else torch.sigmoid(out.float())).cpu())
+        out = out.float() if embed else torch.sigmoid(out.float())
+        if crops:
+            out = out.unflatten(0, (-1, crops)).mean(1)
+        outs.append(out.cpu())
         labels.append(batch["labels"].float())
     return torch.cat(outs).numpy(), torch.cat(labels).numpy()
 

@@ -6,8 +6,10 @@
 ``--weights`` takes our checkpoints (shared.engine format: raw and EMA weights are both evaluated, the better one
 is kept — on the test split as the original did, or on the validation split with data.honest_validation=true)
 or the authors' released ``{name}.pth.tar`` (converted through adnet.checkpoint's key map; ``--rename
-REGEX=REPLACEMENT`` bridges other key names). Writes results.json, test_metrics.md, predictions.npz and
-roc.png into the run directory (the checkpoint's run, or ``--run-dir``, or a new runs/adnet/<name>_eval/<ts>).
+REGEX=REPLACEMENT`` bridges other key names). ``--ten-crop``: the optional test-time ten-crop ensemble of spec
+section 4 (mean sigmoid probability over TenCrop(test_size) of the floor(test_size / crop_pct) resize). Writes
+results.json, test_metrics.md, predictions.npz and roc.png into the run directory (the checkpoint's run, or
+``--run-dir``, or a new runs/adnet/<name>_eval/<ts>).
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from shared.report import write_results
 
 from adnet.checkpoint import CheckpointKeyError, load_weights
 from adnet.config import ADNetConfig
-from adnet.data import build_frame, eval_transform, make_dataset, selection_split
+from adnet.data import build_frame, eval_transform, make_dataset, selection_split, ten_crop_transform
 from adnet.evaluate import (add_weights_args, auroc_mean, build_from_config, checkpoint_weights, eval_loader,
                             metrics_table, min_size_check, output_dir, predict, rename_rules_from_args,
                             table_to_metrics)
@@ -58,8 +60,12 @@ def _roc_plot(y_true: np.ndarray, y_prob: np.ndarray, names, path: Path, title: 
 
 
 def evaluate_run(cfg: ADNetConfig, weights: str | Path, run_dir: str | Path, frame=None, labels=None,
-                 extra_rules=(), extra_notes=()) -> dict:
-    """Evaluate ``weights`` (raw and EMA when present) and write results.json etc. into ``run_dir``."""
+                 extra_rules=(), extra_notes=(), ten_crop: bool = False) -> dict:
+    """Evaluate ``weights`` (raw and EMA when present) and write results.json etc. into ``run_dir``.
+
+    ``ten_crop``: every test (and validation) image is scored as the mean sigmoid probability of its ten crops
+    (:func:`adnet.data.ten_crop_transform`) instead of the single centre crop; batches hold
+    ``eval_batch_size // 10`` images (at least 1) so the forward stays the same size."""
     run_dir = Path(run_dir)
     if frame is None:
         frame, labels = build_frame(cfg.data)
@@ -67,13 +73,18 @@ def evaluate_run(cfg: ADNetConfig, weights: str | Path, run_dir: str | Path, fra
     device = select_device(cfg.engine.device)
     amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.engine.amp) if device.type == "cuda" else None
     split = selection_split(cfg.data)
-    test_set = make_dataset(frame, "test", labels, eval_transform(cfg.data), cfg.data.limit_test)
-    loaders = {"test": eval_loader(test_set, cfg.data.eval_batch_size, cfg.engine.num_workers)}
+    tf = ten_crop_transform(cfg.data) if ten_crop else eval_transform(cfg.data)
+    bs = max(1, cfg.data.eval_batch_size // 10) if ten_crop else cfg.data.eval_batch_size
+    test_set = make_dataset(frame, "test", labels, tf, cfg.data.limit_test)
+    loaders = {"test": eval_loader(test_set, bs, cfg.engine.num_workers)}
     if split == "val":
-        val_set = make_dataset(frame, "val", labels, eval_transform(cfg.data))
-        loaders["val"] = eval_loader(val_set, cfg.data.eval_batch_size, cfg.engine.num_workers)
+        val_set = make_dataset(frame, "val", labels, tf)
+        loaders["val"] = eval_loader(val_set, bs, cfg.engine.num_workers)
 
     results, notes = {}, list(extra_notes)
+    if ten_crop:
+        notes.append(f"test-time ten-crop: mean sigmoid probability of TenCrop({cfg.data.test_size}) on the "
+                     f"{cfg.data.test_size}/{cfg.data.crop_pct:g} resize (4 corners + centre, and flipped)")
     for variant, state in variants.items():
         model, _ = build_from_config(cfg, len(labels), load_pretrained=False)
         min_size_check(cfg, model)
@@ -132,11 +143,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m adnet.test", description=__doc__.split("\n\n")[0])
     add_weights_args(parser)
     parser.add_argument("--run-dir", default=None, help="where to write results.json (default: see --help)")
+    parser.add_argument("--ten-crop", action="store_true",
+                        help="test-time ten-crop ensemble: mean sigmoid probability of TenCrop(test_size) on the "
+                             "floor(test_size / crop_pct) resize (10x the compute)")
     cfg, args = parse_config(ADNetConfig, argv, parser=parser)
     rules = rename_rules_from_args(parser, args)
     def action():
         run_dir = output_dir(cfg, args.weights, args.run_dir, "eval")
-        out = evaluate_run(cfg, args.weights, run_dir, extra_rules=rules)
+        out = evaluate_run(cfg, args.weights, run_dir, extra_rules=rules, ten_crop=args.ten_crop)
         print(f"results: {out['run_dir'] / 'results.json'}")
     return run_cli("adnet.test", action)
 
