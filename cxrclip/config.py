@@ -49,16 +49,22 @@ class OptimConfig:
 class EvalConfig:
     """What test.py evaluates (each part runs when its data is given)."""
 
-    retrieval_root: str | None = None   # MIMIC-layout root: image<->report retrieval on its test split
-    retrieval_split: str = "test"
+    retrieval_root: str | None = None   # image<->report retrieval: a MIMIC / OpenI root or an (image, text) CSV
+    retrieval_layout: Literal["mimic", "openi", "csv"] = "mimic"  # csv: the original's mimic_cxr_test/openi_test
+    retrieval_split: str = "test"       # mimic only (OpenI is all test)
+    retrieval_image_root: str | None = None  # csv: folder its image paths are relative to (default: the CSV's)
     zeroshot_root: str | None = None    # MIMIC/CheXpert-layout root: binary zero-shot per class on its test split
     zeroshot_layout: Literal["mimic", "chexpert"] = "mimic"
+    zeroshot_csv: str | None = None     # or a classification CSV (RSNA / SIIM / VinDr test, see data.py)
+    zeroshot_image_root: str | None = None
+    zeroshot_label_names: list[str] = field(default_factory=list)  # names of a list-valued 'label' (VinDr's 20)
     zeroshot_classes: list[str] = field(default_factory=lambda: ["Atelectasis", "Cardiomegaly", "Consolidation",
                                                                  "Edema", "Pleural Effusion"])
     binary_prompts: dict[str, list[str]] = field(default_factory=dict)  # {class: [negative, positive]};
     #                                   default ["No <class>", "<class>"]; RSNA: ["No evidence of pneumonia",
     #                                   "Findings suggesting pneumonia."]
-    chexpert5x200_csv: str | None = None  # GLoRIA's csv: Path, Report Impression, 5 class columns
+    chexpert5x200_csv: str | None = None  # GLoRIA's csv: Path, Report Impression, 5 class columns; zero-shot and,
+    #                                   when it has 'Report Impression', image<->text retrieval
     chexpert5x200_image_root: str | None = None
     class_prompts: str | None = None    # {class: [prompt, ...]} ensembles for 5x200; None -> templates
 

@@ -206,3 +206,34 @@ def _as_list(value) -> list[str]:
     if isinstance(value, str) and value.strip().startswith("["):
         return [str(v) for v in ast.literal_eval(value)]
     return [] if pd.isna(value) else [str(value)]
+
+
+def read_classification_csv(path: str | Path, classes: Sequence[str], label_names: Sequence[str] | None = None,
+                            image_root: str | Path | None = None) -> tuple[list[str], np.ndarray]:
+    """The classification CSV formats (RSNA / SIIM / VinDr) -> (image paths, labels (N, len(classes))).
+
+    ``image`` (relative to the CSV's folder or ``image_root``) and either one 0/1 column per class, or a ``label``
+    column: a scalar (one class), or a list such as VinDr's 20 values, named by ``label_names`` to pick ``classes``.
+    Used by the linear probe (finetune.py) and binary zero-shot (test.py, ``eval.zeroshot_csv``)."""
+    frame = pd.read_csv(path)
+    if "image" not in frame:
+        raise ValueError(f"{path}: missing column 'image'")
+    root = Path(image_root) if image_root else Path(path).parent
+    if all(c in frame for c in classes):
+        labels = frame[list(classes)].to_numpy(np.float32)
+    elif "label" in frame:
+        values = [ast.literal_eval(v) if isinstance(v, str) else v for v in frame["label"]]
+        if label_names:  # list-valued labels, named; keep the requested classes
+            unknown = [c for c in classes if c not in label_names]
+            if unknown:
+                raise ValueError(f"{path}: classes {unknown} are not among the label names {list(label_names)}")
+            index = [list(label_names).index(c) for c in classes]
+            labels = np.asarray([[row[i] for i in index] for row in values], np.float32)
+        else:
+            labels = np.asarray(values, np.float32).reshape(len(frame), -1)
+            if labels.shape[1] != len(classes):
+                raise ValueError(f"{path}: 'label' holds {labels.shape[1]} value(s) per row for {len(classes)} "
+                                 "class(es); name list-valued labels with label_names")
+    else:
+        raise ValueError(f"{path}: needs one column per class {classes} or a 'label' column")
+    return [str(root / p) for p in frame["image"]], labels

@@ -16,15 +16,13 @@ or a ``label`` column (a scalar, or a list such as VinDr's 20 values with ``--la
 from __future__ import annotations
 
 import argparse
-import ast
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from cxrclip.data import eval_transform
+from cxrclip.data import eval_transform, read_classification_csv
 from cxrclip.evaluate import _Images
 from cxrclip.loading import add_weights_args, load_from_args
 from shared.cli import cli_exit
@@ -33,26 +31,6 @@ from shared.metrics.classification import classification_table, render_table
 from shared.report import write_results
 
 VINDR_DROPPED = ("Other lesion", "Other disease")  # 20 -> 18 labels, as in the paper
-
-
-def read_classification_csv(path: str, classes: list[str], label_names: list[str] | None,
-                            image_root: str | None) -> tuple[list[str], np.ndarray]:
-    frame = pd.read_csv(path)
-    if "image" not in frame:
-        raise ValueError(f"{path}: missing column 'image'")
-    root = Path(image_root) if image_root else Path(path).parent
-    if all(c in frame for c in classes):
-        labels = frame[classes].to_numpy(np.float32)
-    elif "label" in frame:
-        values = [ast.literal_eval(v) if isinstance(v, str) else v for v in frame["label"]]
-        if label_names:  # list-valued labels, named; keep the requested classes
-            index = [label_names.index(c) for c in classes]
-            labels = np.asarray([[row[i] for i in index] for row in values], np.float32)
-        else:
-            labels = np.asarray(values, np.float32).reshape(len(frame), -1)
-    else:
-        raise ValueError(f"{path}: needs one column per class {classes} or a 'label' column")
-    return [str(root / p) for p in frame["image"]], labels
 
 
 @torch.no_grad()

@@ -3,9 +3,11 @@
     python -m cxrclip.test --run runs/cxrclip/r50_m/<timestamp>        # our run (config, best.pt, tokenizer)
     python -m cxrclip.test -cfg cxrclip/configs/r50_mcc.yaml --weights r50_mcc.tar --trust-checkpoint
 
-Which evaluations run is set by the ``eval:`` section of the config (MIMIC-layout retrieval, binary zero-shot per
-class, CheXpert5x200). Tables are printed, and results.json + report.md are written to the run directory (or to
-runs/cxrclip/<name>-eval/<timestamp>/ for released weights).
+Which evaluations run is set by the ``eval:`` section of the config: image<->text retrieval (MIMIC or OpenI root,
+or an (image, text) CSV), binary zero-shot per class (MIMIC / CheXpert root, or a RSNA / SIIM / VinDr
+classification CSV), CheXpert5x200 (ensemble zero-shot, and retrieval against its report impressions). Tables are
+printed, and results.json + report.md are written to the run directory (or to runs/cxrclip/<name>-eval/<timestamp>/
+for released weights).
 """
 from __future__ import annotations
 
@@ -13,14 +15,15 @@ import argparse
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from cxrclip.config import TrainConfig
-from cxrclip.data import eval_transform
+from cxrclip.data import eval_transform, read_classification_csv
 from cxrclip.evaluate import (binary_zeroshot, embed_images, embed_texts, ensemble_zeroshot, load_class_prompts,
                               retrieval, template_class_prompts)
 from cxrclip.loading import add_weights_args, load_from_args
 from shared.cli import cli_exit
-from shared.data import chexpert, mimic
+from shared.data import chexpert, mimic, openi
 from shared.engine import create_run_dir
 from shared.metrics.classification import render_table
 from shared.report import report_run, write_results
@@ -40,6 +43,28 @@ def study_frame(root: str, split: str, layout: str = "mimic") -> pd.DataFrame:
     return frame.assign(text=[mimic.longer_section(report) for report in sections])
 
 
+def retrieval_frame(root: str, layout: str = "mimic", split: str = "test",
+                    image_root: str | None = None) -> pd.DataFrame:
+    """``path`` + ``text`` (the retrieval target) rows. mimic: one frontal-first image per study of ``split``;
+    openi: every image of a report, against its report; csv: the original's (image, text) test CSVs as they are.
+    The target is the report's longer section (by length); rows with no text are left out."""
+    if layout == "mimic":
+        frame = study_frame(root, split)
+    elif layout == "openi":
+        frame = openi.read_reports(root, per="image")
+        sections = frame[["findings", "impression"]].to_dict("records")
+        frame = frame.assign(text=[mimic.longer_section(report) for report in sections])
+    else:
+        frame = pd.read_csv(root)
+        missing = {"image", "text"} - set(frame.columns)
+        if missing:
+            raise ValueError(f"{root}: missing column(s) {sorted(missing)}; a retrieval CSV has image, text")
+        base = Path(image_root) if image_root else Path(root).parent
+        frame = pd.DataFrame({"path": [str(base / p) for p in frame["image"]],
+                              "text": frame["text"].fillna("").astype(str).str.strip()})
+    return frame[frame["text"] != ""].reset_index(drop=True)
+
+
 def evaluate_all(model, tokenizer, cfg: TrainConfig, device) -> dict:
     """Every evaluation the config names -> metrics dict for results.json (fractions)."""
     transform = eval_transform(cfg.data.image_size, cfg.model.image.name)
@@ -47,34 +72,41 @@ def evaluate_all(model, tokenizer, cfg: TrainConfig, device) -> dict:
     metrics: dict = {}
     ev = cfg.eval
     if ev.retrieval_root:
-        frame = study_frame(ev.retrieval_root, ev.retrieval_split)
-        frame = frame[frame["text"] != ""]
+        frame = retrieval_frame(ev.retrieval_root, ev.retrieval_layout, ev.retrieval_split, ev.retrieval_image_root)
         image_emb = embed_images(model, frame["path"].tolist(), transform, device)
         both = retrieval(image_emb, frame["text"].tolist(), text_fn)
         metrics["retrieval_i2t"], metrics["retrieval_t2i"] = both["i2t"], both["t2i"]
-        print(f"retrieval on {len(frame)} studies: image->text {_fmt(both['i2t'])}; "
+        print(f"retrieval ({ev.retrieval_layout}) on {len(frame)} images: image->text {_fmt(both['i2t'])}; "
               f"text->image {_fmt(both['t2i'])}")
-    if ev.zeroshot_root:
-        frame = study_frame(ev.zeroshot_root, "test" if ev.zeroshot_layout == "mimic" else "valid",
-                            ev.zeroshot_layout)
-        missing = [c for c in ev.zeroshot_classes if c not in frame]
-        if missing:
-            raise ValueError(f"zero-shot classes {missing} are not label columns of {ev.zeroshot_root}")
-        image_emb = embed_images(model, frame["path"].tolist(), transform, device)
-        table = binary_zeroshot(image_emb, frame[ev.zeroshot_classes].to_numpy(), ev.zeroshot_classes, text_fn,
-                                ev.binary_prompts)
+    if ev.zeroshot_root and ev.zeroshot_csv:
+        raise ValueError("set one of eval.zeroshot_root and eval.zeroshot_csv (both write zeroshot_* metrics)")
+    if ev.zeroshot_root or ev.zeroshot_csv:
+        if ev.zeroshot_csv:
+            paths, labels = read_classification_csv(ev.zeroshot_csv, ev.zeroshot_classes,
+                                                    ev.zeroshot_label_names or None, ev.zeroshot_image_root)
+        else:
+            frame = study_frame(ev.zeroshot_root, "test" if ev.zeroshot_layout == "mimic" else "valid",
+                                ev.zeroshot_layout)
+            missing = [c for c in ev.zeroshot_classes if c not in frame]
+            if missing:
+                raise ValueError(f"zero-shot classes {missing} are not label columns of {ev.zeroshot_root}")
+            paths, labels = frame["path"].tolist(), frame[ev.zeroshot_classes].to_numpy()
+        image_emb = embed_images(model, paths, transform, device)
+        table = binary_zeroshot(image_emb, labels, ev.zeroshot_classes, text_fn, ev.binary_prompts)
         print("binary zero-shot (p = softmax over the [negative, positive] prompt similarities):\n"
               + render_table(table))
         metrics["zeroshot_auroc"] = table["auroc"].to_dict()
         metrics["zeroshot_f1"] = table["f1"].to_dict()
     if ev.chexpert5x200_csv:
-        metrics["chexpert5x200_accuracy"] = _chexpert5x200(model, cfg, transform, text_fn, device)
+        metrics.update(_chexpert5x200(model, cfg, transform, text_fn, device))
     if not metrics:
-        raise ValueError("nothing to evaluate: set eval.retrieval_root, eval.zeroshot_root or eval.chexpert5x200_csv")
+        raise ValueError("nothing to evaluate: set eval.retrieval_root, eval.zeroshot_root / eval.zeroshot_csv or "
+                         "eval.chexpert5x200_csv")
     return metrics
 
 
 def _chexpert5x200(model, cfg: TrainConfig, transform, text_fn, device) -> dict:
+    """Ensemble zero-shot accuracy, and image<->text retrieval against the 'Report Impression' column if present."""
     ev = cfg.eval
     frame = pd.read_csv(ev.chexpert5x200_csv)
     prompts = load_class_prompts(ev.class_prompts) if ev.class_prompts else template_class_prompts(
@@ -87,7 +119,17 @@ def _chexpert5x200(model, cfg: TrainConfig, transform, text_fn, device) -> dict:
     targets = frame[list(prompts)].to_numpy().argmax(1)
     table = ensemble_zeroshot(image_emb, targets, prompts, text_fn)
     print("CheXpert5x200 zero-shot accuracy:\n" + table.to_string())
-    return table.iloc[:, 0].to_dict()
+    out = {"chexpert5x200_accuracy": table.iloc[:, 0].to_dict()}
+    if "Report Impression" not in frame:
+        print(f"CheXpert5x200 retrieval not run: {ev.chexpert5x200_csv} has no 'Report Impression' column")
+        return out
+    texts = frame["Report Impression"].fillna("").astype(str).str.strip()
+    keep = (texts != "").to_numpy()
+    both = retrieval(image_emb[torch.tensor(keep)], texts[keep].tolist(), text_fn)
+    out["chexpert5x200_retrieval_i2t"], out["chexpert5x200_retrieval_t2i"] = both["i2t"], both["t2i"]
+    print(f"CheXpert5x200 retrieval on {int(keep.sum())} images: image->text {_fmt(both['i2t'])}; "
+          f"text->image {_fmt(both['t2i'])}")
+    return out
 
 
 def _fmt(scores: dict) -> str:
