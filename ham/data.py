@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -73,6 +74,8 @@ class DataConfig:
     img_size: int = 512
     scale_max_pct: int = 12           # train: resize to int((1 + k/100) * img_size), k in 0..12, then crop
     box_reference_size: int | None = None   # boxes refer to a square image of this size (None: the file's pixels)
+    box_sizes: str | None = None      # CSV image_id,width,height: per image, the size the boxes refer to
+    box_outside: str = "error"        # a box beyond its image after scaling: error, or clip (counted warning)
     use_crf: bool = False             # dense-CRF refinement of the training box masks (needs pydensecrf2)
     chexpert_uncertain: str = "zeros"
     max_images: int = 0               # >0: keep the first N images of each list (smoke runs); the training
@@ -271,8 +274,103 @@ def build_splits(cfg: DataConfig, frame: pd.DataFrame, boxes: dict) -> Splits:
 
 
 # ------------------------------------------------------------------------------------------- dataset
-def _box_scale(cfg_ref: int | None, width: int) -> float:
-    return 1.0 if not cfg_ref else width / float(cfg_ref)
+def read_box_sizes(path: str | None) -> dict[str, tuple[float, float]] | None:
+    """``data.box_sizes``: a CSV with columns image_id, width, height (the size of the image each image's boxes
+    were drawn on, e.g. CheXpert's full-resolution originals) -> {image_id: (width, height)}."""
+    if not path:
+        return None
+    try:
+        table = pd.read_csv(Path(path).expanduser(), dtype={"image_id": str})
+    except Exception as exc:
+        raise DataError(f"data.box_sizes: cannot read {path}: {type(exc).__name__}: {exc}") from exc
+    missing = {"image_id", "width", "height"} - set(table.columns)
+    if missing:
+        raise DataError(f"data.box_sizes {path}: missing columns {sorted(missing)} (expected image_id,width,height)")
+    bad = ~((table["width"] > 0) & (table["height"] > 0))
+    if bad.any():
+        raise DataError(f"data.box_sizes {path}: non-positive size for {table.loc[bad, 'image_id'].tolist()[:3]}")
+    return {str(i): (float(w), float(h)) for i, w, h in table[["image_id", "width", "height"]].itertuples(index=False)}
+
+
+def image_size(path: str) -> tuple[int, int]:
+    """(width, height) of an image file as ``load_image`` decodes it (EXIF orientation applied), from the header
+    when PIL can read it."""
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):   # rotated by 90 degrees: exif_transpose swaps
+                w, h = h, w
+            return int(w), int(h)
+    except Exception:   # DICOM and the like: decode
+        arr = load_image(path)
+        return int(arr.shape[1]), int(arr.shape[0])
+
+
+def box_scales(image_id: str, file_size: tuple[int, int], reference: int | None,
+               sizes: dict | None) -> tuple[float, float]:
+    """(sx, sy) taking an image's boxes to the pixels of its file: from the per-image size the boxes refer to
+    (``data.box_sizes``), else a square reference size (``data.box_reference_size``), else 1 (the file's pixels)."""
+    w, h = file_size
+    if sizes is not None:
+        if image_id not in sizes:
+            raise DataError(f"data.box_sizes has no size for the box image {image_id!r}")
+        ow, oh = sizes[image_id]
+        return w / ow, h / oh
+    if reference:
+        return w / float(reference), h / float(reference)
+    return 1.0, 1.0
+
+
+def check_box_geometry(ids, paths, boxes: dict, reference: int | None, sizes: dict | None,
+                       outside: str = "error", tol: float = 1.0) -> tuple[dict[str, tuple[float, float]], list[str]]:
+    """Per box image of a dataset: its (sx, sy), after checking that every box lies inside the image once scaled
+    (``tol`` pixels of slack). A box beyond its image means the boxes refer to another resolution (CheXpert's
+    boxes are in the pixels of the full-size originals, whose size varies: on ``-small`` images such boxes would
+    be clipped to empty masks). ``outside="error"`` raises naming the images; ``"clip"`` clips them (as the mask
+    rasterisation does) and returns a note counting them."""
+    if outside not in ("error", "clip"):
+        raise DataError(f"data.box_outside must be 'error' or 'clip', got {outside!r}")
+    scales, bad, empty = {}, [], 0
+    for image_id, path in zip(ids, paths):
+        per_class = boxes.get(image_id)
+        if not per_class or image_id in scales:
+            continue
+        if sizes is None and not reference and "chexpert-v1.0-small" in str(path).lower():
+            raise DataError(f"box image {image_id!r} is a CheXpert-v1.0-small file ({path}) but HAM's CheXpert "
+                            "boxes are in the pixels of the full-resolution originals, whose size varies per image: "
+                            "give data.box_sizes (CSV image_id,width,height of the originals) or use the "
+                            "full-resolution images")
+        w, h = image_size(path)
+        sx, sy = box_scales(image_id, (w, h), reference, sizes)
+        scales[image_id] = (sx, sy)
+        for name, bxs in per_class.items():
+            for x, y, bw, bh in np.asarray(bxs, np.float64).reshape(-1, 4):
+                x0, y0, x1, y1 = x * sx, y * sy, (x + bw) * sx, (y + bh) * sy
+                if x0 < -tol or y0 < -tol or x1 > w + tol or y1 > h + tol:
+                    bad.append((image_id, name, [float(v) for v in (x, y, bw, bh)], (w, h), (sx, sy)))
+                    if min(x1, w) <= max(x0, 0) or min(y1, h) <= max(y0, 0):
+                        empty += 1
+    notes = []
+    if bad:
+        what = (f"{len(bad)} boxes of {len({b[0] for b in bad})} images lie beyond their image once scaled "
+                f"({empty} of them entirely, i.e. an empty mask), e.g. image {bad[0][0]!r} {bad[0][1]} box "
+                f"xywh={bad[0][2]} on a {bad[0][3][0]}x{bad[0][3][1]} file at scale (x {bad[0][4][0]:.4g}, "
+                f"y {bad[0][4][1]:.4g})")
+        if outside == "error":
+            raise DataError(f"{what}. The boxes refer to another resolution than the image files (CheXpert's boxes "
+                            "are in the pixels of the full-resolution originals, whose size varies per image): use "
+                            "the full-resolution images, or give data.box_sizes (CSV image_id,width,height of the "
+                            "images the boxes were drawn on), or data.box_reference_size for a square reference; "
+                            "data.box_outside=clip clips them instead (counted)")
+        notes.append(f"data.box_outside=clip: {what}; clipped to the image")
+        warnings.warn(notes[-1], stacklevel=2)
+    return scales, notes
+
+
+def box_args(cfg: DataConfig) -> dict:
+    """The box-geometry keyword arguments of :class:`HAMDataset` from the data config."""
+    return {"box_reference_size": cfg.box_reference_size, "box_sizes": read_box_sizes(cfg.box_sizes),
+            "box_outside": cfg.box_outside}
 
 
 class HAMDataset(Dataset):
@@ -287,7 +385,8 @@ class HAMDataset(Dataset):
 
     def __init__(self, frame: pd.DataFrame, classes: list[str], boxes: dict, box_ids: set, train: bool,
                  img_size: int = 512, scale_max_pct: int = 12, box_reference_size: int | None = None,
-                 with_masks: bool = True, crf: dict | None = None):
+                 with_masks: bool = True, crf: dict | None = None, box_sizes: dict | None = None,
+                 box_outside: str = "error"):
         self.paths = frame["path"].astype(str).to_numpy()
         self.ids = frame["image_id"].astype(str).to_numpy()
         self.labels = frame[classes].to_numpy(np.float32)
@@ -295,6 +394,9 @@ class HAMDataset(Dataset):
         self.boxes = {k: v for k, v in boxes.items() if k in box_ids}
         self.train, self.size, self.scale_max_pct = train, img_size, scale_max_pct
         self.box_reference_size, self.with_masks, self.crf = box_reference_size, with_masks, crf
+        # (sx, sy) of every box image, checked once here: boxes beyond their image are an error (or clipped, noted)
+        self.box_scales, self.notes = ({}, []) if not (with_masks and self.boxes) else check_box_geometry(
+            self.ids, self.paths, self.boxes, box_reference_size, box_sizes, box_outside)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -303,12 +405,13 @@ class HAMDataset(Dataset):
         """(K,H,W) uint8 masks and (K,) class indices of the image's box classes."""
         per_class = self.boxes.get(image_id, {})
         w, h = rgb.size
-        scale = _box_scale(self.box_reference_size, w)
+        sx, sy = self.box_scales.get(image_id) or box_scales(image_id, (w, h), self.box_reference_size, None)
         cls_idx, masks = [], []
         for name, bxs in per_class.items():
             if name not in self.col:
                 continue
-            m = boxes_to_mask(bxs, h, w, scale=scale, out_size=out_size, nearest="pil").astype(np.uint8)
+            xywh = np.asarray(bxs, np.float64).reshape(-1, 4) * np.array([sx, sy, sx, sy])
+            m = boxes_to_mask(xywh, h, w, out_size=out_size, nearest="pil").astype(np.uint8)
             if self.crf is not None and name in self.crf:
                 m = crf_refine_mask(np.asarray(rgb), m, *self.crf[name])
             cls_idx.append(self.col[name])

@@ -24,7 +24,7 @@ from shared.config import parse_config, to_dict
 from shared.engine import Trainer, create_run_dir, seed_everything, step_schedule
 
 from ham.config import HAMConfig, build_model
-from ham.data import HAMDataset, build_splits, crf_table_for, load_index, select
+from ham.data import HAMDataset, box_args, build_splits, crf_table_for, load_index, select
 from ham.evaluation import localize, predict, summary_metrics
 from ham.losses import BatchCounts, ham_losses
 from ham.model import refine_cams
@@ -45,7 +45,7 @@ def eval_sets(cfg: HAMConfig, frame, box_ids, classes, boxes):
     loc_set = None
     if loc_ids:
         loc_set = HAMDataset(select(frame, loc_ids), classes, boxes, set(loc_ids), train=False,
-                             img_size=d.img_size, box_reference_size=d.box_reference_size, with_masks=True)
+                             img_size=d.img_size, with_masks=True, **box_args(d))
     return cls_set, loc_set
 
 
@@ -165,8 +165,9 @@ def main(argv=None) -> Path:
     scheduler = step_schedule(optimizer, cfg.optim.step_epochs, cfg.optim.gamma)
     d = cfg.data
     train_set = HAMDataset(splits.train, classes, boxes, splits.train_box_ids, train=True, img_size=d.img_size,
-                           scale_max_pct=d.scale_max_pct, box_reference_size=d.box_reference_size,
-                           with_masks=bool(splits.train_box_ids), crf=crf_table_for(d, boxes))
+                           scale_max_pct=d.scale_max_pct, with_masks=bool(splits.train_box_ids),
+                           crf=crf_table_for(d, boxes), **box_args(d))
+    splits.notes.extend(train_set.notes)
     val_sets = eval_sets(cfg, splits.val, splits.val_box_ids, classes, boxes) if splits.val is not None else None
     holder: dict = {}
 

@@ -3,6 +3,7 @@ import random
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -179,3 +180,67 @@ def test_fold_written_in_a_list_name_is_honoured(real_index):
         len(resolve_list("Main/train_0.5_0.8", DataConfig(layout="nih", fold=2), frame, boxes))
     with pytest.raises(Exception, match="not a HAM ImageSets file"):
         resolve_list("bbox/fold9/test", fold1, frame, boxes)
+
+
+def _chexpert_like(tmp_path, folder="CheXpert-v1.0"):
+    """Two hand-made 'CheXpert' images (40 x 32 files, downscaled from different originals) and a HAM CheXpert box
+    file (xyxy in the originals' pixels)."""
+    import json
+    from PIL import Image
+    root = tmp_path / folder / "train" / "patient1" / "study1"
+    root.mkdir(parents=True)
+    paths = []
+    for k in (1, 2):
+        p = root / f"view{k}_frontal.jpg"
+        Image.fromarray(np.full((32, 40), 128, np.uint8)).save(p)
+        paths.append(str(p))
+    ids = ["train/patient1/study1/view1_frontal.jpg", "train/patient1/study1/view2_frontal.jpg"]
+    # original 1 is 400 x 480 (non-uniform downscale: x / 10, y / 15); original 2 is 2000 x 1600 (/ 50 both)
+    box_file = tmp_path / "boxes.json"
+    box_file.write_text(json.dumps({ids[0]: {"Cardiomegaly": [[100, 150, 300, 300]]},
+                                    ids[1]: {"edema": [[1000, 800, 1500, 1200]]}}))
+    sizes = tmp_path / "sizes.csv"
+    sizes.write_text(f"image_id,width,height\n{ids[0]},400,480\n{ids[1]},2000,1600\n")
+    frame = pd.DataFrame({"path": paths, "image_id": ids, "Cardiomegaly": [1.0, 0.0], "Edema": [0.0, 1.0]})
+    return frame, _boxes_from_frame(ham_boxes("chexpert", box_file)), ["Cardiomegaly", "Edema"], sizes
+
+
+def test_chexpert_boxes_scale_x_and_y_per_image_or_fail_loudly(tmp_path):
+    from ham.data import read_box_sizes
+    frame, boxes, classes, sizes = _chexpert_like(tmp_path)
+    ids = set(frame["image_id"])
+    kw = dict(train=False, img_size=32)
+    # boxes in original pixels on smaller files: an error naming the fix, never empty masks
+    with pytest.raises(Exception, match="box_sizes"):
+        HAMDataset(frame, classes, boxes, ids, **kw)
+    # per-image original sizes: x and y scaled separately
+    ds = HAMDataset(frame, classes, boxes, ids, box_sizes=read_box_sizes(str(sizes)), **kw)
+    assert ds.box_scales[frame["image_id"][0]] == pytest.approx((0.1, 32 / 480))
+    from ham.data import image_size
+    assert image_size(frame["path"][0]) == (40, 32)
+    m0, m1 = ds[0]["masks"][0].numpy(), ds[1]["masks"][1].numpy()   # at 32 x 32 (x resized by 32/40)
+    rows, cols = np.nonzero(m0)
+    # box 1: x 100..300 -> 10..30 px of 40 -> 8..24 of 32; y 150..300 -> 10..20 px of 32
+    assert (rows.min(), rows.max() + 1) == (10, 20) and (cols.min(), cols.max() + 1) == (8, 24)
+    rows, cols = np.nonzero(m1)
+    # box 2: x 1000..1500 / 50 -> 20..30 of 40 -> 16..24 of 32; y 800..1200 / 50 -> 16..24
+    assert (rows.min(), rows.max() + 1) == (16, 24) and (cols.min(), cols.max() + 1) == (16, 24)
+    # an image without a size in the table is an error
+    sizes.write_text(f"image_id,width,height\n{frame['image_id'][0]},400,480\n")
+    with pytest.raises(Exception, match="no size for the box image"):
+        HAMDataset(frame, classes, boxes, ids, box_sizes=read_box_sizes(str(sizes)), **kw)
+    # explicit clip: a counted warning instead of the error
+    with pytest.warns(UserWarning, match="2 boxes of 2 images lie beyond"):
+        ds = HAMDataset(frame, classes, boxes, ids, box_outside="clip", **kw)
+    assert "clip" in ds.notes[0]
+    # a square reference size scales x by width / ref and y by height / ref
+    ds = HAMDataset(frame, classes, {k: v for k, v in boxes.items() if k == frame["image_id"][0]}, ids,
+                    box_reference_size=320, box_outside="clip", **kw)
+    assert ds.box_scales[frame["image_id"][0]] == pytest.approx((40 / 320, 32 / 320))
+
+
+def test_chexpert_small_files_need_the_original_sizes(tmp_path):
+    frame, boxes, classes, _ = _chexpert_like(tmp_path, folder="CheXpert-v1.0-small")
+    small = {k: {c: v / 100 for c, v in d.items()} for k, d in boxes.items()}   # boxes that happen to fit
+    with pytest.raises(Exception, match="CheXpert-v1.0-small"):
+        HAMDataset(frame, classes, small, set(frame["image_id"]), train=False, img_size=32)
