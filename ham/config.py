@@ -47,7 +47,8 @@ class OptimConfig:
 class EvalConfig:
     loc_threshold: float = 0.999            # P = refined_c >= 0.999 (normalised CAM >= 0.4691)
     localization_in_val: bool = True        # T(IoU) of the validation box images at each validation
-    visual_max_images: int = 40             # visual.py: box images on the HTML page
+    visual_max_images: int = 0              # visual.py: cap on the box images of the HTML page (0: all of them)
+    visual_thumb: int = 256                 # visual.py: pictures written as JPEG thumbnails of this size (0: input)
 
 
 @dataclass

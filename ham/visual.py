@@ -2,6 +2,10 @@
 overlay, anomaly (positive) attention, anomaly overlay, disease attention, disease overlay
 (overlay = 0.65 image + 0.35 colour; attention = the min-max normalised CAM upsampled to the input, JET colours).
 
+Every test box image gets its rows by default (``eval.visual_max_images: 0``; N > 0 caps the page at N images, as
+the demo does). The pictures are rendered at the input size and written as ``eval.visual_thumb``-px JPEG
+thumbnails (256: ~15 kB each, ~8,000 of them for NIH's 880 box images), loaded lazily by the browser.
+
     python -m ham.visual --run runs/ham/nih_loc_fold1/20261121-2300             # -> RUN/visual/index.html
     python -m ham.visual -cfg ham/configs/nih_loc_fold1.yaml -w best.pt --out vis/
 """
@@ -71,21 +75,33 @@ def write_page(out_dir: Path, rows: list[dict], title: str) -> Path:
     cells = "".join(f"<th>{html.escape(c)}</th>" for c in ["image / class"] + COLUMNS)
     body = []
     for r in rows:
-        imgs = "".join(f'<td><img src="{html.escape(p)}" width="192"></td>' for p in r["files"])
+        imgs = "".join(f'<td><img src="{html.escape(p)}" width="192" loading="lazy" decoding="async"></td>'
+                       for p in r["files"])
         body.append(f"<tr><td>{html.escape(r['image_id'])}<br><b>{html.escape(r['class'])}</b><br>"
                     f"p={r['prob']:.3f}<br>IoU={r['iou']:.3f}</td>{imgs}</tr>")
     page = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             "<style>body{font-family:sans-serif}td,th{padding:2px;text-align:center;font-size:12px}</style>"
-            f"</head><body><h2>{html.escape(title)}</h2><table><tr>{cells}</tr>\n" + "\n".join(body) +
+            f"</head><body><h2>{html.escape(title)}</h2><p>{len(rows)} (image, box class) rows of "
+            f"{len({r['image_id'] for r in rows})} images</p><table><tr>{cells}</tr>\n" + "\n".join(body) +
             "\n</table></body></html>\n")
     path = out_dir / "index.html"
     path.write_text(page)
     return path
 
 
+def thumbnail(pic: np.ndarray, size: int) -> np.ndarray:
+    """``pic`` shrunk (area interpolation) so that its longer side is at most ``size`` (0: unchanged)."""
+    h, w = pic.shape[:2]
+    if size <= 0 or max(h, w) <= size:
+        return pic
+    f = size / max(h, w)
+    return cv2.resize(pic, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+
+
 @torch.no_grad()
-def visualise(model, loader, classes, device, out_dir: Path, max_images: int, threshold: float = 0.999,
-              title: str = "HAM attention") -> Path:
+def visualise(model, loader, classes, device, out_dir: Path, max_images: int = 0, threshold: float = 0.999,
+              title: str = "HAM attention", thumb: int = 256) -> Path:
+    """Render the page; ``max_images`` > 0 caps it at that many box images (0: all of them)."""
     img_dir = out_dir / "img"
     img_dir.mkdir(parents=True, exist_ok=True)
     rows, seen = [], 0
@@ -100,7 +116,7 @@ def visualise(model, loader, classes, device, out_dir: Path, max_images: int, th
         probs = torch.sigmoid(out.logit_cls.float()).cpu().numpy()
         images = ((batch["image"].numpy().transpose(0, 2, 3, 1) * 0.5 + 0.5) * 255).clip(0, 255).astype(np.uint8)
         for b in range(x.shape[0]):
-            if seen >= max_images:
+            if 0 < max_images <= seen:
                 break
             seen += 1
             image_id = str(ids[int(batch["index"][b])])
@@ -112,12 +128,13 @@ def visualise(model, loader, classes, device, out_dir: Path, max_images: int, th
                 stem = f"{len(rows):04d}_{Path(image_id).stem}_{classes[c]}"
                 files = []
                 for k, pic in enumerate(pics):
-                    name = f"img/{stem}_{k}.png"
-                    cv2.imwrite(str(out_dir / name), cv2.cvtColor(pic, cv2.COLOR_RGB2BGR))
+                    name = f"img/{stem}_{k}.jpg"
+                    cv2.imwrite(str(out_dir / name), cv2.cvtColor(thumbnail(pic, thumb), cv2.COLOR_RGB2BGR),
+                                [cv2.IMWRITE_JPEG_QUALITY, 90])
                     files.append(name)
                 rows.append({"image_id": image_id, "class": classes[c], "prob": float(probs[b, c]), "iou": iou,
                              "files": files})
-        if seen >= max_images:
+        if 0 < max_images <= seen:
             break
     return write_page(out_dir, rows, title)
 
@@ -128,7 +145,8 @@ def main(argv=None) -> Path:
     parser.add_argument("-w", "--weights", default=None)
     parser.add_argument("--run", default=None)
     parser.add_argument("--out", default=None, help="output directory (default RUN/visual)")
-    parser.add_argument("--max-images", type=int, default=None)
+    parser.add_argument("--max-images", type=int, default=None,
+                        help="cap the page at N box images (default eval.visual_max_images; 0: all)")
     parser.add_argument("--device", default=None)
     args = parser.parse_args(argv)
     try:
@@ -144,8 +162,9 @@ def main(argv=None) -> Path:
     if loc_set is None:
         raise SystemExit(f"{config_name}: the test split has no box images to visualise")
     loader = make_loader(loc_set, cfg.optim.eval_batch_size, shuffle=False, train=False, num_workers=0)
-    page = visualise(model, loader, classes, device, out_dir, args.max_images or cfg.eval.visual_max_images,
-                     cfg.eval.loc_threshold, title=f"HAM attention — {config_name}")
+    max_images = cfg.eval.visual_max_images if args.max_images is None else args.max_images
+    page = visualise(model, loader, classes, device, out_dir, max_images, cfg.eval.loc_threshold,
+                     title=f"HAM attention — {config_name}", thumb=cfg.eval.visual_thumb)
     print(f"page: {page}")
     return page
 
