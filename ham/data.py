@@ -50,7 +50,7 @@ from shared.data.splits import HAM_CHEXPERT_CLASSES, assign_split, ham_boxes, ha
 from shared.data.transforms import HALF_MEAN, HALF_STD
 from shared.metrics.localization import boxes_to_mask
 
-from .losses import class_crf_params, crf_refine_mask
+from .losses import crf_refine_mask, image_class_crf_params
 
 # CheXpert CSV column -> HAM's CheXpert class name
 CHEXPERT_TO_HAM = {c.replace("_", " "): c for c in HAM_CHEXPERT_CLASSES}
@@ -412,8 +412,9 @@ class HAMDataset(Dataset):
                 continue
             xywh = np.asarray(bxs, np.float64).reshape(-1, 4) * np.array([sx, sy, sx, sy])
             m = boxes_to_mask(xywh, h, w, out_size=out_size, nearest="pil").astype(np.uint8)
-            if self.crf is not None and name in self.crf:
-                m = crf_refine_mask(np.asarray(rgb), m, *self.crf[name])
+            params = None if self.crf is None else self.crf.get(image_id, {}).get(name)
+            if params is not None:
+                m = crf_refine_mask(np.asarray(rgb), m, *params)
             cls_idx.append(self.col[name])
             masks.append(m)
         if not masks:
@@ -461,8 +462,9 @@ class HAMDataset(Dataset):
 
 
 def crf_table_for(cfg: DataConfig, boxes: dict) -> dict | None:
-    """Per-class (sxy, srgb) when use_crf is on (boxes in 1024-px units as in the original), else None."""
+    """{image: {class: (sxy, srgb)}} when use_crf is on, else None: per image and class, from min(mean w, mean h)
+    of that class's boxes in the image (in the box file's units, 1024 px for NIH, as the original)."""
     if not cfg.use_crf:
         return None
     plain = {k: {c: v.tolist() for c, v in d.items()} for k, d in boxes.items()}
-    return class_crf_params(plain)
+    return image_class_crf_params(plain)

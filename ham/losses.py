@@ -201,8 +201,21 @@ def crf_params(mean_min_side: float) -> tuple[int, int]:
     raise AssertionError("unreachable")
 
 
+def image_class_crf_params(boxes: dict[str, dict[str, list]]) -> dict[str, dict[str, tuple[int, int]]]:
+    """Per image and class (as the original): the (sxy, srgb) from min(mean w, mean h) of that class's boxes in
+    that image, in a BBoxes.json mapping (xywh) -> {image: {class: (sxy, srgb)}}."""
+    out: dict[str, dict[str, tuple[int, int]]] = {}
+    for image, per_image in boxes.items():
+        for cls, bxs in per_image.items():
+            b = np.asarray(bxs, np.float64).reshape(-1, 4)
+            if len(b):
+                out.setdefault(image, {})[cls] = crf_params(float(min(b[:, 2].mean(), b[:, 3].mean())))
+    return out
+
+
 def class_crf_params(boxes: dict[str, dict[str, list]]) -> dict[str, tuple[int, int]]:
-    """Per class: the (sxy, srgb) from the mean min(w, h) over all its boxes in a BBoxes.json mapping (xywh)."""
+    """Per class: the (sxy, srgb) from the mean min(w, h) over all its boxes in a BBoxes.json mapping (xywh).
+    (A dataset-level summary; training uses :func:`image_class_crf_params`, per image and class.)"""
     sides: dict[str, list[float]] = {}
     for per_image in boxes.values():
         for cls, bxs in per_image.items():

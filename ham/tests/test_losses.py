@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from ham.losses import (CRF_TABLE, LossWeights, ano_loss, bound_loss, class_crf_params, cls_loss, crf_params,
+                        image_class_crf_params,
                         crf_refine_mask, ex_cls_loss, ham_losses, soft_threshold, union_loss_eval, union_loss_train)
 from ham.model import HAMOutput
 
@@ -138,6 +139,11 @@ def test_crf_table():
     boxes = {"a.png": {"Mass": [[0, 0, 30, 40], [0, 0, 100, 50]]}, "b.png": {"Cardiomegaly": [[0, 0, 400, 390]]}}
     # Mass: mean(min) = (30 + 50) / 2 = 40 -> (5, 2); Cardiomegaly 390 -> (110, 26)
     assert class_crf_params(boxes) == {"Mass": (5, 2), "Cardiomegaly": (110, 26)}
+    # per image and class (what training uses, as the original): min(mean w, mean h) of the image's boxes
+    boxes["c.png"] = {"Mass": [[0, 0, 60, 200], [0, 0, 100, 20]], "Nodule": [[5, 5, 20, 30]]}
+    # c/Mass: min(mean w 80, mean h 110) = 80 -> (15, 6) (per class over all images it would be 40 -> (5, 2))
+    assert image_class_crf_params(boxes) == {"a.png": {"Mass": (12, 5)}, "b.png": {"Cardiomegaly": (110, 26)},
+                                             "c.png": {"Mass": (15, 6), "Nodule": (5, 2)}}
 
 
 def test_crf_refinement_stays_inside_box():
