@@ -27,6 +27,7 @@ class ModelConfig:
     crop_size: int = 224
     crop_method: Literal["roi_align", "interpolate"] = "roi_align"
     max_label_iters: int | None = None         # cap of the batched connected-component labelling
+    crop_labeler: Literal["auto", "tensor", "scipy"] = "auto"  # auto: scipy.ndimage on CPU, tensor ops on GPU
     seed_fusion_fc: str | None = None          # the seed repository's fusion FC file (DenseNet-121, C=14)
 
 

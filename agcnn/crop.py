@@ -22,6 +22,9 @@ pixel's label is the flat index of a pixel of its component; ``lab = min(lab, la
 reaches the fixed point "every pixel carries its component's smallest index" in a few tens of steps for the blob
 masks a heatmap gives. Iterations are capped; any image still changing at the cap is finished exactly by
 ``scipy.ndimage.label`` on the CPU (counted in ``CropInfo.cpu_fallback``), so the result is always exact.
+That batched labelling is for the GPU: on a CPU tensor it is ~7x slower than ``scipy.ndimage.label`` called per
+image (C code, exact), so ``labeler="auto"`` (the default) labels CPU masks with scipy and device masks with
+tensor ops; ``"tensor"`` / ``"scipy"`` force one path on any device (same labels, tested).
 
 ``reference_boxes`` is the per-sample NumPy/OpenCV implementation the tests and ``benchmarks.agcnn_crop`` compare with.
 """
@@ -37,9 +40,10 @@ import torch.nn.functional as F
 Stat = Literal["max", "l1", "l2"]
 ThresholdMode = Literal["fixed", "otsu"]
 CropMethod = Literal["roi_align", "interpolate"]
+Labeler = Literal["auto", "tensor", "scipy"]
 
 __all__ = ["heatmap", "minmax_scale", "upsample", "otsu_threshold", "largest_component", "mask_to_boxes",
-           "attention_boxes", "crop_and_resize", "AttentionCrop", "CropInfo", "reference_boxes",
+           "attention_boxes", "crop_and_resize", "resolve_labeler", "AttentionCrop", "CropInfo", "reference_boxes",
            "reference_crops"]
 
 
@@ -246,13 +250,50 @@ def _scipy_labels(mask: np.ndarray, connectivity: int) -> np.ndarray:
     return out
 
 
+def resolve_labeler(labeler: Labeler, device: torch.device) -> Literal["tensor", "scipy"]:
+    """``auto``: scipy for a CPU tensor (faster there), the batched tensor ops on any other device."""
+    if labeler == "auto":
+        return "scipy" if torch.device(device).type == "cpu" else "tensor"
+    if labeler not in ("tensor", "scipy"):
+        raise ValueError(f"unknown labeler {labeler!r}; expected 'auto', 'tensor' or 'scipy'")
+    return labeler
+
+
+def _largest_component_scipy(mask: torch.Tensor, connectivity: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image ``scipy.ndimage.label`` (labels in raster order of first pixel, so ``argmax`` over the sizes
+    breaks ties as the tensor path does). Returns (kept [B, H, W] bool, size [B]) on ``mask``'s device."""
+    from scipy import ndimage
+
+    m = mask.detach().to("cpu", torch.bool).numpy()
+    structure = np.ones((3, 3), bool) if connectivity == 8 else None
+    kept = np.zeros_like(m)
+    size = np.zeros(len(m), dtype=np.int64)
+    for i, mi in enumerate(m):
+        lab, count = ndimage.label(mi, structure=structure)
+        if count:
+            sizes = np.bincount(lab.ravel(), minlength=count + 1)
+            sizes[0] = 0
+            best = int(sizes.argmax())
+            kept[i] = lab == best
+            size[i] = sizes[best]
+    return torch.from_numpy(kept).to(mask.device), torch.from_numpy(size).to(mask.device)
+
+
 def largest_component(mask: torch.Tensor, connectivity: int = 8, max_iters: int | None = None,
-                      ) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+                      labeler: Labeler = "auto") -> tuple[torch.Tensor, torch.Tensor, int, int]:
     """Keep the largest connected component of each mask [B, H, W].
 
-    Returns (kept mask [B, H, W] bool, component size [B] (0 for an empty mask), number of images finished
-    by the scipy fallback, iterations of the batched labelling).
+    ``labeler``: ``"tensor"`` = the batched tensor labelling (``max_iters`` caps it; unconverged images are
+    redone with scipy), ``"scipy"`` = ``scipy.ndimage.label`` per image on the CPU, ``"auto"`` = scipy for a CPU
+    tensor, tensor ops otherwise. Returns (kept mask [B, H, W] bool, component size [B] (0 for an empty mask),
+    number of images the tensor path had to finish with scipy (0 on the scipy path), iterations of the batched
+    labelling (0 on the scipy path)).
     """
+    if connectivity not in (4, 8):
+        raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
+    if resolve_labeler(labeler, mask.device) == "scipy":
+        kept, size = _largest_component_scipy(mask, connectivity)
+        return kept, size, 0, 0
     b, h, w = mask.shape
     n = h * w
     lab, converged, iters = label_components(mask, connectivity, max_iters)
@@ -291,8 +332,9 @@ def mask_to_boxes(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 @torch.no_grad()
 def attention_boxes(features: torch.Tensor, size: tuple[int, int] | Sequence[int], tau: float = 0.7,
                     stat: Stat = "max", threshold: ThresholdMode = "fixed", connectivity: int = 8,
-                    max_iters: int | None = None) -> CropInfo:
-    """Boxes of the attention crop from feature maps [B, K, h, w] for inputs of ``size`` (H, W)."""
+                    max_iters: int | None = None, labeler: Labeler = "auto") -> CropInfo:
+    """Boxes of the attention crop from feature maps [B, K, h, w] for inputs of ``size`` (H, W). ``labeler``
+    chooses the connected-component labelling (see ``largest_component``; same result either way)."""
     size = (int(size[0]), int(size[1]))
     heat, degenerate = minmax_scale(heatmap(features, stat))
     heat = upsample(heat, size)
@@ -304,7 +346,7 @@ def attention_boxes(features: torch.Tensor, size: tuple[int, int] | Sequence[int
     else:
         raise ValueError(f"unknown threshold mode {threshold!r}; expected 'fixed' or 'otsu'")
     mask &= ~degenerate[:, None, None]
-    kept, _, n_cpu, iters = largest_component(mask, connectivity, max_iters)
+    kept, _, n_cpu, iters = largest_component(mask, connectivity, max_iters, labeler)
     boxes, empty = mask_to_boxes(kept)
     return CropInfo(boxes=boxes, heat=heat, mask=kept, fallback=empty | degenerate, cpu_fallback=n_cpu,
                     iterations=iters)
@@ -349,16 +391,17 @@ class AttentionCrop(torch.nn.Module):
 
     def __init__(self, tau: float = 0.7, stat: Stat = "max", threshold: ThresholdMode = "fixed",
                  out_size: int = 224, method: CropMethod = "roi_align", connectivity: int = 8,
-                 max_iters: int | None = None):
+                 max_iters: int | None = None, labeler: Labeler = "auto"):
         super().__init__()
+        resolve_labeler(labeler, torch.device("cpu"))  # reject a bad name now, not at the first forward
         self.tau, self.stat, self.threshold = tau, stat, threshold
         self.out_size, self.method = out_size, method
-        self.connectivity, self.max_iters = connectivity, max_iters
+        self.connectivity, self.max_iters, self.labeler = connectivity, max_iters, labeler
 
     def forward(self, images: torch.Tensor, features: torch.Tensor, source: torch.Tensor | None = None,
                 tau: float | None = None) -> tuple[torch.Tensor, CropInfo]:
         info = attention_boxes(features, images.shape[-2:], self.tau if tau is None else tau, self.stat,
-                               self.threshold, self.connectivity, self.max_iters)
+                               self.threshold, self.connectivity, self.max_iters, self.labeler)
         src = images if source is None else source
         scale = (src.shape[-1] / images.shape[-1], src.shape[-2] / images.shape[-2])
         with torch.no_grad():
@@ -367,7 +410,7 @@ class AttentionCrop(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return (f"tau={self.tau}, stat={self.stat}, threshold={self.threshold}, out_size={self.out_size}, "
-                f"method={self.method}")
+                f"method={self.method}, labeler={self.labeler}")
 
 
 # ----------------------------------------------------------------------- reference (per sample, NumPy/cv2)

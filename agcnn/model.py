@@ -72,7 +72,7 @@ class AGCNN(nn.Module):
     def __init__(self, backbone: str = "resnet50", num_classes: int = 15, pool: Pool = "max",
                  pretrained: bool = False, drop_rate: float = 0.0, backbone_kwargs: dict[str, Any] | None = None,
                  tau: float = 0.7, heatmap_stat: str = "max", threshold: str = "fixed", crop_size: int = 224,
-                 crop_method: str = "roi_align", max_label_iters: int | None = None):
+                 crop_method: str = "roi_align", max_label_iters: int | None = None, crop_labeler: str = "auto"):
         super().__init__()
         kw = dict(backbone=backbone, num_classes=num_classes, pool=pool, pretrained=pretrained,
                   drop_rate=drop_rate, backbone_kwargs=backbone_kwargs)
@@ -81,7 +81,7 @@ class AGCNN(nn.Module):
         self.num_classes = num_classes
         self.fusion = nn.Linear(self.global_branch.num_features + self.local_branch.num_features, num_classes)
         self.crop = AttentionCrop(tau=tau, stat=heatmap_stat, threshold=threshold, out_size=crop_size,
-                                  method=crop_method, max_iters=max_label_iters)
+                                  method=crop_method, max_iters=max_label_iters, labeler=crop_labeler)
         self.trainable: set[str] = set(self.PARTS)
 
     PARTS = ("global", "local", "fusion")

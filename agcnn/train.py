@@ -68,7 +68,8 @@ def build_model(cfg: Config) -> AGCNN:
     model = AGCNN(backbone=m.backbone, num_classes=m.num_classes, pool=m.pool,
                   pretrained=m.pretrained and not m.pretrained_path, drop_rate=m.drop_rate,
                   backbone_kwargs=m.backbone_kwargs, tau=m.tau, heatmap_stat=m.heatmap_stat, threshold=m.threshold,
-                  crop_size=m.crop_size, crop_method=m.crop_method, max_label_iters=m.max_label_iters)
+                  crop_size=m.crop_size, crop_method=m.crop_method, max_label_iters=m.max_label_iters,
+                  crop_labeler=m.crop_labeler)
     if m.pretrained_path:
         for branch in (model.global_branch, model.local_branch):
             load_backbone(branch, m.pretrained_path)

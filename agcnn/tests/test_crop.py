@@ -42,8 +42,8 @@ def test_labels_match_scipy(connectivity, p):
 def test_iteration_cap_falls_back_to_exact_cpu_labels():
     g = torch.Generator().manual_seed(3)
     masks = torch.rand(6, 40, 40, generator=g) < 0.5
-    kept_capped, size_capped, n_cpu, iters = largest_component(masks, max_iters=1)
-    kept, size, n_cpu0, _ = largest_component(masks)
+    kept_capped, size_capped, n_cpu, iters = largest_component(masks, max_iters=1, labeler="tensor")
+    kept, size, n_cpu0, _ = largest_component(masks, labeler="tensor")
     assert iters == 1 and n_cpu > 0 and n_cpu0 == 0
     assert torch.equal(kept_capped, kept) and torch.equal(size_capped, size)
 
@@ -62,18 +62,47 @@ def test_spiral_converges_or_falls_back_exactly():
         top, left, bottom, right = top + 2, left + 2, bottom - 2, right - 2
         if top <= bottom:
             m[top, left - 2:left] = True if left - 2 >= 0 else m[top, left - 2:left]
-    kept, size, _, _ = largest_component(torch.from_numpy(m)[None], max_iters=8)
+    kept, size, _, _ = largest_component(torch.from_numpy(m)[None], max_iters=8, labeler="tensor")
     ref = _scipy_labels(m, 8)
     counts = np.bincount(ref[ref < m.size], minlength=m.size)
     assert int(size[0]) == counts.max()
     np.testing.assert_array_equal(kept[0].numpy().ravel(), ref == counts.argmax())
 
 
+@pytest.mark.parametrize("connectivity", [8, 4])
+def test_scipy_and_tensor_labelers_keep_the_same_component(connectivity):
+    """The CPU default (scipy per image) and the device path (batched tensor ops) agree exactly, ties included
+    (two equal squares: the first in raster order wins) and empty masks (size 0, nothing kept)."""
+    g = torch.Generator().manual_seed(11 + connectivity)
+    masks = torch.rand(10, 45, 38, generator=g) < 0.45
+    masks[0] = False
+    masks[1] = False
+    masks[1, 30:33, 2:5] = True
+    masks[1, 5:8, 20:23] = True
+    ts = largest_component(masks, connectivity, labeler="tensor")
+    sp = largest_component(masks, connectivity, labeler="scipy")
+    auto = largest_component(masks, connectivity)
+    assert torch.equal(ts[0], sp[0]) and torch.equal(ts[1], sp[1]) and torch.equal(auto[0], sp[0])
+    assert sp[1][0] == 0 and not sp[0][0].any() and sp[0][1, 5, 20] and not sp[0][1, 30, 2]
+    assert sp[2:] == (0, 0) and auto[2:] == (0, 0)  # auto = scipy on a CPU tensor: no union-find rounds
+
+
+def test_labeler_choice():
+    from agcnn.crop import resolve_labeler
+
+    assert resolve_labeler("auto", torch.device("cpu")) == "scipy"
+    assert resolve_labeler("auto", torch.device("cuda")) == "tensor"
+    assert resolve_labeler("tensor", torch.device("cpu")) == "tensor"
+    with pytest.raises(ValueError, match="labeler"):
+        AttentionCrop(labeler="opencv")
+
+
+@pytest.mark.parametrize("labeler", ["tensor", "scipy"])
 @pytest.mark.parametrize("stat", ["max", "l1", "l2"])
-def test_boxes_agree_with_per_sample_opencv(stat):
+def test_boxes_agree_with_per_sample_opencv(stat, labeler):
     feats = random_features(16, seed=1)
     size = (224, 224) if stat == "max" else (112, 112)
-    ours = attention_boxes(feats, size, tau=0.7, stat=stat).boxes.numpy()
+    ours = attention_boxes(feats, size, tau=0.7, stat=stat, labeler=labeler).boxes.numpy()
     ref = reference_boxes(feats.numpy(), size, tau=0.7, stat=stat)
     agree = (ours == ref).all(1).mean()
     assert agree >= 0.95, (ours, ref)  # float rounding of the resize may flip a border pixel, rarely
