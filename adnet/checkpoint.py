@@ -151,14 +151,20 @@ def ours_to_original(state: Mapping[str, torch.Tensor], style: str) -> dict[str,
 
 
 # ------------------------------------------------------------------------------------------------ loading
-def load_state_dict_file(path: str | Path, ema: bool = False) -> dict[str, torch.Tensor]:
+def read_checkpoint(path: str | Path):
+    """``torch.load(weights_only=True)`` of a local file; a missing or unreadable file is one error naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling errors are many types; name the file
         raise CheckpointKeyError(f"{path}: cannot be read as a PyTorch checkpoint ({type(err).__name__}: {err})") from err
+
+
+def load_state_dict_file(path: str | Path, ema: bool = False) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    obj = read_checkpoint(path)
     try:
         return extract_state_dict(obj, ema=ema)
     except CheckpointKeyError as err:
@@ -243,12 +249,7 @@ def choose_ema(checkpoint: Mapping, ema: bool | None = None) -> tuple[bool, str]
 def load_start_weights(path: str | Path, ema: bool | None = None) -> tuple[dict[str, torch.Tensor], str]:
     """The state dict to start (fine-tune) from, chosen by :func:`choose_ema`, and a note saying which and why."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointKeyError(f"{path}: cannot be read as a PyTorch checkpoint ({type(err).__name__}: {err})") from err
+    obj = read_checkpoint(path)
     use_ema, why = choose_ema(obj, ema)
     try:
         state = extract_state_dict(obj, ema=use_ema)

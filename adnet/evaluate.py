@@ -15,8 +15,8 @@ from tqdm import tqdm
 from shared.data.labels import NIH_WANG_ORDER
 from shared.metrics.classification import classification_table
 
-from .checkpoint import (CheckpointKeyError, load_backbone_weights, load_start_weights, load_weights,
-                         parse_rename_rules)
+from .checkpoint import (CheckpointKeyError, extract_state_dict, load_backbone_weights, load_start_weights,
+                         load_weights, parse_rename_rules, read_checkpoint)
 from .config import ADNetConfig
 from .model import ADNet, build_model
 
@@ -174,14 +174,7 @@ def pick_variant(variants: Mapping[str, Mapping], best_source: str | None, choic
 
 def checkpoint_variants(path: str | Path) -> tuple[dict[str, Mapping], str | None]:
     """(:func:`checkpoint_weights`'s dict, the ``best_source`` our best.pt records or None)."""
-    from .checkpoint import extract_state_dict
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointKeyError(f"{path}: cannot be read as a PyTorch checkpoint ({type(err).__name__}: {err})") from err
+    obj = read_checkpoint(path)
     if isinstance(obj, Mapping) and obj.get("format") == 1 and "model" in obj:   # shared.engine checkpoint
         out = {"raw": extract_state_dict(obj["model"])}
         if obj.get("ema"):
