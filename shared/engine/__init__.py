@@ -50,7 +50,9 @@ Contract
   no cudnn benchmark; set ``engine.deterministic: false`` for full GPU speed when bitwise repeatability on the GPU
   does not matter.
 * NaN/inf loss: stop before the backward pass, log an error, raise :class:`NonFiniteLossError`; ``last.pt`` is
-  untouched (the last good state).
+  untouched (the last good state). Non-finite gradients of a finite loss stop the same way before the optimizer
+  step (without fp16's loss scaler; with it they make the scaler skip the step, and a skipped step advances
+  neither the LR schedule nor the EMA).
 
 Data loading and exact resume
 -----------------------------

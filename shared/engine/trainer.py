@@ -33,7 +33,7 @@ CHECKPOINT_FORMAT = 1
 
 
 class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN/inf. ``checkpoints/last.pt`` still holds the last good state."""
+    """The training loss or its gradients became NaN/inf. ``checkpoints/last.pt`` still holds the last good state."""
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -381,8 +381,10 @@ class Trainer:
         finally:
             bar.close()
         if finished_epoch and pending:  # loader without len(): step on the short last group
-            self._optimizer_step()
-            self._accumulate_window(group_loss * accum / pending, group_logs)
+            # its losses were divided by accum, not by pending: scale the gradients (and logs) up to a mean
+            self._optimizer_step(grad_scale=accum / pending)
+            self._accumulate_window(group_loss * accum / pending,
+                                    {k: v * accum / pending for k, v in group_logs.items()})
         if finished_epoch:
             if cfg.val_every_iters == 0:
                 self._validate()
@@ -395,21 +397,33 @@ class Trainer:
     def _reduce_device(self) -> torch.device:
         return self.device if self.device.type == "cuda" else torch.device("cpu")
 
-    def _optimizer_step(self) -> None:
+    def _optimizer_step(self, grad_scale: float = 1.0) -> None:
+        """One optimizer step on the accumulated gradients. Without a loss scaler, non-finite gradients stop the
+        run before they reach the weights (so last.pt stays good); with fp16's scaler they make it skip the step,
+        and a skipped step moves neither the LR schedule nor the EMA."""
         cfg = self.cfg
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if grad_scale != 1.0:
+            torch._foreach_mul_([p.grad for p in params], grad_scale)
+        stepped = True
         if self.scaler is not None:
             if cfg.clip_grad_norm > 0:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
+            scale = self.scaler.get_scale()
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            stepped = self.scaler.get_scale() >= scale   # the scaler lowers its scale exactly when it skipped
         else:
-            if cfg.clip_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
+            norm = (torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm) if cfg.clip_grad_norm > 0
+                    else torch.nn.utils.get_total_norm([p.grad for p in params]))
+            if not math.isfinite(float(norm)):   # gradients are all-reduced: every rank sees the same norm
+                self._non_finite(float(norm), self.step_in_epoch - 1, {}, what="gradient norm")
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
+        if not stepped:
+            return
         if self.scheduler is not None and self.scheduler_interval == "iter":
             self.scheduler.step()
         if self.ema is not None:
@@ -432,9 +446,9 @@ class Trainer:
         self.logger.metrics("train", self.global_step, self.epoch, values, console=not _isatty())
         self._window = {"n": 0, "sums": {}}
 
-    def _non_finite(self, loss_value: float, batch_index: int, logs: Any) -> None:
+    def _non_finite(self, loss_value: float, batch_index: int, logs: Any, what: str = "loss") -> None:
         last = self.last_path if self.last_path.exists() else None
-        msg = (f"non-finite loss ({loss_value}) at epoch {self.epoch}, batch {batch_index}, after optimizer step "
+        msg = (f"non-finite {what} ({loss_value}) at epoch {self.epoch}, batch {batch_index}, after optimizer step "
                f"{self.global_step}; logs={dict(logs or {})}; stopping. Last good checkpoint: "
                f"{last if last else 'none written yet'}")
         self.logger.error(msg)

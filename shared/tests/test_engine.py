@@ -255,6 +255,66 @@ def test_grad_accumulation_short_last_group(tmp_path):
     assert tr.global_step == 3
 
 
+def test_loader_without_len_steps_the_short_last_group_with_its_mean_gradient(tmp_path):
+    """5 batches, accumulation 4, no len(): the short last group (1 batch) gets a full-weight mean gradient."""
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter([torch.ones(1)] * 5)
+
+    weight = nn.Linear(1, 1, bias=False)
+    nn.init.zeros_(weight.weight)
+    tr = _trainer(tmp_path, model=weight, lr=1.0, epochs=1, grad_accum=4,
+                  loss_fn=lambda m, b: (m(b).sum(), {}))
+    tr.fit(torch.utils.data.DataLoader(Stream(), batch_size=1))
+    assert tr.global_step == 2
+    assert float(weight.weight) == pytest.approx(-2.0)      # two SGD steps on a mean gradient of 1.0 each
+
+
+class _InfGrad(torch.autograd.Function):
+    """Identity forward, infinite gradient backward: a finite loss whose gradients are not."""
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("inf")
+
+
+def test_non_finite_gradients_stop_before_reaching_the_weights(tmp_path):
+    calls = {"n": 0}
+
+    def loss_fn(model, batch):
+        calls["n"] += 1
+        x, y = batch
+        out = model(x)
+        if calls["n"] == 4:
+            out = _InfGrad.apply(out)
+        return nn.functional.mse_loss(out, y), {}
+
+    tr = _trainer(tmp_path, epochs=2, ckpt_every_iters=1, loss_fn=loss_fn)
+    with pytest.raises(NonFiniteLossError, match="non-finite gradient norm.*last.pt"):
+        tr.fit(tr.make_loader(_linear_data(32), 4))
+    ckpt = torch.load(tr.last_path, weights_only=True)
+    assert ckpt["global_step"] == 3
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    assert all(torch.isfinite(p).all() for p in tr.model.parameters())
+
+
+def test_skipped_fp16_steps_move_neither_schedule_nor_ema(tmp_path):
+    tr = _trainer(tmp_path, lr=1.0, epochs=1, ema_decay=0.5,
+                  loss_fn=lambda m, b: (m(b[0]).mean() * 1e38, {}))    # scaled gradients overflow: every step skips
+    tr.scaler = torch.amp.GradScaler("cpu", init_scale=1e4)
+    tr.scheduler = cosine_schedule(tr.optimizer, total_steps=4, warmup_steps=0)
+    weights = [p.detach().clone() for p in tr.model.parameters()]
+    ema_before = {k: v.clone() for k, v in tr.ema.module.state_dict().items()}
+    tr.fit(tr.make_loader(_linear_data(16), 4, shuffle=False))
+    assert tr.global_step == 4 and tr.scaler.get_scale() < 1e4
+    assert all(torch.equal(a, b) for a, b in zip(weights, tr.model.parameters()))
+    assert tr.optimizer.param_groups[0]["lr"] == 1.0               # the cosine did not advance
+    assert all(torch.equal(v, tr.ema.module.state_dict()[k]) for k, v in ema_before.items())
+
+
 def test_best_checkpoint_follows_monitor(tmp_path):
     for mode, best_step in (("min", 4), ("max", 5)):
         values = iter([3.0, 1.0, 2.0, 0.5, 4.0, 1.5])
