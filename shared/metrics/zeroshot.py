@@ -58,7 +58,8 @@ def _correct_matrix(target, nq: int, nd: int) -> np.ndarray | None:
 
 def ranks(similarity, target) -> np.ndarray:
     """Rank (1 = best) of each query's best correct item. ``similarity`` (Nq, Nd); ``target`` (Nq,) ints or a
-    list of Nq sets of database indices."""
+    list of Nq sets of database indices. Ties count against the query (rank = 1 + the wrong items scoring at
+    least as high), so a collapsed model with constant similarities gets the worst rank, not a perfect one."""
     sim = np.asarray(to_numpy(similarity), dtype=np.float64)
     if sim.ndim != 2:
         raise ValueError(f"similarity must be (Nq, Nd), got shape {sim.shape}")
@@ -72,10 +73,10 @@ def ranks(similarity, target) -> np.ndarray:
             raise ValueError(f"target has {t.shape[0]} entries for {nq} queries")
         if t.size and (t.min() < 0 or t.max() >= nd):
             raise ValueError(f"target index out of range 0..{nd - 1}")
-        best = sim[np.arange(nq), t]
-    else:
-        best = np.where(correct, sim, -np.inf).max(1)
-    return (sim > best[:, None]).sum(1) + 1
+        correct = np.zeros((nq, nd), dtype=bool)
+        correct[np.arange(nq), t] = True
+    best = np.where(correct, sim, -np.inf).max(1)
+    return ((sim >= best[:, None]) & ~correct).sum(1) + 1
 
 
 def retrieval_recall(similarity, target, ks: Iterable[int] = (1, 5, 10)) -> dict[str, float]:

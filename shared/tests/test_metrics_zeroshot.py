@@ -39,6 +39,16 @@ def test_ranks_and_recall_match_brute_force():
     assert retrieval_recall(np.eye(5), np.arange(5))["R@1"] == 1.0
 
 
+def test_ties_count_against_the_query():
+    """A collapsed model (all similarities equal) must score the worst rank, not a perfect R@1."""
+    flat = np.zeros((4, 6))
+    assert ranks(flat, np.arange(4)).tolist() == [6, 6, 6, 6]
+    assert retrieval_recall(flat, np.arange(4), ks=(1, 5))["R@1"] == 0.0
+    sim = np.array([[0.9, 0.5, 0.9, 0.1]])
+    assert ranks(sim, [0]).tolist() == [2]              # one wrong item ties the correct one
+    assert ranks(sim, [{0, 2}]).tolist() == [1]         # both tied items are correct
+
+
 def test_image_text_retrieval_with_duplicates():
     texts = ["effusion", "normal", "normal", "edema"]
     u, ti = dedup_texts(texts)
