@@ -10,7 +10,7 @@ Boxes -> mask (HAM): at the ORIGINAL resolution, a box (x, y, w, h) fills rows f
 floor(x):floor(x+w) (clipped to the image; HAM relied on numpy slicing, which would wrap a negative start — we
 clip at 0); the boxes of one class are OR-ed. ``scale`` multiplies the box coordinates first (boxes given in
 1024-px coordinates for an image stored at 512 px: ``scale=0.5``). ``out_size=(H', W')`` then resizes the mask
-with NEAREST as PIL does (output pixel i samples input pixel floor((i + 0.5) * H / H')), which is how HAM's
+with NEAREST exactly as PIL does (pixel i samples about floor((i + 0.5) * H / H'); Pillow's own sampling), as HAM's
 masks are resized together with the image (PIL ``Image.resize(..., NEAREST)``; torch's "nearest-exact").
 ``nearest="floor"`` samples floor(i * H / H') instead (cv2 INTER_NEAREST, torch "nearest").
 
@@ -26,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from ._util import default_names, to_numpy
 
@@ -38,11 +39,11 @@ MEAN_ROW = "mean"
 
 
 def _nearest_index(n_in: int, n_out: int, nearest: str) -> np.ndarray:
-    i = np.arange(n_out, dtype=np.float64)
-    if nearest == "pil":
-        src = np.floor((i + 0.5) * (n_in / n_out))
-    elif nearest == "floor":
-        src = np.floor(i * (n_in / n_out))
+    if nearest == "pil":   # ask Pillow itself: its fixed-point sampling differs from (i + 0.5) * ratio at some ratios
+        ramp = Image.fromarray(np.arange(n_in, dtype=np.int32)[None, :])          # mode "I"
+        return np.asarray(ramp.resize((n_out, 1), Image.Resampling.NEAREST))[0].astype(np.int64)
+    if nearest == "floor":
+        src = np.floor(np.arange(n_out, dtype=np.float64) * (n_in / n_out))
     else:
         raise ValueError(f"nearest must be 'pil' or 'floor', got {nearest!r}")
     return np.clip(src, 0, n_in - 1).astype(np.int64)

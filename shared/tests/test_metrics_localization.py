@@ -25,6 +25,11 @@ def test_boxes_to_mask_matches_ham_fill_and_pil_resize():
         pil = np.asarray(Image.fromarray(full.astype(np.uint8) * 255).resize(size[::-1], Image.NEAREST)) > 0
         np.testing.assert_array_equal(boxes_to_mask(boxes, 1024, 1024, out_size=size), pil)
         np.testing.assert_array_equal(resize_mask_nearest(full, size), pil)
+    # ratios where (i + 0.5) * ratio and Pillow's fixed-point sampling disagree: 1024 -> 224, 1000 -> 333
+    noise = np.random.default_rng(0).random((1024, 1000)) > 0.5
+    for size in [(224, 224), (333, 333)]:
+        pil = np.asarray(Image.fromarray(noise.astype(np.uint8) * 255).resize(size[::-1], Image.NEAREST)) > 0
+        np.testing.assert_array_equal(resize_mask_nearest(noise, size), pil)
     # scale: boxes in 1024-px coordinates, image at 512
     half = [[b * 0.5 for b in box] for box in boxes]
     np.testing.assert_array_equal(boxes_to_mask(boxes, 512, 512, scale=0.5), ham_fill(half, 512, 512))
