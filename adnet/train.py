@@ -83,10 +83,7 @@ def run(cfg: ADNetConfig, resume: str | None = None, test: bool = True) -> Path:
                                  repeats=cfg.data.repeats)
     if len(loader) == 0:
         raise DataError(f"{len(train_set)} training images are fewer than one batch of {cfg.data.batch_size}")
-    total = cfg.engine.epochs * (len(loader) // cfg.engine.grad_accum)
-    if cfg.engine.max_iters:
-        total = min(total, cfg.engine.max_iters) if total else cfg.engine.max_iters
-    trainer.scheduler = cosine_schedule(optimizer, total_steps=max(1, total), min_lr=o.min_lr,
+    trainer.scheduler = cosine_schedule(optimizer, total_steps=max(1, trainer.total_steps(loader)), min_lr=o.min_lr,
                                         warmup_steps=o.warmup_steps)
     trainer.fit(loader)
     if test and is_main_process():

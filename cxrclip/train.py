@@ -8,7 +8,6 @@ single-process one.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import torch
@@ -147,12 +146,9 @@ def main(argv: list[str] | None = None) -> Path:
                                        cfg.data.batch_size, collate_fn=TextCollator(tokenizer, cfg.data.max_length))
     val_loader = val_loader_for_rank(val_set, cfg.data.eval_batch_size, num_workers=cfg.engine.num_workers,
                                      collate_fn=TextCollator(tokenizer, cfg.data.max_length, train=False))
-    steps_per_epoch = math.ceil(len(train_loader) / cfg.engine.grad_accum)
-    total = steps_per_epoch * cfg.engine.epochs
-    if cfg.engine.max_iters:
-        total = min(total, cfg.engine.max_iters)
-    trainer.scheduler = cosine_schedule(optimizer, total_steps=total, min_lr=0.0,
-                                        warmup_steps=int(cfg.optim.warmup_epochs * steps_per_epoch))
+    warmup = int(cfg.optim.warmup_epochs * trainer.steps_per_epoch(train_loader))
+    trainer.scheduler = cosine_schedule(optimizer, total_steps=trainer.total_steps(train_loader), min_lr=0.0,
+                                        warmup_steps=warmup)
     trainer.evaluate = make_evaluate(val_loader, criterion, trainer.device)
     best = trainer.fit(train_loader)
     trainer.log(f"best validation: {best}")

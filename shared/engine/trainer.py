@@ -242,6 +242,15 @@ class Trainer:
         return make_loader(dataset, batch_size, shuffle=shuffle, sampler=sampler, collate_fn=collate_fn,
                            drop_last=drop_last, repeats=repeats, seed=self.cfg.seed, train=train, **kwargs)
 
+    def steps_per_epoch(self, loader) -> int:
+        """Optimizer steps one epoch of ``loader`` takes: ceil(batches / grad_accum) (a short last group steps)."""
+        return math.ceil(len(loader) / self.cfg.grad_accum)
+
+    def total_steps(self, loader) -> int:
+        """Optimizer steps of the whole run (epochs x steps_per_epoch, capped by max_iters): a schedule's length."""
+        total = self.cfg.epochs * self.steps_per_epoch(loader)
+        return min(total, self.cfg.max_iters) if self.cfg.max_iters else total
+
     def autocast(self):
         """The autocast context training uses (a no-op when amp is none); handy inside ``evaluate``."""
         if self.amp_dtype is None:

@@ -484,3 +484,13 @@ def test_resume_latest_and_mismatch_warnings(tmp_path):
     text = " ".join(str(w.message) for w in record)
     assert "lr: 0.1 -> 0.2" in text and "batch_size" in text
     assert tr2.epoch == 2
+
+
+def test_schedule_length_counts_the_short_last_group(tmp_path):
+    tr = _trainer(tmp_path, epochs=3, grad_accum=2)
+    loader = tr.make_loader(_linear_data(20), 4)            # 5 batches -> 3 optimizer steps per epoch
+    assert tr.steps_per_epoch(loader) == 3 and tr.total_steps(loader) == 9
+    tr.fit(loader)
+    assert tr.global_step == tr.total_steps(loader)
+    capped = _trainer(tmp_path, name="capped", epochs=3, grad_accum=2, max_iters=4)
+    assert capped.total_steps(loader) == 4
