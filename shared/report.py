@@ -263,7 +263,9 @@ def compare(results: Mapping, published: Mapping | None) -> pd.DataFrame:
         top = metric.split("/")[0]
         s = scales.get(metric, scales.get(top, scale))
         pub[(metric, row)] = None if v is None else float(v) / s
-    rows = list(ours) + [k for k in pub if k not in ours]
+    # published-only rows (a class we have no number for) sit with their metric, not after every other metric
+    all_rows = list(ours) + [k for k in pub if k not in ours]
+    rows = [k for metric in dict.fromkeys(m for m, _ in all_rows) for k in all_rows if k[0] == metric]
     records = []
     for key in rows:
         o = ours.get(key, NOT_AVAILABLE)

@@ -69,6 +69,9 @@ def test_compare_scale_delta_and_missing(repo):
     less = dict(results, metrics={"auroc": {"mean": 0.8}})
     df2 = compare(less, pub["IN1K-NIH-R50"])
     assert df2.loc[("auroc", "Atelectasis"), "ours"] == NOT_AVAILABLE
+    # ... sits with its metric, not after every metric we produced
+    df3 = compare(dict(results, metrics={"auroc": {"mean": 0.8}, "mean_rank": 11}), pub["IN1K-NIH-R50"])
+    assert list(df3.index) == [("auroc", "mean"), ("auroc", "Atelectasis"), ("mean_rank", ""), ("f1", "mean")]
     assert compare(results, None)["published"].eq(NOT_AVAILABLE).all()
 
 
