@@ -174,24 +174,38 @@ class ImageCache:
     # ------------------------------------------------------------------------------------------------ writing
     @classmethod
     def build(cls, paths_or_frame, out_dir: str | os.PathLike, size: int = 512, mode: str = "square",
-              workers: int | None = None, progress: bool = True, overwrite: bool = False) -> "ImageCache":
+              workers: int | None = None, progress: bool = True, overwrite: bool = False,
+              if_different: str = "raise") -> "ImageCache":
         """Decode, resize and store every image; return the opened cache.
 
         ``paths_or_frame``: a DataFrame with ``image_id`` and ``path`` columns (the readers' index), a mapping
         {image_id: path}, or a sequence of paths (image_id = the file name). Duplicate ids raise. ``workers``:
-        processes (default: all cores). An existing complete cache at ``out_dir`` is returned as is unless
-        ``overwrite`` (its parameters must match, or it raises). Written to ``out_dir.tmp-<pid>`` and renamed.
+        processes (default: all cores). An existing cache at ``out_dir`` whose parameters (size, mode, image ids
+        and source paths) match is returned as is; ``overwrite=True`` always rebuilds. When they differ, or the
+        existing cache is damaged, ``if_different="raise"`` (default) raises and ``"rebuild"`` rebuilds it.
+        Written to ``out_dir.tmp-<pid>`` and renamed.
         """
         if mode not in MODES:
             raise ValueError(f"unknown cache mode {mode!r}; use one of {MODES}")
+        if if_different not in ("raise", "rebuild"):
+            raise ValueError(f"if_different must be 'raise' or 'rebuild', got {if_different!r}")
         ids, paths = _ids_and_paths(paths_or_frame)
         out = Path(out_dir)
         if (out / "meta.json").is_file() and not overwrite:
-            cache = cls(out)
-            if cache.size != size or cache.mode != mode or list(cache.image_ids) != list(ids):
-                raise ValueError(f"{out} already holds a different cache (size {cache.size}, mode {cache.mode}, "
-                                 f"{len(cache)} images); pass overwrite=True or choose another directory")
-            return cache
+            try:
+                cache = cls(out)
+            except (OSError, ValueError, KeyError):
+                if if_different == "raise":
+                    raise
+                cache = None
+            if cache is not None:
+                if (cache.size == size and cache.mode == mode and cache.image_ids.tolist() == ids
+                        and cache.paths.tolist() == paths):
+                    return cache
+                if if_different == "raise":
+                    raise ValueError(f"{out} already holds a different cache (size {cache.size}, mode "
+                                     f"{cache.mode}, {len(cache)} images); pass overwrite=True or "
+                                     f"if_different='rebuild', or choose another directory")
         workers = (os.cpu_count() or 1) if workers is None else int(workers)
         tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)

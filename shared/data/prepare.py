@@ -18,7 +18,8 @@ What it does:
 - parallel over ``--workers`` processes (default: all cores), with a progress bar;
 - ``--cache`` also builds a pre-decoded :class:`shared.data.cache.ImageCache` of the prepared images at
   ``--cache-dir`` (default ``--out/cache``), keyed by the reader's ``image_id`` (the dataset reader indexes
-  ``--out``; if it cannot, the relative path is the key and a warning says so).
+  ``--out``; if it cannot, the relative path is the key and a warning says so). The cache is rebuilt when images
+  were rewritten or when it was built with another size, mode or image list; otherwise it is reused.
 
 ``prepare(dataset, root, out, size, ...) -> dict`` is the same as a function; it returns counts
 {"images", "written", "skipped", "copied", "cache"}.
@@ -223,8 +224,10 @@ def prepare(dataset: str, root, out, size: int = 512, mode: str = "shorter", cac
             src = {r.as_posix(): str(out / r) for r in images}
         else:
             src = frame[["image_id", "path"]]
+        # rewritten images make the cache stale; so does any other size/mode/image list than it was built with
+        # (a mode or size change can leave every prepared image valid, so nothing is rewritten)
         c = ImageCache.build(src, cdir, size=size, mode=mode, workers=workers, progress=progress,
-                             overwrite=written > 0)
+                             overwrite=written > 0, if_different="rebuild")
         counts["cache"] = str(c.dir)
     return counts
 

@@ -48,6 +48,12 @@ def test_missing_ids_sources_and_rebuild_rules(frame, tmp_path):
     assert ImageCache.build(paths, tmp_path / "c", size=24, progress=False).dir == cache.dir
     with pytest.raises(ValueError, match="different cache"):
         ImageCache.build(paths, tmp_path / "c", size=16, progress=False)
+    with pytest.raises(ValueError, match="different cache"):   # other source files are another cache too
+        ImageCache.build(dict(zip(frame.image_id[:3], frame["path"][3:6])), tmp_path / "c", size=24, progress=False)
+    rebuilt = ImageCache.build(paths, tmp_path / "c", size=16, mode="shorter", workers=1, progress=False,
+                               if_different="rebuild")
+    assert (rebuilt.size, rebuilt.mode) == (16, "shorter")
+    cache = ImageCache.build(paths, tmp_path / "c", size=24, workers=1, progress=False, if_different="rebuild")
     with pytest.raises(ValueError, match="more than once"):
         ImageCache.build(paths + paths[:1], tmp_path / "d", size=16, progress=False)
     with pytest.raises(FileNotFoundError, match="not an image cache"):

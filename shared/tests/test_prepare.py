@@ -69,6 +69,28 @@ def test_cache_keyed_by_reader_ids_and_cli(nih_twin, tmp_path):
         assert np.array_equal(cache.get(row.image_id), load_image(row.path))
 
 
+
+def test_cache_follows_a_new_size_or_mode_that_rewrites_no_image(nih_twin, tmp_path):
+    import shutil
+    from shared.data import nih
+    from shared.data.cache import ImageCache
+    root, out = tmp_path / "root", tmp_path / "o"
+    shutil.copytree(nih_twin, root)
+    messy = json.loads((root / "messy.json").read_text())
+    Image.fromarray(np.full((64, 64), 100, np.uint8)).save(root / messy["nonsquare"])  # every image 64 x 64 now
+    args = ["--dataset", "nih", "--root", str(root), "--out", str(out), "--cache", "--workers", "1", "--no-progress"]
+    main(args + ["--size", "64", "--mode", "shorter"])
+    assert ImageCache.open(out / "cache").mode == "shorter"
+    # square at 64 and shorter at 128 leave every prepared 64 x 64 image valid: nothing is rewritten ...
+    for size, mode in [("64", "square"), ("128", "shorter")]:
+        counts = prepare("nih", root, out, size=int(size), mode=mode, cache=True, workers=1, progress=False)
+        assert counts["written"] == 0
+        cache = ImageCache.open(out / "cache")   # ... yet the cache is rebuilt for the new request
+        assert (cache.size, cache.mode) == (int(size), mode)
+        main(args + ["--size", size, "--mode", mode])   # the CLI re-run reuses it
+        assert ImageCache.open(out / "cache").meta == cache.meta
+    assert cache.get(nih.read_index(out).image_id[0]).shape == (64, 64)
+
 def test_mimic_jpeg_exif_and_reports(tmp_path):
     root = synthetic.generate("mimic", tmp_path / "m", n=8, size=64, seed=1)
     out = tmp_path / "m32"
