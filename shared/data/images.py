@@ -15,9 +15,10 @@ RGB / palette          ITU-R 601-2 luminance (PIL's ``convert("L")``: L = 0.299 
 RGBA / LA              alpha-composited over black (a transparent pixel carries no signal — the film background
                        of an X-ray is black), then luminance; an opaque alpha is therefore simply dropped
 JPEG (and any PIL)     EXIF orientation applied first (``PIL.ImageOps.exif_transpose``)
-DICOM (.dcm, or any    pydicom: modality LUT (rescale slope/intercept) -> VOI LUT (window or LUT sequence) ->
-file with the DICM     MONOCHROME1 inverted so that bright = dense -> min-max to 0..255
-preamble)
+DICOM (.dcm, or any    pydicom: modality LUT (rescale slope/intercept) -> VOI LUT (LUT sequence, else window) ->
+file with the DICM     the VOI output range to 0..255 (so values beyond the window saturate and a window wider
+preamble)              than the content leaves it grey, as a viewer shows it); without any VOI: the image's own
+                       min..max to 0..255. MONOCHROME1 is inverted so that bright = dense
 =====================  ==========================================================================================
 
 Any failure raises :class:`ImageReadError` naming the file. ``to_rgb(array)`` turns the result into a 3-channel
@@ -146,11 +147,42 @@ def _from_dicom(path: Path) -> np.ndarray:
             arr = convert_color_space(arr, photometric, "RGB")
         return to_uint8(_luminance(arr), "minmax")
     arr = apply_modality_lut(arr, ds)
-    arr = apply_voi_lut(arr, ds, index=0)
-    arr = np.asarray(arr, dtype=np.float64)
-    if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-        arr = arr.max() - arr + arr.min()
-    return to_uint8(arr, "minmax")
+    invert = str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1"
+    bounds = _voi_output_range(ds, apply_voi_lut)
+    if bounds is None:  # no window, no VOI LUT: the image's own range is all there is
+        arr = np.asarray(arr, dtype=np.float64)
+        if invert:
+            arr = arr.max() - arr + arr.min()
+        return to_uint8(arr, "minmax")
+    # the VOI transform maps the window onto [lo, hi]: that range -- not the image's own -- is black..white, so a
+    # window wider than the content keeps the content grey, as a DICOM viewer shows it
+    lo, hi, is_lut = bounds
+    if is_lut and np.asarray(arr).dtype.kind == "f":   # a LUT is indexed by stored values: integers
+        arr = np.rint(arr).astype(np.int64)
+    arr = np.asarray(apply_voi_lut(arr, ds, index=0), dtype=np.float64)
+    out = np.clip((arr - lo) / (hi - lo), 0.0, 1.0) * 255.0
+    if invert:
+        out = 255.0 - out
+    return np.rint(out).astype(np.uint8)
+
+
+def _voi_output_range(ds, apply_voi_lut) -> tuple[float, float, bool] | None:
+    """(lo, hi, is_lut): the output range of the dataset's first VOI transform (what pydicom's ``apply_voi_lut`` uses: the VOI
+    LUT Sequence, else the window), found by pushing its whole input domain through it; None without one."""
+    lut_items = ds.get("VOILUTSequence") or []
+    if lut_items:
+        desc = [int(v) for v in lut_items[0].LUTDescriptor]
+        entries = desc[0] or 65536
+        first = desc[1] - 65536 if desc[1] > 32767 and getattr(ds, "PixelRepresentation", 0) == 1 else desc[1]
+        probe = np.arange(first, first + entries, dtype=np.int64)
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        probe = np.array([-1e30, 1e30])
+    else:
+        return None
+    with np.errstate(over="ignore"):   # a SIGMOID window at +-1e30 saturates through exp overflow: intended
+        out = np.asarray(apply_voi_lut(probe, ds, index=0), dtype=np.float64)
+    lo, hi = float(np.nanmin(out)), float(np.nanmax(out))
+    return (lo, hi, bool(lut_items)) if hi > lo else None
 
 
 def load_image(path: str | os.PathLike, high_bit_depth: str = "minmax") -> np.ndarray:
