@@ -13,7 +13,10 @@ IMPRESSION">``, ``<MeSH><major>`` terms and one ``<parentImage id="...">`` per i
 ``image_id``, ``report_id`` (the uId), ``patient_id`` and ``study_id`` (= report_id: OpenI has one study per
 anonymous patient), ``split`` ("test": OpenI is an evaluation set), ``findings``, ``impression``,
 ``indication``, ``comparison`` (whitespace collapsed, "" when absent or empty), ``mesh`` ('|'-joined major
-MeSH terms). Reports without images give no image rows; their ids are in ``frame.attrs["reports_without_images"]``.
+MeSH terms). A report without any image (104 of the real 3,955) cannot have an image row: by default a warning
+counts them (``without_images="warn"``; ``"error"`` raises a :class:`DataError` instead) and their ids are in
+``frame.attrs["reports_without_images"]`` -- never a silent drop. Image files that are missing follow
+``on_missing`` like every reader ("error" by default, "warn" skips them with a counted warning).
 ``per="report"`` -> one row per report with ``image_ids`` (a list) instead of path/image_id; no file check.
 ``read_index`` is the same function (the index-reader name every dataset has).
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import os
 import tarfile
+import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Iterator
@@ -78,9 +82,11 @@ def _find_reports(root: Path) -> Path:
 
 def read_reports(root: str | os.PathLike, per: str = "image", reports: str | os.PathLike | None = None,
                  images: str | os.PathLike | None = None, image_ext: str = ".png", check_files: bool = True,
-                 on_missing: str = "error") -> pd.DataFrame:
+                 on_missing: str = "error", without_images: str = "warn") -> pd.DataFrame:
     """Read every OpenI report under ``root`` (see the module docstring)."""
     check_on_missing(on_missing)
+    if without_images not in ("warn", "error"):
+        raise ValueError(f"without_images must be 'warn' or 'error', got {without_images!r}")
     if per not in ("image", "report"):
         raise ValueError(f"per must be 'image' or 'report', got {per!r}")
     root = Path(root).expanduser().resolve()
@@ -110,8 +116,15 @@ def read_reports(root: str | os.PathLike, per: str = "image", reports: str | os.
     frame.insert(2, "patient_id", frame["report_id"])
     frame.insert(3, "study_id", frame["report_id"])
     frame.insert(4, "split", "test")
-    frame.attrs = {"label_columns": [], "source": str(source),
-                   "reports_without_images": [p["report_id"] for p in parsed if not p["image_ids"]]}
+    no_image = [p["report_id"] for p in parsed if not p["image_ids"]]
+    frame.attrs = {"label_columns": [], "source": str(source), "reports_without_images": no_image}
+    if no_image:
+        msg = (f"OpenI: {len(no_image)} of {len(parsed)} reports in {source} list no image, so this per-image "
+               f"frame has no row for them (e.g. {', '.join(no_image[:5])}; all ids in "
+               f"frame.attrs['reports_without_images']; per='report' keeps them)")
+        if without_images == "error":
+            raise DataError(msg + "; pass without_images='warn' to read the others")
+        warnings.warn(msg, stacklevel=2)
     if check_files:
         present = frame["path"].isin(set(scan_files(image_dir, (image_ext.lower(),)).values())).to_numpy()
         frame = apply_missing(frame, present, on_missing, f"OpenI images in {image_dir}")

@@ -272,10 +272,13 @@ def test_openi(tmp_path):
         '<parentImage id="CXR8_IM-0001-1001"><url>x.jpg</url></parentImage>', ""))
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "CXR7_IM-0001-1001.png").write_bytes(b"")
-    frame = openi.read_reports(tmp_path)
+    with pytest.warns(UserWarning, match=r"1 of 2 reports .* list no image.*CXR8"):   # never a silent drop
+        frame = openi.read_reports(tmp_path)
     assert frame[["image_id", "report_id", "findings", "impression", "indication", "mesh"]].iloc[0].tolist() == [
         "CXR7_IM-0001-1001", "CXR7", "", "No acute disease.", "Chest pain", "normal"]
     assert frame.attrs["reports_without_images"] == ["CXR8"]
+    with pytest.raises(DataError, match="1 of 2 reports"):
+        openi.read_reports(tmp_path, without_images="error")
     assert openi.read_reports(tmp_path, per="report")["image_ids"].tolist() == [["CXR7_IM-0001-1001"], []]
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
@@ -286,6 +289,7 @@ def test_openi(tmp_path):
     from_tgz = openi.read_reports(tmp_path, reports=tmp_path / "NLMCXR_reports.tgz")
     assert from_tgz["report_id"].tolist() == ["CXR7"]
     (tmp_path / "images" / "CXR7_IM-0001-1001.png").unlink()
+    (tmp_path / "ecgen-radiology" / "8.xml").unlink()
     with pytest.raises(FileNotFoundError, match="CXR7_IM-0001-1001.png"):
         openi.read_reports(tmp_path)
     (tmp_path / "ecgen-radiology" / "9.xml").write_text("<eCitation><uId id='CXR9'/>")
@@ -298,7 +302,8 @@ def test_openi_real_reports_from_torchxrayvision(tmp_path):
     archive = _xrv_data_file("NLMCXR_reports.tgz")
     reports = openi.read_reports(tmp_path, reports=archive, per="report")
     assert len(reports) == 3_955 and reports["report_id"].is_unique
-    images = openi.read_reports(tmp_path, reports=archive, check_files=False)
+    with pytest.warns(UserWarning, match="104 of 3955 reports"):
+        images = openi.read_reports(tmp_path, reports=archive, check_files=False)
     assert len(images) == 7_470 and images["image_id"].is_unique
     assert len(images.attrs["reports_without_images"]) == 104
     assert (images["impression"].str.len() > 0).mean() > 0.95
