@@ -317,8 +317,8 @@ def _coerce(value: Any, tp: Any, path: Path_, prov: _Provenance) -> Any:
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            if raw is not None and isinstance(value, (bool, int, float)):
-                return raw  # YAML read `001`, `2024` or `off` as a number/bool; the field wants the text
+            if raw is not None and not isinstance(value, (dict, list, tuple)):
+                return raw  # YAML read `001`, `2024`, `off` or `2024-01-01` as a number/bool/date: keep the text
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value
     if isinstance(tp, type) and not isinstance(value, tp):

@@ -162,7 +162,7 @@ def test_malformed_configs_are_config_errors(tmp_path, monkeypatch, text, overri
 
 # ------------------------------------------------------------------------------------ str fields keep their text
 @pytest.mark.parametrize("override, expected", [("name=2024", "2024"), ("name=001", "001"), ("name=off", "off"),
-                                                ("name=1e-4", "1e-4"), ("weights=007", "007"),
+                                                ("name=1e-4", "1e-4"), ("weights=007", "007"), ("name=2024-01-31", "2024-01-31"),
                                                 ("classes=[001, yes, a]", ["001", "yes", "a"])])
 def test_str_fields_take_number_looking_values_as_text(override, expected):
     cfg = load_config(Cfg, None, ["name=x", override])
