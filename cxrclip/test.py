@@ -12,6 +12,7 @@ for released weights).
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -62,7 +63,11 @@ def retrieval_frame(root: str, layout: str = "mimic", split: str = "test",
         base = Path(image_root) if image_root else Path(root).parent
         frame = pd.DataFrame({"path": [str(base / p) for p in frame["image"]],
                               "text": frame["text"].fillna("").astype(str).str.strip()})
-    return frame[frame["text"] != ""].reset_index(drop=True)
+    empty = frame["text"] == ""
+    if empty.any():   # a target nobody can retrieve: said, not silently dropped
+        warnings.warn(f"retrieval ({layout} {root}): {int(empty.sum())} of {len(frame)} images have no report text "
+                      "and are left out", stacklevel=2)
+    return frame[~empty].reset_index(drop=True)
 
 
 def evaluate_all(model, tokenizer, cfg: TrainConfig, device) -> dict:
