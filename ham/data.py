@@ -1,5 +1,5 @@
 """HAM's data: the index (HAM layout, plain NIH layout, CheXpert boxes), HAM's split files, box masks and the joint
-image + mask transforms (shared/specs/ham.md sections 2-4).
+image + mask transforms (the spec's sections 2-4).
 
 Layouts (``data.layout``):
 

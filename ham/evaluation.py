@@ -1,4 +1,4 @@
-"""Streaming inference and HAM's metrics (shared/specs/ham.md section 5).
+"""Streaming inference and HAM's metrics (the spec's section 5).
 
 Classification: per-class AUROC and the mean over classes (NaN for a class without positives or negatives:
 excluded from the mean and listed — the original set it to 0 and still averaged it); the same for the anomaly

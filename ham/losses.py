@@ -1,4 +1,4 @@
-"""HAM's losses (shared/specs/ham.md, section 2), vectorised over the batch and the classes.
+"""HAM's losses (the spec's section 2), vectorised over the batch and the classes.
 
     total = 0.01 ano + 1 cls + 0.5 ex_cls + 0.001 bound + 0.001 union
 

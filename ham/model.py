@@ -1,7 +1,7 @@
 """HAM: hierarchical attention for weakly-supervised chest X-ray abnormality localisation and diagnosis.
 
 Ouyang et al., IEEE TMI 40(10):2698-2710, 2021. Architecture only (no file I/O, no CLI); written from the facts in
-shared/specs/ham.md, section 1.
+the spec's section 1.
 
     image (B,3,H,W) -> ResNet with HAM's stride/dilation table -> X (B,2048,H/8,W/8)
     FAModule(X) (B,512,h,w) ; F = head(cat[X, FA(X)]) (B,512,h,w)

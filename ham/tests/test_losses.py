@@ -1,4 +1,4 @@
-"""HAM's losses on hand-made maps (shared/specs/ham.md section 2)."""
+"""HAM's losses on hand-made maps (the spec's section 2)."""
 import numpy as np
 import pytest
 import torch

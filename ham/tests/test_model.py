@@ -1,4 +1,4 @@
-"""Architecture facts of shared/specs/ham.md section 1: parameter count, output shapes, stride table, CAMs."""
+"""Architecture facts of the spec's section 1: parameter count, output shapes, stride table, CAMs."""
 import math
 
 import pytest
