@@ -13,11 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
-if __package__ in (None, ""):  # `cd agcnn && python test.py ...`
+if __package__ in (None, ""):  # `cd agcnn && python test.py ...` runs as from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from shared.cli import run_from_repo_root
+    run_from_repo_root(__name__)
 
 import numpy as np
 import torch
@@ -30,7 +33,7 @@ from shared.metrics.classification import per_class_auroc
 from shared.report import write_results
 
 from agcnn.config import Config
-from agcnn.train import METHOD, build_model, check_data_root, final_checkpoint
+from agcnn.train import METHOD, build_model, check_data_root, final_checkpoint, stage_plan
 
 ABBREV = ["Atel", "Card", "Effu", "Infi", "Mass", "Nodu", "Pne1", "Pne2", "Cons", "Edem", "Emph", "Fibr", "PT",
           "Hern"]
@@ -135,6 +138,18 @@ def plot_tau_sweep(sweep: dict, global_mean: float, path: Path, published: dict 
     return path
 
 
+def untrained_heads(cfg: Config, weights: Path) -> list[str]:
+    """Heads a checkpoint of an earlier stage has not trained yet (e.g. stage I's best.pt: local and fusion), read
+    from the run layout <run>/<stage>/checkpoints/best.pt; empty for the final stage or an unknown layout."""
+    plan = stage_plan(cfg)
+    names = [stage.dirname for stage in plan]
+    stage_dir = Path(weights).resolve().parent.parent.name
+    if stage_dir not in names:
+        return []
+    trained = {part for stage in plan[:names.index(stage_dir) + 1] for part in stage.parts}
+    return [head for head in ("global", "local", "fusion") if head not in trained]
+
+
 def evaluate(cfg: Config, weights: Path, out_dir: Path, split: str | None = None) -> dict:
     from torch.utils.data import DataLoader
 
@@ -147,6 +162,11 @@ def evaluate(cfg: Config, weights: Path, out_dir: Path, split: str | None = None
     ckpt = load_checkpoint(weights, map_location="cpu")
     load_model_weights(model, weights_from_checkpoint(ckpt, prefer_ema=True))
     model.to(device).eval()
+    untrained = untrained_heads(cfg, weights)
+    if untrained:
+        whole = final_checkpoint(Path(weights).resolve().parents[2], cfg)
+        warnings.warn(f"{weights} is a checkpoint of an earlier stage: the {' and '.join(untrained)} head(s) are "
+                      f"untrained and their AUROC means nothing; the whole model is {whole}", stacklevel=2)
     sets = datasets(cfg)
     split = split or cfg.test.split
     ds = sets[split]
@@ -180,6 +200,8 @@ def evaluate(cfg: Config, weights: Path, out_dir: Path, split: str | None = None
     missing = int(getattr(frame, "attrs", {}).get("missing", 0)) if frame is not None else 0
     notes = [f"split={cfg.data.split}/{split}, {len(ds)} images, weights={weights}",
              f"mean AUROC over the 14 findings; auroc = fusion branch ({threshold})"]
+    if untrained:
+        notes.append(f"UNTRAINED {', '.join(untrained)} head(s): {weights} is an earlier stage's checkpoint")
     if missing:
         notes.append(f"{missing} images of the split were missing under {cfg.data.root} and were skipped "
                      "(data.on_missing=warn)")

@@ -142,3 +142,14 @@ def test_seed_fusion_file_through_the_config(make_config, twin, tmp_path):
     torch.testing.assert_close(model.fusion.weight, fc["fc.weight"])
     with pytest.raises(ValueError, match="densenet121"):
         build_model(make_config(twin, f"model.seed_fusion_fc={tmp_path / 'fusion.pth'}"))
+
+
+def test_an_earlier_stage_checkpoint_is_flagged_as_having_untrained_heads(tmp_path):
+    from agcnn.config import Config
+    from shared.config import load_config
+    cfg = load_config(Config, DEMO)
+    run = tmp_path / "run"
+    assert agcnn_test.untrained_heads(cfg, run / "stage1_global" / "checkpoints" / "best.pt") == ["local", "fusion"]
+    assert agcnn_test.untrained_heads(cfg, run / "stage2_local" / "checkpoints" / "best.pt") == ["fusion"]
+    assert agcnn_test.untrained_heads(cfg, run / "stage3_fusion" / "checkpoints" / "best.pt") == []
+    assert agcnn_test.untrained_heads(cfg, tmp_path / "weights.pt") == []       # a file outside a run: no claim
