@@ -15,8 +15,10 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):   # `cd adnet && python train.py ...`
+if __package__ in (None, ""):  # `cd adnet && python train.py ...` runs as from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from shared.cli import run_from_repo_root
+    run_from_repo_root(__name__)
 
 import torch
 import torch.nn.functional as F

@@ -17,8 +17,10 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-if __package__ in (None, ""):  # `cd chextriev && python train.py`: make the package importable
+if __package__ in (None, ""):  # `cd chextriev && python train.py ...` runs as from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from shared.cli import run_from_repo_root
+    run_from_repo_root(__name__)
 
 import numpy as np
 import torch

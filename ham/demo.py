@@ -14,8 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):
+if __package__ in (None, ""):  # `cd ham && python demo.py ...` runs as from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from shared.cli import run_from_repo_root
+    run_from_repo_root(__name__)
 
 from shared.data.synthetic import generate, is_complete
 

@@ -12,8 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # `cd ham && python test.py ...` without the editable install
+if __package__ in (None, ""):  # `cd ham && python test.py ...` runs as from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from shared.cli import run_from_repo_root
+    run_from_repo_root(__name__)
 
 import numpy as np
 import torch

@@ -16,8 +16,10 @@ import html
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # `cd ham && python visual.py ...` without the editable install
+if __package__ in (None, ""):  # `cd ham && python visual.py ...` runs as from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from shared.cli import run_from_repo_root
+    run_from_repo_root(__name__)
 
 import cv2
 import numpy as np

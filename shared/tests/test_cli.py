@@ -45,3 +45,46 @@ def test_a_method_cli_names_the_missing_data_root(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("python -m ham.train: error: data root")
     assert "Traceback" not in proc.stderr
+
+
+def test_absolute_path_args_rewrites_what_exists_here(tmp_path):
+    from shared.cli import REPO_ROOT, absolute_path_args
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "x.yaml").write_text("a: 1\n")
+    (tmp_path / "w.pt").write_bytes(b"")
+    argv = ["-cfg", "configs/x.yaml", "--weights=w.pt", "--run", "w.pt", "--set", "engine.epochs=2",
+            "data.root=configs", "--out", "new_dir", "--device", "cpu", "--config", "typo.yaml",
+            "-cfg", "ham/configs/demo.yaml", str(tmp_path / "w.pt")]
+    out = absolute_path_args(argv, tmp_path)
+    assert out[:5] == ["-cfg", str(tmp_path / "configs/x.yaml"), f"--weights={tmp_path / 'w.pt'}", "--run",
+                       str(tmp_path / "w.pt")]
+    assert out[5:12] == ["--set", "engine.epochs=2", "data.root=configs", "--out", "new_dir", "--device", "cpu"]
+    assert out[12:14] == ["--config", str(tmp_path / "typo.yaml")]       # a missing config: named where you are
+    assert out[14:16] == ["-cfg", "ham/configs/demo.yaml"]                 # exists only under the root: kept
+    assert out[16] == str(tmp_path / "w.pt")
+    assert (REPO_ROOT / "ham/configs/demo.yaml").exists()
+
+
+def test_script_mode_runs_as_from_the_repo_root():
+    """`cd ham && python train.py -cfg configs/demo.yaml` reads the config where you are, then works from the root
+    (the config's data paths and runs/ are relative to it)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CXR_TRACEBACK", "PYTHONPATH")}
+    proc = subprocess.run([sys.executable, "train.py", "-cfg", "configs/demo.yaml", "--help"], cwd=REPO / "ham",
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "-cfg" in proc.stdout
+    probe = ("import os, sys; sys.argv = ['x', '-cfg', 'configs/demo.yaml', '--out', 'o'];"
+             "from shared.cli import run_from_repo_root; run_from_repo_root('__main__');"
+             "print(os.getcwd()); print(sys.argv[2]); print(sys.argv[4])")
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=REPO / "ham", env={**env, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [str(REPO), str(REPO / "ham/configs/demo.yaml"), "o"]
+
+
+def test_script_mode_reports_a_bad_config_key_from_the_method_folder():
+    env = {k: v for k, v in os.environ.items() if k not in ("CXR_TRACEBACK", "PYTHONPATH")}
+    proc = subprocess.run([sys.executable, "train.py", "-cfg", "configs/demo.yaml", "--set", "no.such=1"],
+                          cwd=REPO / "ham", env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "no.such" in proc.stderr and "Traceback" not in proc.stderr
