@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from shared.engine import EngineConfig
+from shared.weights import torchvision_imagenet_state_dict
 
 from .data import DataConfig
 from .losses import LossWeights
@@ -66,13 +67,16 @@ class HAMConfig:
 
 def build_model(cfg: ModelConfig, num_classes: int) -> HAM:
     """HAM with the backbone's ImageNet weights from ``pretrained_path`` (a local file) or, with ``pretrained``
-    and no path, torchvision's hub (needs network)."""
+    and no path, torchvision's hub (needs network or the torch hub cache; a failed download raises
+    ``shared.weights.PretrainedWeightsError`` naming ``model.pretrained_path``)."""
     model = HAM(num_classes=num_classes, backbone=cfg.backbone, using_pooling=cfg.using_pooling,
                 downsampling=cfg.downsampling, using_dilation=cfg.using_dilation, fa_channels=cfg.fa_channels,
                 head_channels=cfg.head_channels, dropout=cfg.dropout, lse_r=cfg.lse_r, cam_w=cfg.cam_w,
                 cam_sigma=cfg.cam_sigma)
     state = None
     if cfg.pretrained_path:
+        if not Path(cfg.pretrained_path).is_file():
+            raise FileNotFoundError(f"model.pretrained_path: file not found: {cfg.pretrained_path}")
         state = torch.load(cfg.pretrained_path, map_location="cpu", weights_only=True)
         if isinstance(state, dict):
             for key in ("state_dict", "model"):
@@ -80,9 +84,8 @@ def build_model(cfg: ModelConfig, num_classes: int) -> HAM:
                     state = state[key]
         source = cfg.pretrained_path
     elif cfg.pretrained:
-        import torchvision
-        weights = torchvision.models.get_model_weights(cfg.backbone).IMAGENET1K_V1
-        state = weights.get_state_dict(progress=True)
+        # offline / no network: one line naming model.pretrained_path, not urllib's traceback
+        state = torchvision_imagenet_state_dict(cfg.backbone, key="model.pretrained_path", off_key="model.pretrained")
         source = f"torchvision {cfg.backbone} IMAGENET1K_V1"
     if state is not None:
         load_backbone_weights(model, state, source)

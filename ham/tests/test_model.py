@@ -124,3 +124,24 @@ def test_saved_activations_per_512_image_back_the_memory_estimate():
         ex_cls_loss(refine_cams(out.raw_cls, (512, 512)), torch.ones(1, 14, 512, 512), torch.ones(1), ones)
     assert forward / 2**30 == pytest.approx(1.71, abs=0.02)
     assert (saved["bytes"] - forward) / 2**20 == pytest.approx(70, abs=2)
+
+
+def test_build_model_offline_download_is_one_line_naming_pretrained_path(monkeypatch, tmp_path):
+    """No network and nothing cached: the error names model.pretrained_path (the CLI prints it as one line)."""
+    import urllib.error
+
+    from ham.config import ModelConfig, build_model
+    from shared.weights import PretrainedWeightsError
+
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    cfg = ModelConfig(backbone="resnet18", pretrained=True, fa_channels=8, head_channels=8)
+    with pytest.raises(PretrainedWeightsError, match=r"torchvision 'resnet18'.*--set model\.pretrained_path=FILE"):
+        build_model(cfg, num_classes=2)
+    cfg.pretrained_path = str(tmp_path / "missing.pth")
+    with pytest.raises(FileNotFoundError, match="model.pretrained_path: file not found"):
+        build_model(cfg, num_classes=2)
