@@ -33,6 +33,7 @@ import torch
 from torchvision import transforms as T
 
 from shared.data import DataError
+from shared.data.cache import find_caches
 from shared.data.dataset import ImageDataset
 from shared.data.labels import CHEXPERT_COMPETITION, MIMIC_LABELS, NIH_LABELS
 from shared.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform as shared_eval_transform
@@ -163,6 +164,9 @@ def build_frame(data: DataConfig) -> tuple[pd.DataFrame, list[str]]:
     is_mimic = frame["source"].eq("mimic") if "source" in frame else pd.Series(data.dataset == "mimic", frame.index)
     frame["squash"] = np.where(is_mimic, data.mimic_squash, 0)
     frame.attrs["label_columns"] = labels
+    if data.use_cache:   # `prepare --cache` folders of the roots in use: read without decoding
+        roots = {"nih": data.nih_root, "mimic": data.mimic_root, "chexpert": data.chexpert_root}
+        frame.attrs["cache_roots"] = [str(roots[name]) for name in _needed(data)]
     return frame, labels
 
 
@@ -176,8 +180,8 @@ class SquashingDataset(ImageDataset):
     transforms: the original trained on MIMIC-CXR-JPG copies pre-squashed to 384 x 384 (a square copy made with
     ``python -m shared.data.prepare --mode square --size 384`` passes through unchanged)."""
 
-    def __init__(self, frame: pd.DataFrame, labels: Sequence[str], transform):
-        super().__init__(frame, labels, transform=transform)
+    def __init__(self, frame: pd.DataFrame, labels: Sequence[str], transform, cache=None):
+        super().__init__(frame, labels, transform=transform, cache=cache)
         self.squash = frame["squash"].to_numpy(np.int64)
 
     def load_array(self, index: int) -> np.ndarray:
@@ -193,9 +197,10 @@ def make_dataset(frame: pd.DataFrame, split: str, labels: Sequence[str], transfo
         part = part.iloc[:limit].reset_index(drop=True)
     if part.empty:
         raise DataError(f"no images in split {split!r}")
+    cache = find_caches(frame.attrs.get("cache_roots", []))
     if "squash" in part and part["squash"].any():
-        return SquashingDataset(part, labels, transform)
-    return ImageDataset(part, labels, transform=transform)
+        return SquashingDataset(part, labels, transform, cache)
+    return ImageDataset(part, labels, transform=transform, cache=cache)
 
 
 # --------------------------------------------------------------------------------------------- transforms

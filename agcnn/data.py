@@ -15,6 +15,7 @@ import pandas as pd
 from torchvision import transforms as T
 
 from shared.data import nih, splits
+from shared.data.cache import find_caches
 from shared.data.dataset import ImageDataset
 from shared.data.labels import NIH_NO_FINDING, NIH_WANG_ORDER
 from shared.data.transforms import IMAGENET_MEAN, IMAGENET_STD, interpolation_mode
@@ -90,12 +91,13 @@ def eval_transform(cfg: DataConfig) -> T.Compose:
 def datasets(cfg: Config, frame: pd.DataFrame | None = None) -> dict[str, ImageDataset]:
     frame = build_frame(cfg.data, cfg.model.num_classes) if frame is None else frame
     cols = frame.attrs["label_columns"]
+    cache = find_caches([cfg.data.root]) if cfg.data.use_cache else None   # `prepare --cache`: no decoding
     out = {}
     for split in ("train", "val", "test"):
         part = frame[frame["split"] == split].reset_index(drop=True)
         if not len(part):
             raise ValueError(f"split {split!r} is empty ({cfg.data.split} split of {cfg.data.root})")
         tf = train_transform(cfg.data) if split == "train" else eval_transform(cfg.data)
-        out[split] = ImageDataset(part, cols, transform=tf)
+        out[split] = ImageDataset(part, cols, transform=tf, cache=cache)
         out[split].frame = part
     return out

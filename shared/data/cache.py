@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-__all__ = ["ImageCache", "resize_image", "MODES"]
+__all__ = ["ImageCache", "ImageCaches", "find_caches", "resize_image", "MODES"]
 
 MODES = ("square", "shorter")
 VERSION = 1
@@ -233,6 +233,32 @@ class ImageCache:
         out.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, out)
         return cls(out)
+
+
+class ImageCaches:
+    """Several caches read as one (e.g. ADNet's ALL setting: one per dataset root); the first that holds an id wins."""
+
+    def __init__(self, caches: Sequence[ImageCache]):
+        self.caches = list(caches)
+
+    def get(self, image_id) -> np.ndarray | None:
+        for cache in self.caches:
+            arr = cache.get(image_id)
+            if arr is not None:
+                return arr
+        return None
+
+    def __len__(self) -> int:
+        return sum(len(c) for c in self.caches)
+
+
+def find_caches(roots: Sequence[str | os.PathLike]) -> ImageCaches | None:
+    """The caches ``prepare --cache`` left in ``<root>/cache`` of these dataset roots, or None when there are none.
+
+    Datasets given the result read the images it holds without decoding and decode the rest from disk as usual."""
+    found = [ImageCache.open(Path(r).expanduser() / "cache") for r in roots
+             if (Path(r).expanduser() / "cache" / "meta.json").is_file()]
+    return ImageCaches(found) if found else None
 
 
 def _ids_and_paths(paths_or_frame) -> tuple[list[str], list[str]]:
