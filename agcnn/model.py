@@ -19,11 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Literal
 
-import timm
 import torch
 from torch import nn
 
 from agcnn.crop import AttentionCrop
+from shared.weights import create_timm_model
 
 Pool = Literal["max", "avg"]
 
@@ -43,7 +43,9 @@ class Branch(nn.Module):
         super().__init__()
         if pool not in ("max", "avg"):
             raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
-        self.backbone = timm.create_model(backbone, pretrained=pretrained, num_classes=0, global_pool="",
+        # pretrained: timm's hub; offline a failed download is one line naming model.pretrained_path
+        self.backbone = create_timm_model(backbone, pretrained=pretrained, key="model.pretrained_path",
+                                          off_key="model.pretrained", num_classes=0, global_pool="",
                                           **(backbone_kwargs or {}))
         self.num_features = int(self.backbone.num_features)
         self.pool = pool

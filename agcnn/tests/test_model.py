@@ -159,3 +159,25 @@ def test_branch_gmac_at_224(backbone, classes, gmac):
     with FlopCounterMode(display=False) as counter:
         branch(x)
     assert counter.get_total_flops() / 2e9 == pytest.approx(gmac, abs=0.005)
+
+
+def test_offline_imagenet_download_is_one_line_naming_pretrained_path(monkeypatch, capsys):
+    """No network: timm's failed download ends as `prog: error: ...` naming model.pretrained_path."""
+    import urllib.error
+
+    import timm.models._builder as builder
+
+    from agcnn.config import Config
+    from agcnn.train import build_model
+    from shared.cli import run_cli
+
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(builder, "load_pretrained", no_network)
+    cfg = Config()
+    cfg.model.backbone, cfg.model.pretrained, cfg.model.pretrained_path = "resnet18", True, None
+    assert run_cli("python -m agcnn.train", lambda: build_model(cfg)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "timm 'resnet18'" in err and "--set model.pretrained_path=FILE" in err and "URLError" in err
