@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m adnet.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--resume", default=None, help="run directory to continue")
     parser.add_argument("--no-test", action="store_true", help="skip the test pass after training")
-    cfg, args = parse_config(ADNetConfig, argv, parser=parser)
+    cfg, args = parse_config(ADNetConfig, argv, parser=parser, example="optim.lr=1e-4 engine.epochs=2")
     return run_cli("adnet.train", lambda: print(f"run directory: {run(cfg, args.resume, not args.no_test)}"))
 
 

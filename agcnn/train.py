@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 
 from shared.cli import cli_exit
-from shared.config import parse_config, save_config, to_dict
+from shared.config import ConfigError, parse_config, save_config, to_dict
 from shared.data.labels import NIH_WANG_ORDER
-from shared.engine import (Trainer, all_gather_concat, create_run_dir, seed_everything, step_schedule,
+from shared.engine import (EngineConfig, Trainer, all_gather_concat, create_run_dir, seed_everything, step_schedule,
                            unwrap_model)
 from shared.metrics.classification import per_class_auroc
 
@@ -197,9 +197,23 @@ def final_checkpoint(run_dir: Path, cfg: Config) -> Path:
     return Path(run_dir) / stage_plan(cfg)[-1].dirname / "checkpoints" / "best.pt"
 
 
+def check_stage_epochs(cfg: Config, overrides: Sequence[str] = ()) -> None:
+    """Each stage has its own ``epochs``/``max_iters`` (``train.global_stage.epochs`` ...); ``engine.epochs`` and
+    ``engine.max_iters`` would be ignored, so setting them (in the YAML or with ``--set``) is a :class:`ConfigError`
+    naming the keys to use instead."""
+    default = EngineConfig()
+    stages = ["joint_stage"] if cfg.train.mode == "joint" else ["global_stage", "local_stage", "fusion_stage"]
+    for key in ("epochs", "max_iters"):
+        given = any(item.split("=", 1)[0].strip() == f"engine.{key}" for item in overrides)
+        if given or getattr(cfg.engine, key) != getattr(default, key):
+            raise ConfigError(f"AG-CNN does not use engine.{key}: each stage has its own, set "
+                              + " ".join(f"train.{stage}.{key}=N" for stage in stages))
+
+
 def train(cfg: Config, run_dir: Path, sets: dict | None = None) -> AGCNN:
     from agcnn.data import datasets
 
+    check_stage_epochs(cfg)
     run_dir = Path(run_dir)
     seed_everything(cfg.engine.seed, deterministic=cfg.engine.deterministic)
     model = build_model(cfg)
@@ -223,7 +237,12 @@ def main(argv: Sequence[str] | None = None) -> Path:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--resume", default=None, help="run directory to resume (finished stages are reused)")
     where.add_argument("--run-dir", default=None, help="run directory to write (created; resumes when it holds a run)")
-    cfg, args = parse_config(Config, argv, parser=parser)
+    cfg, args = parse_config(Config, argv, parser=parser, example="train.global_stage.epochs=2 "
+                             "train.local_stage.epochs=2 train.fusion_stage.epochs=2 (each stage has its own epochs)")
+    try:
+        check_stage_epochs(cfg, args.overrides)
+    except ConfigError as err:
+        parser.error(str(err))
     check_data_root(cfg, parser)
     if args.run_dir:
         run_dir = Path(args.run_dir)

@@ -179,7 +179,7 @@ def train(cfg: ChextrievConfig, resume: Optional[str] = None) -> Path:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Train a CheXtriev model")
     parser.add_argument("--resume", default=None, help="run directory to resume")
-    cfg, args = parse_config(ChextrievConfig, argv, parser=parser)
+    cfg, args = parse_config(ChextrievConfig, argv, parser=parser, example="optim.lr=1e-4 engine.epochs=2")
     try:
         train(cfg, args.resume)
     except (FileNotFoundError, ValueError) as err:

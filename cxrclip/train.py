@@ -130,7 +130,7 @@ def make_evaluate(val_loader: DataLoader, criterion, device):
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--resume", default=None, help="run directory to resume")
-    cfg, args = parse_config(TrainConfig, argv, parser=parser)
+    cfg, args = parse_config(TrainConfig, argv, parser=parser, example="optim.lr=1e-4 engine.epochs=2")
     seed_everything(cfg.engine.seed, cfg.engine.deterministic)
     run_dir = create_run_dir("cxrclip", cfg.name, root=cfg.output_root, resume=args.resume)
 

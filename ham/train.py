@@ -147,7 +147,7 @@ def main(argv=None) -> Path:
     parser = argparse.ArgumentParser(description="Train HAM (Ouyang et al., TMI 2021)")
     parser.add_argument("--run-dir", "--resume", default=None,
                         help="run directory (resumes when it has checkpoints/last.pt)")
-    cfg, args = parse_config(HAMConfig, argv, parser=parser)
+    cfg, args = parse_config(HAMConfig, argv, parser=parser, example="optim.lr=1e-4 engine.epochs=2")
     config_name = Path(args.config).stem
 
     check_micro_batching(cfg)

@@ -384,21 +384,28 @@ def save_config(cfg: Any, path: str | Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
-def add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> argparse.ArgumentParser:
-    """Add ``-cfg/--config PATH`` and repeatable ``--set key=value`` to ``parser``."""
+def add_config_args(parser: argparse.ArgumentParser, required: bool = True,
+                    example: str = "engine.device=cpu") -> argparse.ArgumentParser:
+    """Add ``-cfg/--config PATH`` and repeatable ``--set key=value`` to ``parser``.
+
+    ``example``: the ``--set`` items the help shows; each method passes keys its own schema has (AG-CNN's epochs,
+    for one, are per stage: ``train.global_stage.epochs``).
+    """
     parser.add_argument("-cfg", "--config", required=required, help="YAML config file")
     parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                        help="override config keys, e.g. --set optim.lr=1e-4 train.epochs=2")
+                        help=f"override config keys, e.g. --set {example}")
     return parser
 
 
 def parse_config(schema: type[T], argv: Sequence[str] | None = None, description: str = "",
-                 parser: argparse.ArgumentParser | None = None) -> tuple[T, argparse.Namespace]:
+                 parser: argparse.ArgumentParser | None = None,
+                 example: str = "engine.device=cpu") -> tuple[T, argparse.Namespace]:
     """Parse ``-cfg``/``--set`` (plus any extra arguments of ``parser``) and return (config, namespace).
 
     A :class:`ConfigError` becomes a one-line ``parser.error`` so users see the key and file, not a traceback.
+    ``example`` is the ``--set`` example of the help (see :func:`add_config_args`).
     """
-    parser = add_config_args(parser or argparse.ArgumentParser(description=description))
+    parser = add_config_args(parser or argparse.ArgumentParser(description=description), example=example)
     args = parser.parse_args(argv)
     try:
         return load_config(schema, args.config, args.overrides), args

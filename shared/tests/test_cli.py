@@ -88,3 +88,30 @@ def test_script_mode_reports_a_bad_config_key_from_the_method_folder():
                           cwd=REPO / "ham", env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert "no.such" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("method, schema", [("adnet", "adnet.config:ADNetConfig"), ("ham", "ham.config:HAMConfig"),
+                                            ("agcnn", "agcnn.config:Config"),
+                                            ("chextriev", "chextriev.config:ChextrievConfig"),
+                                            ("cxrclip", "cxrclip.config:TrainConfig")])
+def test_train_help_set_example_is_valid_for_the_method(method, schema, capsys):
+    """The `--set` example of each train CLI's --help names keys its own config has (not train.epochs for all)."""
+    import importlib
+    import re
+
+    from shared.config import load_config
+    train = importlib.import_module(f"{method}.train")
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    items = re.search(r"e\.g\. --set ((?:\S+=\S+ ?)+)", text).group(1).split()
+    module, name = schema.split(":")
+    load_config(getattr(importlib.import_module(module), name), REPO / method / "configs" / "demo.yaml", items)
+
+
+def test_agcnn_names_the_stage_epochs_instead_of_ignoring_engine_epochs(capsys):
+    from agcnn.train import main
+    with pytest.raises(SystemExit):
+        main(["-cfg", str(REPO / "agcnn/configs/demo.yaml"), "--set", "engine.epochs=1"])
+    err = capsys.readouterr().err
+    assert "engine.epochs" in err and "train.global_stage.epochs" in err
