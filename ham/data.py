@@ -275,17 +275,26 @@ def build_splits(cfg: DataConfig, frame: pd.DataFrame, boxes: dict) -> Splits:
 
 # ------------------------------------------------------------------------------------------- dataset
 def read_box_sizes(path: str | None) -> dict[str, tuple[float, float]] | None:
-    """``data.box_sizes``: a CSV with columns image_id, width, height (the size of the image each image's boxes
-    were drawn on, e.g. CheXpert's full-resolution originals) -> {image_id: (width, height)}."""
+    """``data.box_sizes`` -> {image_id: (width, height)}: the size of the image each image's boxes were drawn on
+    (e.g. CheXpert's full-resolution originals). Either a CSV image_id,width,height, or the
+    ``prepare_sizes.csv`` that ``shared.data.prepare`` writes next to a resized copy (path, orig_width,
+    orig_height; its paths are keyed by every trailing part, so ``train/patientX/.../view1_frontal.jpg`` finds
+    ``CheXpert-v1.0/train/patientX/.../view1_frontal.jpg``)."""
     if not path:
         return None
     try:
-        table = pd.read_csv(Path(path).expanduser(), dtype={"image_id": str})
+        table = pd.read_csv(Path(path).expanduser(), dtype={"image_id": str, "path": str})
     except Exception as exc:
         raise DataError(f"data.box_sizes: cannot read {path}: {type(exc).__name__}: {exc}") from exc
+    if {"path", "orig_width", "orig_height"} <= set(table.columns):     # prepare's sizes file
+        parts = table["path"].str.split("/")
+        table = pd.DataFrame({"image_id": ["/".join(p[i:]) for p in parts for i in range(len(p))],
+                              "width": table["orig_width"].repeat(parts.str.len()).to_numpy(),
+                              "height": table["orig_height"].repeat(parts.str.len()).to_numpy()})
     missing = {"image_id", "width", "height"} - set(table.columns)
     if missing:
-        raise DataError(f"data.box_sizes {path}: missing columns {sorted(missing)} (expected image_id,width,height)")
+        raise DataError(f"data.box_sizes {path}: missing columns {sorted(missing)} (expected image_id,width,height "
+                        "or prepare's prepare_sizes.csv)")
     bad = ~((table["width"] > 0) & (table["height"] > 0))
     if bad.any():
         raise DataError(f"data.box_sizes {path}: non-positive size for {table.loc[bad, 'image_id'].tolist()[:3]}")

@@ -209,6 +209,7 @@ def test_chexpert_boxes_scale_x_and_y_per_image_or_fail_loudly(tmp_path):
     from ham.data import read_box_sizes
     frame, boxes, classes, sizes = _chexpert_like(tmp_path)
     ids = set(frame["image_id"])
+    ids_in_order = frame["image_id"].tolist()
     kw = dict(train=False, img_size=32)
     # boxes in original pixels on smaller files: an error naming the fix, never empty masks
     with pytest.raises(Exception, match="box_sizes"):
@@ -225,6 +226,13 @@ def test_chexpert_boxes_scale_x_and_y_per_image_or_fail_loudly(tmp_path):
     rows, cols = np.nonzero(m1)
     # box 2: x 1000..1500 / 50 -> 20..30 of 40 -> 16..24 of 32; y 800..1200 / 50 -> 16..24
     assert (rows.min(), rows.max() + 1) == (16, 24) and (cols.min(), cols.max() + 1) == (16, 24)
+    # prepare's own prepare_sizes.csv (paths below the copy's root, original sizes) gives the same scales
+    prepared = tmp_path / "prepare_sizes.csv"
+    prepared.write_text("path,orig_height,orig_width,height,width\n"
+                        f"CheXpert-v1.0/{ids_in_order[0]},480,400,32,40\n"
+                        f"CheXpert-v1.0/{ids_in_order[1]},1600,2000,32,40\n")
+    ds = HAMDataset(frame, classes, boxes, ids, box_sizes=read_box_sizes(str(prepared)), **kw)
+    assert ds.box_scales[ids_in_order[0]] == pytest.approx((0.1, 32 / 480))
     # an image without a size in the table is an error
     sizes.write_text(f"image_id,width,height\n{frame['image_id'][0]},400,480\n")
     with pytest.raises(Exception, match="no size for the box image"):
