@@ -28,7 +28,7 @@ from agcnn import test as agcnn_test
 from agcnn import train as agcnn_train
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
-DEMO_N, DEMO_SIZE, DEMO_SEED = 300, 128, 0   # the twin HAM's demo writes too, so both can share it
+DEMO_N, DEMO_SIZE, DEMO_SEED = 300, 128, 0   # only when run alone: under `make demo` DATA/nih is there
 
 
 def nih_twin(data: Path) -> Path:

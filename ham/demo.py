@@ -3,9 +3,9 @@
     python -m ham.demo --data data/synthetic --out demo_out/ham
 
 Uses its own twin DATA/ham_nih (shared.data.synthetic, NIH layout, generated once, reused when complete with the
-same parameters: the shared DATA/nih twin of ``make demo`` is never overwritten), runs configs/demo.yaml into OUT,
-writes OUT/results.json, report.md and visual/index.html, and prints the headline metrics. Synthetic numbers are
-a smoke test of the pipeline, never a reproduction.
+same parameters, replaced when its parameters differ: the shared DATA/nih twin of ``make demo`` is never
+overwritten), runs configs/demo.yaml into OUT, writes OUT/results.json, report.md and visual/index.html, and prints
+the headline metrics. Synthetic numbers are a smoke test of the pipeline, never a reproduction.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ if __package__ in (None, ""):  # `cd ham && python demo.py ...` runs as from the
     from shared.cli import run_from_repo_root
     run_from_repo_root(__name__)
 
-from shared.data.synthetic import generate, is_complete
+from shared.demo import fresh_twin
 
 from ham import test as ham_test
 from ham import train as ham_train
@@ -33,8 +33,7 @@ def run_demo(data: Path, out: Path, extra: list[str] | None = None, visual: bool
              size: int = DEMO_SIZE, seed: int = DEMO_SEED) -> dict:
     t0 = time.time()
     root = Path(data) / "ham_nih"
-    if not is_complete(root, "nih", n, size, seed):
-        generate("nih", root, n=n, size=size, seed=seed)
+    fresh_twin(root, "nih", n, size, seed)
     sets = ["data.root=" + str(root)] + list(extra or [])
     run_dir = ham_train.main(["-cfg", str(CONFIG_DIR / "demo.yaml"), "--run-dir", str(out), "--set", *sets])
     res = ham_test.main(["--run", str(run_dir)])

@@ -3,7 +3,9 @@
     python -m shared.demo --data data/synthetic --out demo_out [--n 200] [--size 256] [--methods adnet ham]
 
 1. Writes the synthetic twin of every layout to ``<data>/<layout>/`` (nih, chexpert, mimic, imagenome, openi),
-   reusing a layout that is already complete with the same parameters.
+   reusing a layout that is already complete with the same parameters (a twin with other parameters there is
+   replaced, not overwritten file by file). The method demos read these twins (HAM and CXR-CLIP keep their own,
+   smaller ones in ``<data>/ham_nih`` and ``<data>/cxrclip_mimic``), so no twin is written twice.
 2. Writes ``<out>/contact_sheet.png``: images of each layout with their true lesion boxes and labels, and
    ``<out>/anatomy.png``: one image with its 18 ImaGenome anatomy boxes.
 3. For each method (adnet, ham, agcnn, chextriev, cxrclip): if the method has a ``demo`` module
@@ -22,6 +24,7 @@ import importlib.util
 import json
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import threading
@@ -49,17 +52,31 @@ def finding_color(name: str) -> tuple:
 
 
 # --------------------------------------------------------------------------------------------- data
+def fresh_twin(root: Path, layout: str, n: int, size: int, seed: int, workers: int = 1, log=print) -> bool:
+    """Make ``root`` hold the ``layout`` twin with exactly these parameters; True when it had to be written.
+
+    A complete twin with these parameters is reused. Another synthetic twin there (it has ``.complete`` or
+    ``truth.json``) is removed first, so that none of its images stay behind unlisted next to the new index; a
+    folder that is not a synthetic twin is never removed (the new files are written into it).
+    """
+    root = Path(root)
+    if synthetic.is_complete(root, layout, n, size, seed):
+        return False
+    if root.is_dir() and ((root / ".complete").is_file() or (root / "truth.json").is_file()):
+        shutil.rmtree(root)
+    t = time.perf_counter()
+    synthetic.generate(layout, root, n=n, size=size, seed=seed, workers=workers)
+    log(f"twin {layout}: wrote {n} images at {size} px to {root} ({time.perf_counter() - t:.1f} s)")
+    return True
+
+
 def ensure_twins(data: Path, n: int, size: int, seed: int, layouts=synthetic.LAYOUTS, log=print) -> dict:
-    """{layout: root}, generating the layouts that are not already complete with these parameters."""
+    """{layout: root}, generating (see :func:`fresh_twin`) the layouts not already complete with these parameters."""
     roots = {}
     for layout in layouts:
         root = data / layout
-        if synthetic.is_complete(root, layout, n, size, seed):
+        if not fresh_twin(root, layout, n, size, seed, workers=min(4, os.cpu_count() or 1), log=log):
             log(f"twin {layout}: reusing {root}")
-        else:
-            t = time.perf_counter()
-            synthetic.generate(layout, root, n=n, size=size, seed=seed, workers=min(4, os.cpu_count() or 1))
-            log(f"twin {layout}: wrote {n} images at {size} px to {root} ({time.perf_counter() - t:.1f} s)")
         roots[layout] = root
     return roots
 

@@ -60,3 +60,20 @@ def test_a_method_demo_runs_as_a_subprocess(tmp_path, monkeypatch):
     (slow / "demo.py").write_text("import time\ntime.sleep(60)\n")
     hung = demo.run_method_demo("slowmethod", data, tmp_path / "out", timeout=1.5, log=lines.append)
     assert hung["status"] == "timed out" and hung["seconds"] < 30
+
+
+def test_a_twin_with_other_parameters_is_replaced_not_overwritten(tmp_path):
+    """Regenerating with other parameters leaves no unlisted images of the old twin behind; a complete twin with the
+    same parameters is reused; a folder that is not a twin is never removed."""
+    root = tmp_path / "mimic"
+    assert demo.fresh_twin(root, "mimic", n=12, size=48, seed=0, log=lambda *_: None)
+    old = {p for p in root.rglob("*.jpg")}
+    assert demo.fresh_twin(root, "mimic", n=6, size=40, seed=1, log=lambda *_: None)
+    new = {p for p in root.rglob("*.jpg")}
+    assert len(new) < len(old) and json.loads((root / ".complete").read_text())["n"] == 6
+    assert not demo.fresh_twin(root, "mimic", n=6, size=40, seed=1, log=lambda *_: None)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("user file")
+    demo.fresh_twin(mine, "nih", n=6, size=40, seed=0, log=lambda *_: None)
+    assert (mine / "keep.txt").read_text() == "user file"
