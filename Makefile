@@ -13,7 +13,7 @@ help:
 	@echo "make demo            install if needed, generate the synthetic twin, run every method's demo"
 	@echo "make test            install if needed, run the whole test suite"
 	@echo "make install         create $(VENV) with torch/torchvision and all dependencies (idempotent)"
-	@echo "make results         aggregate every finished run under $(RUNS)/ into RESULTS.md"
+	@echo "make results         aggregate every finished run under $(RUNS)/ into RESULTS.md (the demo's: RUNS=demo_out)"
 	@echo "make bench           run the throughput benchmarks in benchmarks/"
 	@echo "make reproduce-<method>-<dataset>   e.g. reproduce-adnet-nih DATA=/path/to/datasets"
 
@@ -36,6 +36,8 @@ demo: install
 
 results: install
 	$(PY) -m shared.report --all $(RUNS) --out RESULTS.md
+	@if [ ! -d "$(RUNS)" ] && [ -d demo_out ]; then \
+	  echo "No $(RUNS)/ yet; the runs of make demo are under demo_out/: make results RUNS=demo_out"; fi
 
 bench: install
 	$(PY) -m benchmarks
