@@ -126,7 +126,9 @@ def run_knn(cfg: ADNetConfig, weights: str | Path, run_dir: str | Path, grid: st
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m adnet.knn", description=__doc__.split("\n\n")[0])
     add_weights_args(parser)
-    parser.add_argument("--run-dir", default=None)
+    parser.add_argument("--run-dir", default=None,
+                        help="where to write the k-NN results (default: the run the weights come from when they are "
+                             "RUN/checkpoints/*.pt, else a new <runs_root>/adnet/<config name>_knn/<timestamp>)")
     parser.add_argument("--grid", choices=["same", "cross"], default="same",
                         help="same: eval.knn_k x eval.knn_t; cross: powers of two (k 2..1024, t 1..1024)")
     parser.add_argument("--variant", choices=["auto", "raw", "ema"], default="auto",

@@ -144,7 +144,9 @@ def evaluate_run(cfg: ADNetConfig, weights: str | Path, run_dir: str | Path, fra
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m adnet.test", description=__doc__.split("\n\n")[0])
     add_weights_args(parser)
-    parser.add_argument("--run-dir", default=None, help="where to write results.json (default: see --help)")
+    parser.add_argument("--run-dir", default=None,
+                        help="where to write results.json (default: the run the weights come from when they are "
+                             "RUN/checkpoints/*.pt, else a new <runs_root>/adnet/<config name>_eval/<timestamp>)")
     parser.add_argument("--ten-crop", action="store_true",
                         help="test-time ten-crop ensemble: mean sigmoid probability of TenCrop(test_size) on the "
                              "floor(test_size / crop_pct) resize (10x the compute)")
