@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
                "probe_f1": table["f1"].to_dict()}
     write_results(run_dir, "cxrclip", f"{cfg.name}-probe{int(args.fraction * 100)}", metrics,
                   notes=[f"linear probe, {args.fraction:.0%} of training rows, {epochs} epochs"])
+    print(f"results: {run_dir / 'results.json'}")
     return metrics
 
 

@@ -8,6 +8,7 @@ single-process one.
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 import torch
@@ -25,7 +26,7 @@ from shared.cli import cli_exit
 from shared.config import parse_config
 from shared.data.labels import CHEXPERT_LABELS
 from shared.engine import (Trainer, cosine_schedule, create_run_dir, get_rank, get_world_size, is_distributed,
-                           move_to_device, seed_everything)
+                           is_main_process, move_to_device, seed_everything)
 
 def read_source(source: SourceConfig, train: bool) -> list[Sample]:
     split = "train" if train else "val"  # the shared readers name splits train / val / test
@@ -133,7 +134,17 @@ def main(argv: list[str] | None = None) -> Path:
     cfg, args = parse_config(TrainConfig, argv, parser=parser, example="optim.lr=1e-4 engine.epochs=2")
     seed_everything(cfg.engine.seed, cfg.engine.deterministic)
     run_dir = create_run_dir("cxrclip", cfg.name, root=cfg.output_root, resume=args.resume)
+    try:
+        return train_run(cfg, run_dir)
+    except BaseException:
+        # a new run that failed before writing any file (bad data root, ...) leaves no empty run folder behind
+        if not args.resume and is_main_process() and not any(p.is_file() for p in run_dir.rglob("*")):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
+
+def train_run(cfg: TrainConfig, run_dir: Path) -> Path:
+    """Train ``cfg`` into ``run_dir`` (resuming from its checkpoints/last.pt when there is one)."""
     train_set, train_texts = build_datasets(cfg, train=True)
     val_set, val_texts = build_datasets(cfg, train=False)
     tokenizer = prepare_tokenizer(cfg, train_texts + val_texts, run_dir)

@@ -115,3 +115,12 @@ def test_agcnn_names_the_stage_epochs_instead_of_ignoring_engine_epochs(capsys):
         main(["-cfg", str(REPO / "agcnn/configs/demo.yaml"), "--set", "engine.epochs=1"])
     err = capsys.readouterr().err
     assert "engine.epochs" in err and "train.global_stage.epochs" in err
+
+
+def test_a_failed_cxrclip_train_leaves_no_empty_run_folder(tmp_path):
+    from shared.data import DataError
+    from cxrclip import train
+    with pytest.raises((DataError, FileNotFoundError, ValueError)):
+        train.main(["-cfg", str(REPO / "cxrclip/configs/demo.yaml"), "--set",
+                    f"data.sources.0.root={tmp_path / 'absent'}", f"output_root={tmp_path / 'runs'}"])
+    assert not [p for p in (tmp_path / "runs").rglob("*") if p.name != "demo" and p.name != "cxrclip"]
