@@ -73,8 +73,8 @@ def run(images: int = 48, backbone: str = "resnet50", crop_size: int = 224, dim:
     prep = _prepared_twin(data, int(images * 1.5) + 8, image_px)       # ~2/3 of the twin is kept and split
     rows = list(range(min(images, len(prep.frame))))
     torch.manual_seed(0)
-    cfg = ModelConfig(name="graph_transformer", backbone=backbone, dim=dim, heads=heads, dim_head=dim_head,
-                      abs_pos=True, edges="fixed_random", residual_type=2)
+    cfg = ModelConfig(name="graph_transformer", backbone=backbone, pretrained=False, dim=dim, heads=heads,
+                      dim_head=dim_head, abs_pos=True, edges="fixed_random", residual_type=2)
     model = build_model(cfg).to(dev)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     crops = AnatomyDataset(prep.frame, prep.boxes, prep.labels, rows, "crops", crop_size)

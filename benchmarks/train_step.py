@@ -269,7 +269,7 @@ def chextriev_workloads(cfg, device, smoke: bool) -> Iterator[Workload]:
         d.crop_size = d.image_size = 32
         m.ath_input_size = 32
         d.batch_size = d.eval_batch_size = SMOKE["batch"]
-    m.pretrained_path = None
+    m.pretrained, m.pretrained_path = False, None
     adjacency = None
     if m.adjacency == "cooccurrence":   # a binary 18x18 co-occurrence graph with its unit diagonal
         g = torch.Generator().manual_seed(0)

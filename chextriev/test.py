@@ -20,6 +20,7 @@ Self-exclusion: ``eval.drop_self: first`` drops the first result (the original; 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -217,7 +218,9 @@ def run_test(cfg: ChextrievConfig, run_dir: str | Path, checkpoint: Optional[str
     run_dir = Path(run_dir)
     prepared = Prepared(cfg.data.prepared)
     device = select_device(cfg.engine.device)
-    model = build_model(cfg.model, load_adjacency(cfg, prepared))
+    # every weight, the frozen CNN's included, comes from the checkpoint: no ImageNet file or download needed
+    model = build_model(dataclasses.replace(cfg.model, pretrained=False, pretrained_path=None),
+                        load_adjacency(cfg, prepared))
     ckpt_path = Path(checkpoint) if checkpoint else run_dir / "checkpoints" / "best.pt"
     if not ckpt_path.exists():
         alt = run_dir / "checkpoints" / "last.pt"

@@ -29,7 +29,10 @@ ANATOMY_MODELS = ("anaxnet", "v0", "graph_transformer")
 class ModelConfig:
     name: Literal["resnet50", "ath", "anaxnet", "v0", "graph_transformer"] = "graph_transformer"
     backbone: str = "resnet50"                 # timm name of the frozen CNN (densenet121 for AnaXNet)
-    pretrained_path: Optional[str] = None      # local ImageNet weights of the frozen CNN (None: random init)
+    pretrained_path: Optional[str] = None      # local ImageNet weights of the frozen CNN (torchvision/timm)
+    pretrained: bool = True                    # no pretrained_path: timm's hub (torchvision's weights, tv_in1k);
+    #                                            offline that is an error naming pretrained_path. false = a RANDOM
+    #                                            frozen CNN (demo/tests only; never a published setting)
     bn_drift: bool = False                     # True = original: frozen CNN left in train mode (BN stats drift)
     dim: int = 1024
     num_classes: int = 9
@@ -58,13 +61,13 @@ def build_model(cfg: ModelConfig, adjacency: Optional[torch.Tensor] = None) -> t
         raise ValueError("model.adjacency=cooccurrence needs the co-occurrence matrix (prepare's adjacency.npy)")
     adj = adjacency if cfg.adjacency == "cooccurrence" else None
     if cfg.name == "resnet50":
-        return GlobalCNN(cfg.backbone, cfg.pretrained_path, cfg.bn_drift, cfg.dim, cfg.num_classes)
+        return GlobalCNN(cfg.backbone, cfg.pretrained_path, cfg.bn_drift, cfg.dim, cfg.num_classes, cfg.pretrained)
     if cfg.name == "ath":
         return ATHNet(cfg.hash_bits, cfg.num_classes, cfg.ath_input_size)
     if cfg.name == "anaxnet":
         return AnaXNet(adj, cfg.backbone, cfg.pretrained_path, cfg.bn_drift, cfg.num_nodes, cfg.gcn_hidden,
-                       cfg.num_classes, cfg.gcn_impl)
-    encoder = AnatomyEncoder(cfg.backbone, cfg.pretrained_path, cfg.bn_drift, cfg.dim)
+                       cfg.num_classes, cfg.gcn_impl, cfg.pretrained)
+    encoder = AnatomyEncoder(cfg.backbone, cfg.pretrained_path, cfg.bn_drift, cfg.dim, pretrained=cfg.pretrained)
     graph = None
     if cfg.name == "graph_transformer":
         graph = GraphTransformer(cfg.dim, cfg.depth, cfg.heads, cfg.dim_head, cfg.dim, cfg.ff_mult, cfg.num_nodes,

@@ -63,9 +63,10 @@ class PygGCN(nn.Module):
 class AnaXNet(nn.Module):
     def __init__(self, adjacency: Optional[torch.Tensor] = None, backbone: str = "densenet121",
                  pretrained_path: Optional[str] = None, bn_drift: bool = False, num_nodes: int = 18,
-                 hidden: int = 2048, num_classes: int = 9, gcn_impl: Literal["dense", "pyg"] = "dense"):
+                 hidden: int = 2048, num_classes: int = 9, gcn_impl: Literal["dense", "pyg"] = "dense",
+                 pretrained: bool = False):
         super().__init__()
-        self.encoder = AnatomyEncoder(backbone, pretrained_path, bn_drift, head=False)
+        self.encoder = AnatomyEncoder(backbone, pretrained_path, bn_drift, head=False, pretrained=pretrained)
         dim = self.encoder.out_dim
         if adjacency is None:
             adjacency = torch.ones(num_nodes, num_nodes)

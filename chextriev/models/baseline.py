@@ -17,9 +17,9 @@ class GlobalCNN(nn.Module):
     """``forward(x)``: images (B, 3, H, W) or cached backbone features (B, F) -> {"logits", "embedding"}."""
 
     def __init__(self, backbone: str = "resnet50", pretrained_path: Optional[str] = None, bn_drift: bool = False,
-                 dim: int = 1024, num_classes: int = 9):
+                 dim: int = 1024, num_classes: int = 9, pretrained: bool = False):
         super().__init__()
-        self.cnn = FrozenCNN(backbone, pretrained_path, bn_drift)
+        self.cnn = FrozenCNN(backbone, pretrained_path, bn_drift, pretrained)
         self.fc1 = nn.Linear(self.cnn.num_features, dim)
         self.fc2 = nn.Linear(dim, num_classes)
 

@@ -6,39 +6,53 @@ during training; ``bn_drift=True`` restores that behaviour (and makes a feature 
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import torch
 from torch import nn
 
+from shared.weights import create_timm_model
 
-def create_backbone(name: str, pretrained_path: Optional[str] = None) -> nn.Module:
+
+def create_backbone(name: str, pretrained_path: Optional[str] = None, pretrained: bool = False) -> nn.Module:
     """timm backbone without classifier (``forward`` returns the pooled feature, ``num_features`` wide).
 
-    ``pretrained_path``: a local state-dict file (a torchvision/timm ResNet or DenseNet checkpoint); no downloads.
+    ``pretrained_path``: a local state-dict file (a torchvision/timm ResNet or DenseNet checkpoint). Without one,
+    ``pretrained=True`` takes the ImageNet weights from timm's hub — torchvision's (``<name>.tv_in1k``, what the
+    original used) where timm has them; offline with nothing cached that is one error naming
+    ``model.pretrained_path``. ``pretrained=False`` and no path: random init (the demo and the tests).
     """
     import timm
 
+    if not pretrained_path:
+        tag = name
+        if pretrained and "." not in name and timm.list_pretrained(f"{name}.tv_in1k"):
+            tag = f"{name}.tv_in1k"
+        return create_timm_model(tag, pretrained=pretrained, key="model.pretrained_path",
+                                 off_key="model.pretrained", num_classes=0)
+    if not Path(pretrained_path).is_file():
+        raise FileNotFoundError(f"model.pretrained_path: file not found: {pretrained_path}")
     model = timm.create_model(name, pretrained=False, num_classes=0)
-    if pretrained_path:
-        state = torch.load(pretrained_path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-            state = state["state_dict"]
-        state = {k.removeprefix("module."): v for k, v in state.items()}
-        state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier.", "head."))}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{pretrained_path}: weights do not fit timm '{name}': missing {missing[:5]}..., "
-                             f"unexpected {unexpected[:5]}...")
+    state = torch.load(pretrained_path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier.", "head."))}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{pretrained_path}: weights do not fit timm '{name}': missing {missing[:5]}..., "
+                         f"unexpected {unexpected[:5]}...")
     return model
 
 
 class FrozenCNN(nn.Module):
     """A frozen feature extractor. ``forward(images (B,3,H,W)) -> (B, num_features)``."""
 
-    def __init__(self, name: str = "resnet50", pretrained_path: Optional[str] = None, bn_drift: bool = False):
+    def __init__(self, name: str = "resnet50", pretrained_path: Optional[str] = None, bn_drift: bool = False,
+                 pretrained: bool = False):
         super().__init__()
-        self.net = create_backbone(name, pretrained_path)
+        self.net = create_backbone(name, pretrained_path, pretrained)
         self.num_features = int(self.net.num_features)
         self.bn_drift = bn_drift
         for p in self.net.parameters():
@@ -78,9 +92,9 @@ class AnatomyEncoder(nn.Module):
     """
 
     def __init__(self, backbone: str = "resnet50", pretrained_path: Optional[str] = None, bn_drift: bool = False,
-                 dim: int = 1024, head: bool = True):
+                 dim: int = 1024, head: bool = True, pretrained: bool = False):
         super().__init__()
-        self.cnn = FrozenCNN(backbone, pretrained_path, bn_drift)
+        self.cnn = FrozenCNN(backbone, pretrained_path, bn_drift, pretrained)
         self.head = NodeHead(self.cnn.num_features, dim) if head else nn.Identity()
         self.out_dim = dim if head else self.cnn.num_features
 

@@ -22,7 +22,7 @@ def test_cached_features_equal_crop_path(prepared_dir, tmp_path):
     p = Prepared(prepared_dir)
     rows = p.split("test")[:4]
     torch.manual_seed(0)
-    model = build_model(ModelConfig(name="graph_transformer", backbone="resnet18", dim=32, heads=2, dim_head=16,
+    model = build_model(ModelConfig(pretrained=False, name="graph_transformer", backbone="resnet18", dim=32, heads=2, dim_head=16,
                                     edges="fixed_random")).eval()
     crops = AnatomyDataset(p.frame, p.boxes, p.labels, rows, "crops", 32)
     sample = crops[0]
@@ -69,7 +69,7 @@ def test_test_cli_missing_checkpoint(prepared_dir, tmp_path, capsys):
 
 
 def test_checkpoint_round_trip(tmp_path):
-    cfg = ModelConfig(name="graph_transformer", backbone="resnet18", dim=32, heads=2, dim_head=16,
+    cfg = ModelConfig(pretrained=False, name="graph_transformer", backbone="resnet18", dim=32, heads=2, dim_head=16,
                       abs_pos=True, edges="fixed_random", residual_type=2)
     torch.manual_seed(0)
     a = build_model(cfg)
@@ -169,7 +169,7 @@ def test_float32_cache_is_exact_for_the_global_baseline(prepared_dir, tmp_path):
     p = Prepared(prepared_dir)
     rows = p.split("test")[:4]
     torch.manual_seed(0)
-    model = build_model(ModelConfig(name="resnet50", backbone="resnet18", dim=16)).eval()
+    model = build_model(ModelConfig(pretrained=False, name="resnet50", backbone="resnet18", dim=16)).eval()
     images = AnatomyDataset(p.frame, p.boxes, p.labels, rows, "image", 32)
     with torch.no_grad():
         live = model(torch.stack([images[i]["x"] for i in range(4)]))["embedding"].numpy()

@@ -62,7 +62,7 @@ def test_validation_auroc_scores_come_from_trained_heads(name, gi):
     V0-node (gi 0) never trains fc_graph, so its image scores are the max over the node logits."""
     from chextriev.models import ModelConfig, build_model
     torch.manual_seed(0)
-    model = build_model(ModelConfig(name=name, backbone="resnet18", dim=32, heads=2, dim_head=16, depth=1))
+    model = build_model(ModelConfig(pretrained=False, name=name, backbone="resnet18", dim=32, heads=2, dim_head=16, depth=1))
     x = torch.randn(3, 18, 512)                                   # cached-feature input (resnet18: 512-d)
     batch = {"labels": torch.randint(0, 2, (3, 9)).float(), "node_labels": torch.randint(0, 2, (3, 18, 9)).float()}
     out = model(x)

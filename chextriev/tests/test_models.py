@@ -1,4 +1,6 @@
 """Parameter counts and shapes from the spec; unit properties of the CheXtriev models."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -27,7 +29,7 @@ def test_ath_parameter_count_and_shapes():
 
 
 def test_v6_trainable_parameters_and_outputs():
-    cfg = ModelConfig(name="graph_transformer", backbone="resnet50", abs_pos=True, edges="fixed_random",
+    cfg = ModelConfig(pretrained=False, name="graph_transformer", backbone="resnet50", abs_pos=True, edges="fixed_random",
                       residual_type=2)
     with torch.device("meta"):
         model = build_model(cfg)
@@ -35,7 +37,7 @@ def test_v6_trainable_parameters_and_outputs():
     n_train = count_parameters(model, trainable_only=True)
     assert n_train == 22_124_544 + head + 2048 + 1024 * 9 + 9       # + fc = LN + Linear(1024, 9)
     assert round(n_train / 1e6, 2) == 25.28                             # the spec's "V6 trainable ~25.28 M"
-    small = ModelConfig(name="graph_transformer", backbone="resnet18", dim=64, heads=2, dim_head=8, abs_pos=True,
+    small = ModelConfig(pretrained=False, name="graph_transformer", backbone="resnet18", dim=64, heads=2, dim_head=8, abs_pos=True,
                         edges="fixed_random", residual_type=2)
     out = build_model(small)(torch.randn(2, 18, 512))
     assert out["logits"].shape == (2, 9) and out["node_logits"].shape == (2, 18, 9)
@@ -118,16 +120,16 @@ def test_anaxnet_shapes_and_gcn_size():
 
 
 def test_frozen_cnn_eval_mode_by_default_and_bn_drift_switch():
-    frozen = build_model(ModelConfig(name="v0", backbone="resnet18")).train()
+    frozen = build_model(ModelConfig(pretrained=False, name="v0", backbone="resnet18")).train()
     assert not frozen.encoder.cnn.net.training and frozen.encoder.head.training
     assert not any(p.requires_grad for p in frozen.encoder.cnn.parameters())
-    drift = build_model(ModelConfig(name="v0", backbone="resnet18", bn_drift=True)).train()
+    drift = build_model(ModelConfig(pretrained=False, name="v0", backbone="resnet18", bn_drift=True)).train()
     assert drift.encoder.cnn.net.training
 
 
 def test_crop_and_cached_feature_paths_agree():
     torch.manual_seed(0)
-    model = build_model(ModelConfig(name="graph_transformer", backbone="resnet18", dim=64, heads=2,
+    model = build_model(ModelConfig(pretrained=False, name="graph_transformer", backbone="resnet18", dim=64, heads=2,
                                     dim_head=8, edges="fixed_random")).eval()
     crops = torch.randn(2, 18, 3, 32, 32)
     feats = model.encoder.cnn_features(crops)
@@ -135,14 +137,14 @@ def test_crop_and_cached_feature_paths_agree():
 
 
 def test_global_baseline_embeds_with_frozen_feature():
-    model = build_model(ModelConfig(name="resnet50", backbone="resnet18"))
+    model = build_model(ModelConfig(pretrained=False, name="resnet50", backbone="resnet18"))
     out = model(torch.randn(2, 512))
     assert out["logits"].shape == (2, 9) and out["embedding"].shape == (2, 512)
 
 
 def test_cooccurrence_adjacency_is_required():
     with pytest.raises(ValueError, match="adjacency"):
-        build_model(ModelConfig(name="graph_transformer", backbone="resnet18", adjacency="cooccurrence"))
+        build_model(ModelConfig(pretrained=False, name="graph_transformer", backbone="resnet18", adjacency="cooccurrence"))
 
 
 def test_edge_attention_equals_torch_geometric_transformer_conv():
@@ -154,3 +156,56 @@ def test_edge_attention_equals_torch_geometric_transformer_conv():
     edges = torch.randn(18, 18, 16)
     z = torch.randn(3, 18, 32)
     assert torch.allclose(attn(z, edges), pyg_attention(attn, edges)(z), atol=1e-5)
+
+
+def test_reproduce_configs_require_imagenet_weights(monkeypatch, tmp_path, capsys):
+    """A frozen RANDOM CNN only when the config says so (model.pretrained: false, the demo); otherwise the local
+    file or timm's download, and offline that is one line naming model.pretrained_path."""
+    import urllib.error
+
+    import timm.models._builder as builder
+
+    from chextriev.config import ChextrievConfig
+    from shared.cli import run_cli
+    from shared.config import load_config
+
+    calls = []
+
+    def no_network(model, pretrained_cfg=None, *args, **kwargs):
+        calls.append(pretrained_cfg)
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(builder, "load_pretrained", no_network)
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    v6 = load_config(ChextrievConfig, configs / "v6.yaml", ["model.backbone=resnet18"]).model
+    assert v6.pretrained and v6.pretrained_path is None
+    assert run_cli("python -m chextriev.train", lambda: build_model(v6)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--set model.pretrained_path=FILE" in err and "resnet18" in err
+    assert len(calls) == 1
+    # the demo's random CNN never downloads
+    demo = load_config(ChextrievConfig, configs / "demo.yaml").model
+    assert not demo.pretrained
+    build_model(demo)
+    assert len(calls) == 1
+    # a local file: loaded, no download; a missing one names the key
+    import timm
+
+    state = timm.create_model("resnet18", num_classes=0).state_dict()
+    torch.save(state, tmp_path / "r18.pth")
+    v6.pretrained_path = str(tmp_path / "r18.pth")
+    model = build_model(v6)
+    assert torch.equal(model.encoder.cnn.net.conv1.weight, state["conv1.weight"]) and len(calls) == 1
+    v6.pretrained_path = str(tmp_path / "nope.pth")
+    with pytest.raises(FileNotFoundError, match="model.pretrained_path: file not found"):
+        build_model(v6)
+
+
+def test_imagenet_download_asks_timm_for_torchvision_weights(monkeypatch):
+    import timm.models._builder as builder
+
+    seen = []
+    monkeypatch.setattr(builder, "load_pretrained", lambda model, pretrained_cfg=None, *a, **k: seen.append(
+        pretrained_cfg))
+    build_model(ModelConfig(name="resnet50", backbone="resnet50", dim=16))
+    assert seen and seen[0]["tag"] == "tv_in1k"
