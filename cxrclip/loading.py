@@ -49,17 +49,23 @@ def load_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace, im
     try:
         if args.run:
             run_dir = Path(args.run)
-            cfg = load_config(TrainConfig, run_dir / "config.yaml", args.overrides)
             weights = run_dir / "checkpoints" / "best.pt"
+            if not weights.is_file():
+                raise FileNotFoundError(f"--run: no checkpoint {weights} (is {run_dir} a finished cxrclip.train run?)")
+            cfg = load_config(TrainConfig, run_dir / "config.yaml", args.overrides)
         elif args.config and args.weights:
             run_dir, weights = None, Path(args.weights)
+            if not weights.is_file():   # before anything else the config asks for
+                raise FileNotFoundError(f"--weights: checkpoint not found: {weights}")
             cfg = load_config(TrainConfig, args.config, args.overrides)
         else:
             parser.error("give --run RUN_DIR, or -cfg CONFIG with --weights FILE")
     except ConfigError as err:
         parser.error(str(err))
     device = select_device(cfg.engine.device)
-    model = CXRClip(cfg.model)
+    # every weight comes from the checkpoint: build the architecture without reading ImageNet/BERT weight files
+    # (BERT's and Swin's config.json still define the architecture)
+    model = CXRClip(cfg.model, load_pretrained=False)
     if run_dir is not None:
         load_model_weights(model, weights_from_checkpoint(load_checkpoint(weights)))
     else:

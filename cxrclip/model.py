@@ -7,12 +7,16 @@ Text encoder: HF BERT (Bio_ClinicalBERT in the paper) pooled at the [SEP] token 
 The temperature is a learnable ``logit_scale`` initialised to log(1/0.07) and not clamped (as published).
 
 Weights come from local paths only (``pretrained``); without one the encoders are randomly initialised from a
-config, which is what the tests and the synthetic demo use.
+config, which is what the tests and the synthetic demo use. ``CXRClip(cfg, load_pretrained=False)`` builds the
+same architecture without reading any pretrained weights (evaluating a checkpoint that holds them all): the
+ResNet needs no file then, Swin and BERT only the ``config.json`` of their local folders. A missing folder or
+file is one ``FileNotFoundError`` naming it and the config key to change; nothing is ever downloaded.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -50,11 +54,25 @@ class ModelConfig:
     grad_checkpointing: bool = False
 
 
+def local_hf_dir(path: str, key: str, what: str, repo_id: str) -> str:
+    """``path`` if it is a local Hugging Face folder (with ``config.json``), else one error naming the key."""
+    if not (Path(path) / "config.json").is_file():
+        found = "has no config.json" if Path(path).is_dir() else "not found"
+        raise FileNotFoundError(f"{key}: {what} folder {path} {found} (expected a local Hugging Face folder: "
+                                f"config.json, weights, tokenizer files); save it there where there is network "
+                                f"(huggingface_hub.snapshot_download('{repo_id}', local_dir='{path}')) "
+                                f"or --set {key}=DIR")
+    return str(path)
+
+
 class ResNetImageEncoder(nn.Module):
-    def __init__(self, name: str, pretrained: str | None):
+    def __init__(self, name: str, pretrained: str | None, load_pretrained: bool = True):
         super().__init__()
         self.resnet = getattr(torchvision.models, name)(weights=None)
-        if pretrained:
+        if pretrained and load_pretrained:
+            if not Path(pretrained).is_file():
+                raise FileNotFoundError(f"model.image.pretrained: ImageNet weights file not found: {pretrained} "
+                                        f"(a torchvision {name} state dict; --set model.image.pretrained=FILE)")
             self.resnet.load_state_dict(torch.load(pretrained, map_location="cpu", weights_only=True))
         self.out_dim = self.resnet.fc.in_features
         self.resnet.fc = nn.Identity()
@@ -64,10 +82,15 @@ class ResNetImageEncoder(nn.Module):
 
 
 class SwinImageEncoder(nn.Module):
-    def __init__(self, pretrained: str | None, overrides: dict[str, Any], pooling: str):
+    def __init__(self, pretrained: str | None, overrides: dict[str, Any], pooling: str, load_pretrained: bool = True):
         super().__init__()
         if pretrained:
-            self.swin = SwinModel.from_pretrained(pretrained, local_files_only=True)
+            path = local_hf_dir(pretrained, "model.image.pretrained", "Swin",
+                                "microsoft/swin-tiny-patch4-window7-224")
+            if load_pretrained:
+                self.swin = SwinModel.from_pretrained(path, local_files_only=True)
+            else:
+                self.swin = SwinModel(SwinConfig.from_pretrained(path, local_files_only=True))
         else:
             self.swin = SwinModel(SwinConfig(**overrides))
         self.pooling = pooling
@@ -79,10 +102,15 @@ class SwinImageEncoder(nn.Module):
 
 
 class BertTextEncoder(nn.Module):
-    def __init__(self, pretrained: str | None, overrides: dict[str, Any], pooling: str):
+    def __init__(self, pretrained: str | None, overrides: dict[str, Any], pooling: str, load_pretrained: bool = True):
         super().__init__()
         if pretrained:
-            self.bert = BertModel.from_pretrained(pretrained, local_files_only=True)
+            path = local_hf_dir(pretrained, "model.text.pretrained", "BERT (Bio_ClinicalBERT)",
+                                "emilyalsentzer/Bio_ClinicalBERT")
+            if load_pretrained:
+                self.bert = BertModel.from_pretrained(path, local_files_only=True)
+            else:
+                self.bert = BertModel(BertConfig.from_pretrained(path, local_files_only=True))
         else:
             self.bert = BertModel(BertConfig(**overrides))
         self.pooling = pooling
@@ -99,10 +127,10 @@ class BertTextEncoder(nn.Module):
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
 
-def build_image_encoder(cfg: ImageEncoderConfig) -> nn.Module:
+def build_image_encoder(cfg: ImageEncoderConfig, load_pretrained: bool = True) -> nn.Module:
     if cfg.name == "swin":
-        return SwinImageEncoder(cfg.pretrained, cfg.swin, cfg.swin_pooling)
-    return ResNetImageEncoder(cfg.name, cfg.pretrained)
+        return SwinImageEncoder(cfg.pretrained, cfg.swin, cfg.swin_pooling, load_pretrained)
+    return ResNetImageEncoder(cfg.name, cfg.pretrained, load_pretrained)
 
 
 def _enable_activation_checkpointing(hf_model) -> None:
@@ -114,10 +142,11 @@ def _enable_activation_checkpointing(hf_model) -> None:
 
 
 class CXRClip(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, load_pretrained: bool = True):
+        """``load_pretrained=False``: the architecture only (weights to come from a CXR-CLIP checkpoint)."""
         super().__init__()
-        self.image_encoder = build_image_encoder(cfg.image)
-        self.text_encoder = BertTextEncoder(cfg.text.pretrained, cfg.text.bert, cfg.text.pooling)
+        self.image_encoder = build_image_encoder(cfg.image, load_pretrained)
+        self.text_encoder = BertTextEncoder(cfg.text.pretrained, cfg.text.bert, cfg.text.pooling, load_pretrained)
         self.image_projection = nn.Linear(self.image_encoder.out_dim, cfg.projection_dim)
         self.text_projection = nn.Linear(self.text_encoder.out_dim, cfg.projection_dim)
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg.logit_scale_init)))

@@ -34,8 +34,10 @@ def load_tokenizer(path: str | Path) -> BertTokenizer:
     """A BERT WordPiece tokenizer from a local directory (HF files or a bare vocab.txt); never downloads."""
     path = Path(path)
     if not (path / "vocab.txt").is_file() and not (path / "tokenizer.json").is_file():
-        raise FileNotFoundError(f"no tokenizer in {path}: expected vocab.txt or tokenizer.json "
-                                "(save Bio_ClinicalBERT's tokenizer there, or build one with build_vocab)")
+        raise FileNotFoundError(f"no tokenizer in {path}{'' if path.is_dir() else ' (folder not found)'}: expected "
+                                "vocab.txt or tokenizer.json (save Bio_ClinicalBERT's tokenizer there, or point "
+                                "data.tokenizer - or model.text.pretrained when data.tokenizer is empty - at another "
+                                "folder: --set data.tokenizer=DIR)")
     return BertTokenizer.from_pretrained(str(path), local_files_only=True)
 
 
