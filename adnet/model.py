@@ -34,10 +34,11 @@ from __future__ import annotations
 import contextlib
 from typing import Literal
 
-import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from shared.weights import create_timm_model
 
 __all__ = [
     "ADNet", "CrossAttention", "DecoderLayer", "ConvMlp", "HarmonicMagnitudeTransform", "MODEL_NAMES",
@@ -243,7 +244,8 @@ class ADNet(nn.Module):
         kwargs = dict(backbone_kwargs or {})
         if drop_path_rate:
             kwargs["drop_path_rate"] = drop_path_rate
-        self.backbone = timm.create_model(backbone, pretrained=pretrained_backbone, num_classes=0, **kwargs)
+        self.backbone = create_timm_model(backbone, pretrained=pretrained_backbone, key="model.backbone_weights",
+                                          off_key=None, num_classes=0, **kwargs)
         info = self.backbone.feature_info
         by_reduction = {f["reduction"]: i for i, f in enumerate(info)}
         missing = [r for r in (8, 16, 32) if r not in by_reduction]

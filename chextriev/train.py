@@ -180,11 +180,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Train a CheXtriev model")
     parser.add_argument("--resume", default=None, help="run directory to resume")
     cfg, args = parse_config(ChextrievConfig, argv, parser=parser, example="optim.lr=1e-4 engine.epochs=2")
-    try:
-        train(cfg, args.resume)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    train(cfg, args.resume)   # user errors become one `prog: error:` line in cli_exit
     return 0
 
 
