@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from shared.cli import run_cli
 from shared.config import load_config
 from shared.engine import load_checkpoint, load_model_weights, save_checkpoint
 
@@ -58,8 +59,10 @@ def test_cli_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         train_main(["-cfg", str(CONFIGS / "v6.yaml"), "--set", "model.nonsense=1"])
     assert err.value.code == 2 and "model.nonsense" in capsys.readouterr().err
-    assert train_main(["-cfg", str(CONFIGS / "v6.yaml"), "--set", f"data.prepared={tmp_path / 'missing'}"]) == 2
-    assert "chextriev.prepare" in capsys.readouterr().err
+    argv = ["-cfg", str(CONFIGS / "v6.yaml"), "--set", f"data.prepared={tmp_path / 'missing'}"]
+    assert run_cli("python -m chextriev.train", lambda: train_main(argv)) == 2      # as `python -m` runs it
+    err = capsys.readouterr().err
+    assert err.startswith("python -m chextriev.train: error:") and "chextriev.prepare" in err
 
 
 def test_test_cli_missing_checkpoint(prepared_dir, tmp_path, capsys):
