@@ -81,18 +81,23 @@ class ResNetImageEncoder(nn.Module):
         return self.resnet(images)
 
 
+def _hf_model(model_cls, config_cls, pretrained: str | None, overrides: dict[str, Any], load_pretrained: bool,
+              key: str, what: str, repo: str):
+    """A transformers model from a local folder (its weights, or only its config.json when a checkpoint will supply
+    the weights), or from ``overrides`` alone when no folder is configured (tests)."""
+    if not pretrained:
+        return model_cls(config_cls(**overrides))
+    path = local_hf_dir(pretrained, key, what, repo)
+    if load_pretrained:
+        return model_cls.from_pretrained(path, local_files_only=True)
+    return model_cls(config_cls.from_pretrained(path, local_files_only=True))
+
+
 class SwinImageEncoder(nn.Module):
     def __init__(self, pretrained: str | None, overrides: dict[str, Any], pooling: str, load_pretrained: bool = True):
         super().__init__()
-        if pretrained:
-            path = local_hf_dir(pretrained, "model.image.pretrained", "Swin",
-                                "microsoft/swin-tiny-patch4-window7-224")
-            if load_pretrained:
-                self.swin = SwinModel.from_pretrained(path, local_files_only=True)
-            else:
-                self.swin = SwinModel(SwinConfig.from_pretrained(path, local_files_only=True))
-        else:
-            self.swin = SwinModel(SwinConfig(**overrides))
+        self.swin = _hf_model(SwinModel, SwinConfig, pretrained, overrides, load_pretrained,
+                              "model.image.pretrained", "Swin", "microsoft/swin-tiny-patch4-window7-224")
         self.pooling = pooling
         self.out_dim = self.swin.config.hidden_size
 
@@ -104,15 +109,8 @@ class SwinImageEncoder(nn.Module):
 class BertTextEncoder(nn.Module):
     def __init__(self, pretrained: str | None, overrides: dict[str, Any], pooling: str, load_pretrained: bool = True):
         super().__init__()
-        if pretrained:
-            path = local_hf_dir(pretrained, "model.text.pretrained", "BERT (Bio_ClinicalBERT)",
-                                "emilyalsentzer/Bio_ClinicalBERT")
-            if load_pretrained:
-                self.bert = BertModel.from_pretrained(path, local_files_only=True)
-            else:
-                self.bert = BertModel(BertConfig.from_pretrained(path, local_files_only=True))
-        else:
-            self.bert = BertModel(BertConfig(**overrides))
+        self.bert = _hf_model(BertModel, BertConfig, pretrained, overrides, load_pretrained,
+                              "model.text.pretrained", "BERT (Bio_ClinicalBERT)", "emilyalsentzer/Bio_ClinicalBERT")
         self.pooling = pooling
         self.out_dim = self.bert.config.hidden_size
 

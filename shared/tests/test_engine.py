@@ -293,11 +293,7 @@ def test_non_finite_gradients_stop_before_reaching_the_weights(tmp_path):
         return nn.functional.mse_loss(out, y), {}
 
     tr = _trainer(tmp_path, epochs=2, ckpt_every_iters=1, loss_fn=loss_fn)
-    with pytest.raises(NonFiniteLossError, match="non-finite gradient norm.*last.pt"):
-        tr.fit(tr.make_loader(_linear_data(32), 4))
-    ckpt = torch.load(tr.last_path, weights_only=True)
-    assert ckpt["global_step"] == 3
-    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    _assert_stops_with_last_good_checkpoint(tr, "non-finite gradient norm", last_step=3)
     assert all(torch.isfinite(p).all() for p in tr.model.parameters())
 
 
@@ -347,6 +343,15 @@ def test_early_stopping(tmp_path):
     assert tr2.epoch == 3 and tr2.global_step == tr.global_step
 
 
+def _assert_stops_with_last_good_checkpoint(tr, what: str, last_step: int) -> None:
+    with pytest.raises(NonFiniteLossError, match=f"{what}.*last.pt"):
+        tr.fit(tr.make_loader(_linear_data(32), 4))
+    ckpt = torch.load(tr.last_path, weights_only=True)
+    assert ckpt["global_step"] == last_step
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    assert f"ERROR: {what}" in (tr.run_dir / "log.txt").read_text()
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     calls = {"n": 0}
 
@@ -356,12 +361,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
         return (loss * float("nan") if calls["n"] == 6 else loss), logs
 
     tr = _trainer(tmp_path, epochs=3, ckpt_every_iters=2, loss_fn=loss_fn)
-    with pytest.raises(NonFiniteLossError, match="non-finite loss.*last.pt"):
-        tr.fit(tr.make_loader(_linear_data(32), 4))
-    ckpt = torch.load(tr.last_path, weights_only=True)
-    assert ckpt["global_step"] == 4
-    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
-    assert "ERROR: non-finite loss" in (tr.run_dir / "log.txt").read_text()
+    _assert_stops_with_last_good_checkpoint(tr, "non-finite loss", last_step=4)
 
 
 def test_max_iters_ema_bf16_plateau_and_weights_only(tmp_path):
