@@ -22,6 +22,7 @@ if __package__ in (None, ""):  # `cd adnet && python demo.py ...` runs as from t
 
 from shared.config import load_config
 from shared.data import synthetic
+from shared.demo import write_summary
 
 from adnet.config import ADNetConfig
 
@@ -67,9 +68,7 @@ def run_demo(data: Path, out: Path, overrides: list[str] | None = None, knn: boo
     if knn_out is not None:
         lines.append(f"- k-NN mean AUROC (k={knn_out['k']}, t={knn_out['t']:g}, picked on test): "
                      f"{knn_out['metrics']['auroc']['mean']:.3f}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_summary(out, lines)
     return {"run_dir": run_dir, "auroc": auroc, "knn": knn_out, "seconds": seconds}
 
 

@@ -23,6 +23,7 @@ if __package__ in (None, ""):  # `cd agcnn && python demo.py ...` runs as from t
 import torch
 
 from shared.data.synthetic import generate
+from shared.demo import write_summary
 
 from agcnn import test as agcnn_test
 from agcnn import train as agcnn_train
@@ -42,7 +43,7 @@ def nih_twin(data: Path) -> Path:
     return generate("nih", root, n=DEMO_N, size=DEMO_SIZE, seed=DEMO_SEED)
 
 
-def write_summary(out: Path, metrics: dict, seconds: float) -> Path:
+def summarise(out: Path, metrics: dict, seconds: float) -> Path:
     rows = {"global": metrics["auroc_global"], "local": metrics["auroc_local"], "fusion": metrics["auroc"]}
     sweep = metrics["tau_sweep"]
     headline = (f"AG-CNN demo (synthetic NIH twin, NOT a reproduction): mean AUROC global {rows['global']['mean']:.3f}"
@@ -52,9 +53,7 @@ def write_summary(out: Path, metrics: dict, seconds: float) -> Path:
              "| tau | local | fusion |", "|---|---|---|"]
     lines += [f"| {t} | {sweep['local'][t]:.3f} | {sweep['fusion'][t]:.3f} |" for t in sweep["local"]]
     lines += ["", f"Pictures: {out / 'overlays'} (heatmap + box), {out / 'tau_sweep.png'}, {out / 'report.png'}"]
-    path = out / "summary.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_summary(out, lines, echo=False)
 
 
 def run_demo(data: Path, out: Path, overrides: list[str] | None = None) -> dict:
@@ -68,7 +67,7 @@ def run_demo(data: Path, out: Path, overrides: list[str] | None = None) -> dict:
         report_run(run_dir)
     except Exception as err:  # noqa: BLE001 - the report is a convenience here
         print(f"report: not written ({type(err).__name__}: {err})")
-    summary = write_summary(Path(run_dir), metrics, time.time() - t0)
+    summary = summarise(Path(run_dir), metrics, time.time() - t0)
     return {"metrics": metrics, "run_dir": run_dir, "summary": summary, "seconds": time.time() - t0}
 
 

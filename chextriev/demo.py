@@ -23,6 +23,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from shared.config import load_config
+from shared.demo import write_summary
 from shared.data import synthetic
 from shared.metrics.retrieval import CLASS_AVERAGE, knn_search, retrieval_metrics
 
@@ -71,8 +72,8 @@ def run_demo(data: str | Path, out: str | Path, overrides: Sequence[str] = ()) -
     line = (f"CheXtriev demo (synthetic, V6-demo, {len(test_rows)} test images): Class Average mAP@10 "
             f"{summary['mAP@10']:.3f} (random embedding {random_map:.3f}), mHR@10 {summary['mHR@10']:.3f}, "
             f"mRR@10 {summary['mRR@10']:.3f}; {summary['seconds']:.0f} s -> {run_dir}")
-    print("\n" + line)
-    (out / "summary.md").write_text(line + "\n")
+    print()
+    write_summary(out, [line])
     return summary
 
 

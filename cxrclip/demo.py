@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from shared.demo import fresh_twin
+from shared.demo import fresh_twin, write_summary
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
 N_IMAGES, SIZE, SEED = 300, 64, 0
@@ -43,9 +43,7 @@ def run_demo(data: str | Path, out: str | Path, overrides: Sequence[str] = ()) -
              "NOT a reproduction)", "", f"- run: {run_dir}",
              f"- image->text mean rank: {summary['mean rank image->text']:.1f}",
              f"- total time: {summary['seconds']:.0f} s"]
-    Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / "summary.md").write_text("\n".join(lines) + "\n")   # the first line is make demo's headline
-    print("\n".join(lines))
+    write_summary(out, lines)
     return summary
 
 

@@ -19,7 +19,7 @@ if __package__ in (None, ""):  # `cd ham && python demo.py ...` runs as from the
     from shared.cli import run_from_repo_root
     run_from_repo_root(__name__)
 
-from shared.demo import fresh_twin
+from shared.demo import fresh_twin, write_summary
 
 from ham import test as ham_test
 from ham import train as ham_train
@@ -66,8 +66,7 @@ def main(argv=None) -> dict:
         lines.append(f"- T(IoU@0.1) / T(IoU@0.5), mean over the box classes: {t_iou.loc['mean', '0.1']:.3f} / "
                      f"{t_iou.loc['mean', '0.5']:.3f}")
     lines += [f"- attention page: {res['page']}", f"- total time: {res['seconds']:.0f} s"]
-    (Path(args.out) / "summary.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_summary(args.out, lines)
     return res
 
 

@@ -39,6 +39,7 @@ from shared.data import synthetic
 
 METHODS = ("adnet", "ham", "agcnn", "chextriev", "cxrclip")
 REPO = Path(__file__).resolve().parents[1]
+SUMMARY_FILE = "summary.md"   # a method demo's OUT/summary.md; its first line is the headline of the final table
 _TILE = 256
 _COLORS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
@@ -211,6 +212,16 @@ def find_demo(method: str) -> Path | None:
     return None
 
 
+def write_summary(out: str | Path, lines: list[str], echo: bool = True) -> Path:
+    """A method demo's OUT/summary.md (headline first; ``make demo`` shows that line), printed too with ``echo``."""
+    path = Path(out) / SUMMARY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    if echo:
+        print("\n".join(lines))
+    return path
+
+
 def run_method_demo(method: str, data: Path, out: Path, timeout: float | None, log=print) -> dict:
     """Run ``python -m <method>.demo --data DATA --out OUT/<method>``; stream its output; return a summary."""
     mout = out / method
@@ -252,7 +263,7 @@ def run_method_demo(method: str, data: Path, out: Path, timeout: float | None, l
         proc.kill()
         raise
     dt = time.perf_counter() - t
-    summary_file = mout / "summary.md"
+    summary_file = mout / SUMMARY_FILE
     summary = summary_file.read_text().strip() if summary_file.is_file() else "\n".join(tail)
     status = "ok" if rc == 0 and not timed_out else ("timed out" if timed_out else f"failed (exit {rc})")
     log(f"--- {method}: {status} in {dt:.0f} s; summary:\n" + "\n".join("    " + s for s in summary.splitlines()))
