@@ -15,27 +15,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from shared.weights import read_state_dict_file
+
 from agcnn.model import AGCNN, Branch
 
 _CLASSIFIER_PREFIXES = ("fc.", "classifier.", "head.", "last_linear.")
 _WRAPPER_PREFIXES = ("module.", "model.", "backbone.", "densenet121.", "features_extractor.")
-
-
-def _load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model", "model_state"):
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: expected a state dict of tensors")
-    return dict(obj)
 
 
 def _strip(key: str) -> str:
@@ -71,7 +56,7 @@ def load_backbone(branch: Branch, path: str | Path) -> list[str]:
     from the file: a shape mismatch or a missing key is a ValueError naming the keys (the first 10 and the
     count). Only BatchNorm's ``num_batches_tracked`` counters may be absent (old files lack them); those keys are
     returned (they keep their initial value)."""
-    sd = {canonical_key(k): v for k, v in _load_state_dict(path).items()}
+    sd = {canonical_key(k): v for k, v in read_state_dict_file(path, "model.pretrained_path").items()}
     sd = {k: v for k, v in sd.items() if not k.startswith(_CLASSIFIER_PREFIXES)}
     own = branch.backbone.state_dict()
     bad = [f"{k}: file {list(v.shape)} vs model {list(own[k].shape)}" for k, v in sd.items()
@@ -96,7 +81,7 @@ def load_backbone(branch: Branch, path: str | Path) -> list[str]:
 def load_seed_fusion_fc(model: AGCNN | nn.Linear, path: str | Path) -> None:
     """Load the seed repository's fusion weights ({fc.weight [14, 2048], fc.bias [14]}) into the fusion FC of a
     DenseNet-121 AG-CNN with 14 classes. A clear error names the shapes when they do not fit."""
-    sd = {_strip(k): v for k, v in _load_state_dict(path).items()}
+    sd = {_strip(k): v for k, v in read_state_dict_file(path, "model.seed_fusion_fc").items()}
     keys = {k.split(".", 1)[1] if k.startswith(("fc.", "fusion.")) else k: v for k, v in sd.items()}
     if set(keys) != {"weight", "bias"}:
         raise ValueError(f"{path}: expected exactly fc.weight and fc.bias (the seed repository's fusion FC), "

@@ -25,6 +25,8 @@ import torchvision
 from torch import nn
 from transformers import BertConfig, BertModel, SwinConfig, SwinModel
 
+from shared.weights import read_state_dict_file
+
 
 @dataclass
 class ImageEncoderConfig:
@@ -73,7 +75,7 @@ class ResNetImageEncoder(nn.Module):
             if not Path(pretrained).is_file():
                 raise FileNotFoundError(f"model.image.pretrained: ImageNet weights file not found: {pretrained} "
                                         f"(a torchvision {name} state dict; --set model.image.pretrained=FILE)")
-            self.resnet.load_state_dict(torch.load(pretrained, map_location="cpu", weights_only=True))
+            self.resnet.load_state_dict(read_state_dict_file(pretrained, "model.image.pretrained"))
         self.out_dim = self.resnet.fc.in_features
         self.resnet.fc = nn.Identity()
 

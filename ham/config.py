@@ -4,10 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from shared.engine import EngineConfig
-from shared.weights import torchvision_imagenet_state_dict
+from shared.weights import read_state_dict_file, torchvision_imagenet_state_dict
 
 from .data import DataConfig
 from .losses import LossWeights
@@ -75,13 +73,7 @@ def build_model(cfg: ModelConfig, num_classes: int) -> HAM:
                 cam_sigma=cfg.cam_sigma)
     state = None
     if cfg.pretrained_path:
-        if not Path(cfg.pretrained_path).is_file():
-            raise FileNotFoundError(f"model.pretrained_path: file not found: {cfg.pretrained_path}")
-        state = torch.load(cfg.pretrained_path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict):
-            for key in ("state_dict", "model"):
-                if key in state and isinstance(state[key], dict):
-                    state = state[key]
+        state = read_state_dict_file(cfg.pretrained_path, "model.pretrained_path")
         source = cfg.pretrained_path
     elif cfg.pretrained:
         # offline / no network: one line naming model.pretrained_path, not urllib's traceback

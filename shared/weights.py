@@ -8,7 +8,8 @@ Offline (no network, or ``HF_HUB_OFFLINE=1``) with nothing in the hub cache, the
 :class:`PretrainedWeightsError` — a ``FileNotFoundError``, so ``shared.cli`` prints it as
 ``prog: error: could not get the ImageNet weights of timm 'resnet50' (...): download them ... --set
 model.pretrained_path=FILE ...`` instead of a urllib / huggingface_hub traceback. Loading a local file is the
-method's own business (each knows its key names); this module only wraps the download.
+method's own business (each knows its key names); this module wraps the download and reads the file
+(:func:`read_state_dict_file`).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
+import torch
 from torch import nn
 
 
@@ -92,3 +94,26 @@ def torchvision_imagenet_state_dict(arch: str, *, key: str = "model.pretrained_p
                                                                          "not in the torch hub cache")))
     with explain_download_failure(what, key, off_key):
         return entry.get_state_dict(progress=True)
+
+
+def read_state_dict_file(path: str | Path, key: str = "model.pretrained_path") -> dict[str, torch.Tensor]:
+    """A local weights file (``.pth``/``.pt``/``.tar`` loaded with ``weights_only=True``, or ``.safetensors``) as a
+    flat state dict: unwrapped from a ``state_dict`` / ``model`` / ``model_state`` entry, ``module.`` prefixes
+    removed. A missing file names ``key``; an unreadable one, or one that holds no tensors, is one clear error."""
+    from shared.engine.checkpoint import load_checkpoint
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{key}: file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        obj: Any = load_file(str(path))
+    else:
+        obj = load_checkpoint(path)
+    for wrapper in ("state_dict", "model", "model_state"):
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{key}: {path} does not hold a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in obj.items()}

@@ -6,13 +6,12 @@ during training; ``bn_drift=True`` restores that behaviour (and makes a feature 
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import torch
 from torch import nn
 
-from shared.weights import create_timm_model
+from shared.weights import create_timm_model, read_state_dict_file
 
 
 def create_backbone(name: str, pretrained_path: Optional[str] = None, pretrained: bool = False) -> nn.Module:
@@ -31,13 +30,8 @@ def create_backbone(name: str, pretrained_path: Optional[str] = None, pretrained
             tag = f"{name}.tv_in1k"
         return create_timm_model(tag, pretrained=pretrained, key="model.pretrained_path",
                                  off_key="model.pretrained", num_classes=0)
-    if not Path(pretrained_path).is_file():
-        raise FileNotFoundError(f"model.pretrained_path: file not found: {pretrained_path}")
     model = timm.create_model(name, pretrained=False, num_classes=0)
-    state = torch.load(pretrained_path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = read_state_dict_file(pretrained_path, "model.pretrained_path")
     state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier.", "head."))}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:

@@ -60,3 +60,23 @@ def test_torchvision_download_failure(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda *a, **k: pytest.fail("tried to download"))
     with pytest.raises(PretrainedWeightsError, match="HF_HUB_OFFLINE=1"):
         torchvision_imagenet_state_dict("resnet18")
+
+
+def test_read_state_dict_file_unwraps_and_names_the_key_on_errors(tmp_path):
+    from shared.engine import CheckpointError
+    from shared.weights import read_state_dict_file
+
+    weight = torch.ones(2, 2)
+    nested = tmp_path / "nested.pth"
+    torch.save({"epoch": 3, "state_dict": {"module.fc.weight": weight}}, nested)
+    assert list(read_state_dict_file(nested)) == ["fc.weight"]
+    with pytest.raises(FileNotFoundError, match="model.x: file not found"):
+        read_state_dict_file(tmp_path / "absent.pth", "model.x")
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt.pth"):
+        read_state_dict_file(corrupt)
+    not_weights = tmp_path / "numbers.pth"
+    torch.save({"lr": 0.1}, not_weights)
+    with pytest.raises(ValueError, match="model.y: .*numbers.pth does not hold a state dict"):
+        read_state_dict_file(not_weights, "model.y")
