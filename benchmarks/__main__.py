@@ -9,11 +9,15 @@ import time
 from pathlib import Path
 
 
+# modules of this package that are tools, not benchmarks: the GPU check runs the benchmarks itself
+NOT_BENCHMARKS = ("tests", "gpu_check", "reproduce_time")
+
+
 def discover() -> list[str]:
     """Names of the benchmark modules (every module of this package with a ``main``, except ``__main__``)."""
     names = []
     for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
-        if info.ispkg or info.name.startswith("_") or info.name in ("tests",):
+        if info.ispkg or info.name.startswith("_") or info.name in NOT_BENCHMARKS:
             continue
         names.append(info.name)
     return sorted(names)

@@ -660,17 +660,21 @@ def main(argv=None, strict: bool = False) -> dict:
             rows.append(Row(method, names, error=f"{type(err).__name__}: {err}"))
         _free(device)
         print(f"  ({time.perf_counter() - t0:.1f} s)", flush=True)
+        if a.json:   # after every config, so a run stopped at a time limit keeps what it measured
+            _write_atomic(Path(a.json), _as_json(device_name, smoke, limit, baselines, rows))
 
     table = render(rows, baselines, limit, device_name, smoke)
     print(table)
+    if a.out:
+        _write_atomic(Path(a.out), table)
+    return json.loads(_as_json(device_name, smoke, limit, baselines, rows))
+
+
+def _as_json(device_name: str, smoke: bool, limit: float, baselines: dict, rows: list[Row]) -> str:
     result = {"device": device_name, "smoke": smoke, "limit_gib": limit,
               "baselines": [dataclasses.asdict(b) for b in baselines.values()],
               "rows": [dataclasses.asdict(r) for r in rows]}
-    if a.out:
-        _write_atomic(Path(a.out), table)
-    if a.json:
-        _write_atomic(Path(a.json), json.dumps(result, indent=1, default=str) + "\n")
-    return result
+    return json.dumps(result, indent=1, default=str) + "\n"
 
 
 if __name__ == "__main__":
