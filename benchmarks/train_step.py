@@ -604,6 +604,8 @@ def main(argv=None, strict: bool = False) -> dict:
     device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("train_step: --device cuda but torch sees no CUDA device")
+    if device.type == "cuda" and device.index is None:   # the memory-fraction / stats calls need an index
+        device = torch.device("cuda", torch.cuda.current_device())
     smoke = a.smoke or device.type != "cuda"
     if smoke and not a.smoke:
         print("train_step: no CUDA device, running --smoke (tiny shapes; the numbers are not measurements)")
