@@ -79,7 +79,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=None, help="torch and OpenCV threads (default: as set)")
     parser.add_argument("--labeler", default="auto", choices=["auto", "tensor", "scipy"])
     parser.add_argument("--crop-method", default="roi_align", choices=["roi_align", "interpolate"])
+    parser.add_argument("--deterministic", action="store_true",
+                        help="as training runs with engine.deterministic: true (use_deterministic_algorithms)")
     args = parser.parse_args(argv)
+    torch.use_deterministic_algorithms(args.deterministic, warn_only=True)
     if args.threads:
         import cv2
 
@@ -99,11 +102,12 @@ def main(argv=None) -> dict:
                "crop": lambda: crop_and_resize(images, boxes_b, args.size, args.crop_method)}, args.reps, sync)
     t_b, t_s, t_boxes, t_crop = t["batched"], t["per_sample"], t["boxes"], t["crop"]
     res = {"device": str(device), "threads": torch.get_num_threads(), "batch": args.batch, "size": args.size,
-           "labeler": args.labeler, "crop_method": args.crop_method,
+           "labeler": args.labeler, "crop_method": args.crop_method, "deterministic": args.deterministic,
            "batched_img_s": args.batch / t_b, "per_sample_img_s": args.batch / t_s, "ratio": t_s / t_b,
            "boxes_ms": 1e3 * t_boxes, "crop_ms": 1e3 * t_crop, "box_agreement": agree}
     print(f"attention crop, {args.batch} images {args.size}px, features [{args.channels}, 7, 7], device {device}, "
-          f"{res['threads']} threads, labeler {args.labeler}, crop {args.crop_method}")
+          f"{res['threads']} threads, labeler {args.labeler}, crop {args.crop_method}, "
+          f"deterministic {args.deterministic}")
     print(f"  batched tensor ops      {res['batched_img_s']:10.1f} images/s   "
           f"(boxes {res['boxes_ms']:.1f} ms + crop {res['crop_ms']:.1f} ms per batch)")
     print(f"  per-sample NumPy/OpenCV {res['per_sample_img_s']:10.1f} images/s")

@@ -141,6 +141,8 @@ def render_page(result: dict) -> str:
                                                      else "") +
             f", {m['host_cpus']} CPU cores; torch {m['torch']}, Python {m['python']}; commit {m['commit']}; "
             f"whole check {result.get('seconds', 0):.0f} s.", ""]
+    if m.get("note"):
+        head += [f"Note: {m['note']}.", ""]
     if result["smoke"]:
         head += ["**SMOKE RUN** (CPU, tiny shapes): the numbers below are NOT measurements.", ""]
 
@@ -168,15 +170,17 @@ def render_page(result: dict) -> str:
               "RTX 3090 range: this GPU's time x 5.1 (memory-bandwidth ratio) to x 13.9 (dense tensor-throughput "
               "ratio), spec-sheet figures; see benchmarks/reproduce_time.py.", ""]
 
-    crop = result.get("agcnn_crop", {})
-    parts += ["## AG-CNN attention crop (`benchmarks.agcnn_crop`)", ""]
-    if crop.get("error") or "ratio" not in crop:
-        parts.append(f"not measured: {crop.get('error', 'no result')}")
-    else:
-        parts += ["| device | batch | batched img/s | per-sample img/s | batched / per-sample | boxes agree |",
-                  "|---|---|---|---|---|---|",
-                  f"| {crop['device']} | {crop['batch']} | {crop['batched_img_s']:.0f} | "
-                  f"{crop['per_sample_img_s']:.0f} | {crop['ratio']:.2f}x | {crop['box_agreement']:.0%} |"]
+    parts += ["## AG-CNN attention crop (`benchmarks.agcnn_crop`)", "",
+              "| device | deterministic | batch | batched img/s | per-sample img/s | batched / per-sample | "
+              "boxes agree |", "|---|---|---|---|---|---|---|"]
+    for key in ("agcnn_crop", "agcnn_crop_deterministic"):
+        crop = result.get(key, {})
+        if crop.get("error") or "ratio" not in crop:
+            parts.append(f"| {key}: not measured ({crop.get('error', 'no result')}) | | | | | | |")
+            continue
+        parts.append(f"| {crop['device']} | {crop.get('deterministic', False)} | {crop['batch']} | "
+                     f"{crop['batched_img_s']:.0f} | {crop['per_sample_img_s']:.0f} | {crop['ratio']:.2f}x | "
+                     f"{crop['box_agreement']:.0%} |")
     loader = result.get("loader", {})
     parts += ["", "## Training loader (`benchmarks.loader`)", ""]
     if loader.get("error") or "images_per_s" not in loader:
@@ -191,12 +195,35 @@ def render_page(result: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
+def method_table(result: dict, method: str) -> str:
+    """One method's rows as its README shows them: measured peak memory, images/s and time to reproduce."""
+    hours = {r["config"]: r for r in time_rows(result) if r["method"] == method}
+    lines = ["| config | phase | batch (x accum) / eval | peak alloc / reserved GiB | train img/s | eval img/s | "
+             "fits 24 GiB | hours, this GPU | hours, RTX 3090 (est.) |", "|---|---|---|---|---|---|---|---|---|"]
+    step = result["train_step"].get(method, {})
+    for row in step.get("rows", []):
+        first = hours.get(row["configs"][0], {})
+        r3090 = first.get("rtx3090_hours")
+        peak = [v for v in (row["train_peak_alloc_gib"], row["eval_peak_alloc_gib"]) if v is not None]
+        res = [v for v in (row["train_peak_reserved_gib"], row["eval_peak_reserved_gib"]) if v is not None]
+        lines.append(" | ".join([
+            "| " + ", ".join(f"`{c}`" for c in row["configs"]), row["phase"] or "-", row["batch"],
+            f"{max(peak):.1f} / {max(res):.1f}" if peak and res else "-", _h(row["train_ips"]),
+            _h(row["eval_ips"]), row["fits"] + (f" ({row['error']})" if row["error"] else ""),
+            _h(first.get("hours")), "-" if not r3090 else f"{r3090[0]:.0f}-{r3090[1]:.0f}"]) + " |")
+    if step.get("error"):
+        lines.append(f"| (not measured: {step['error']}) | | | | | | | | |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> str:
     p = argparse.ArgumentParser(prog="python -m benchmarks.reproduce_time", description=__doc__.split("\n\n")[0])
     p.add_argument("json", help="a gpu_check.json")
     p.add_argument("--out", default=None, help="write the page here (default: print it)")
+    p.add_argument("--method", default=None, help="only this method's table, as its README shows it")
     a = p.parse_args(argv)
-    page = render_page(json.loads(Path(a.json).read_text()))
+    result = json.loads(Path(a.json).read_text())
+    page = method_table(result, a.method) if a.method else render_page(result)
     if a.out:
         Path(a.out).write_text(page)
     else:
