@@ -9,7 +9,7 @@ validations) and checkpoint selection on the validation mean AUROC (``engine.mon
 the original effective batch. The prepared data must carry the label policy the run asks for (``open_prepared``). The AUROC's image scores come from a head the loss trains
 (``chextriev.losses.image_scores``: the graph head, or for node-only supervision (V0-node, graph_importance 0)
 the max over the anatomies' node logits). Writes runs/chextriev/<name>/<timestamp>/ (see shared.engine);
-evaluate it with ``python -m chextriev.test -cfg ... --run RUN_DIR``.
+evaluate it with ``python -m chextriev.test --run RUN_DIR`` (the run holds its config).
 """
 from __future__ import annotations
 
