@@ -22,6 +22,8 @@ class DataConfig:
     batch_size: int = 16                   # per optimizer micro-batch; engine.grad_accum gives the effective batch
     eval_batch_size: int = 64
     limit_train: int = 0                   # >0: use only the first N training images (smoke tests)
+    label_policy: Literal["yes_wins", "last_wins"] = "yes_wins"   # the prepared data must have been made with it
+    #                                        (its meta.json); last_wins = the original's parsing (faithful protocol)
 
 
 @dataclass
@@ -66,3 +68,29 @@ class ChextrievConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    val_per_epoch: int = 2                 # validations per epoch (the original's val_check_interval=0.5); 0 = use
+    #                                        engine.val_every_iters as given
+
+
+# The two ways each published row is run (chextriev/reproduce.mk): they differ in exactly these two settings.
+PROTOCOLS = {
+    "faithful": ({"model.bn_drift": True, "data.label_policy": "last_wins"},
+                 "the published protocol: the frozen CNN's BatchNorm in train mode (running statistics drift), "
+                 "last-wins label parsing"),
+    "fixed": ({"model.bn_drift": False, "data.label_policy": "yes_wins"},
+              "ours: the frozen CNN's BatchNorm in eval mode, yes-wins label parsing"),
+}
+
+
+def protocol_of(cfg: ChextrievConfig) -> str:
+    """"faithful", "fixed" or "custom" (any other mix of the two settings)."""
+    values = {"model.bn_drift": cfg.model.bn_drift, "data.label_policy": cfg.data.label_policy}
+    return next((name for name, (settings, _) in PROTOCOLS.items() if settings == values), "custom")
+
+
+def protocol_note(cfg: ChextrievConfig) -> str:
+    """One line for results.json / report.md naming the protocol a run used."""
+    name = protocol_of(cfg)
+    what = PROTOCOLS[name][1] if name in PROTOCOLS else "neither published nor ours"
+    return (f"protocol: {name} ({what}; model.bn_drift={str(cfg.model.bn_drift).lower()}, "
+            f"data.label_policy={cfg.data.label_policy})")

@@ -2,8 +2,9 @@
 
 Every sample is ``{"x": tensor, "labels": (9,) float, "node_labels": (18, 9) float, "index": int}`` where ``x`` is
 
-* ``crops``   (18, 3, S, S): each anatomy box cut from the original image, resized to S x S (224 in the paper),
-  grayscale repeated to RGB, ImageNet-normalised, no augmentation (AnaXNet, V0-V6);
+* ``crops``   (18, 3, S, S): each anatomy box cut from the original image as the original did (PIL crop, zero
+  outside the image; antialiased resize to S x S, 224 in the paper; :func:`crop_boxes`), grayscale repeated to
+  RGB, ImageNet-normalised, no augmentation (AnaXNet, V0-V6);
 * ``image``   (3, S, S): the whole image resized (224 for the ResNet50 baseline, 256 for ATH);
 * ``features`` (18, F) or (F,): the frozen CNN's output for those crops / that image, read from the feature cache.
 
@@ -43,26 +44,32 @@ Mode = Literal["crops", "image"]
 
 
 def _normalise(gray: np.ndarray) -> np.ndarray:
-    """(H, W) uint8 -> (3, H, W) float32 ImageNet-normalised (gray repeated to RGB)."""
+    """(H, W) pixels in 0..255 -> (3, H, W) float32 ImageNet-normalised (gray repeated to RGB)."""
     x = gray.astype(np.float32)[None] / 255.0
     return ((np.repeat(x, 3, 0) - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None]).astype(np.float32)
 
 
 def crop_boxes(image: np.ndarray, boxes_xywh: np.ndarray, size: int, scale: tuple[float, float] = (1.0, 1.0)
                ) -> np.ndarray:
-    """Cut each [x, y, w, h] box (original pixels, times ``scale`` = (sx, sy) for a resized image) out of ``image``
-    (H, W) uint8 and resize it to size x size -> (n, size, size) uint8. Boxes are clipped to the image; a box
-    with no area inside the image becomes a 1-pixel crop at its clipped corner."""
-    h, w = image.shape
-    out = np.empty((len(boxes_xywh), size, size), dtype=np.uint8)
+    """The original's anatomy crops: each [x, y, w, h] box (original pixels, times ``scale`` = (sx, sy) for a
+    resized JPEG) cut from ``image`` (H, W) uint8 with PIL's ``crop((x, y, x + w, y + h))`` -- corners rounded,
+    boxes NOT clipped: the part outside the image is zero -- then resized to size x size with torchvision's
+    ``resize(antialias=True)`` (bilinear) -> (n, size, size) float32 in 0..255 (not re-quantised to uint8)."""
+    from PIL import Image
+    from torchvision.transforms.functional import resize
+
+    pil = Image.fromarray(image)
+    sx, sy = scale
+    out = np.empty((len(boxes_xywh), size, size), dtype=np.float32)
     for i, (x, y, bw, bh) in enumerate(np.asarray(boxes_xywh, dtype=np.float64)):
-        x0 = int(np.clip(np.floor(x * scale[0]), 0, w - 1))
-        y0 = int(np.clip(np.floor(y * scale[1]), 0, h - 1))
-        x1 = int(np.clip(np.ceil((x + bw) * scale[0]), x0 + 1, w))
-        y1 = int(np.clip(np.ceil((y + bh) * scale[1]), y0 + 1, h))
-        patch = image[y0:y1, x0:x1]
-        interp = cv2.INTER_AREA if patch.shape[0] > size and patch.shape[1] > size else cv2.INTER_LINEAR
-        out[i] = cv2.resize(patch, (size, size), interpolation=interp)
+        box = (x * sx, y * sy, (x + bw) * sx, (y + bh) * sy)
+        try:
+            patch = np.asarray(pil.crop(box), dtype=np.float32)
+        except ValueError as err:               # PIL: right < left or lower < upper
+            raise ValueError(f"box {i} [x, y, w, h] = {[x, y, bw, bh]}: {err}") from None
+        if patch.size == 0:
+            raise ValueError(f"box {i} [x, y, w, h] = {[x, y, bw, bh]} has no area after rounding to pixels")
+        out[i] = resize(torch.from_numpy(patch)[None], [size, size], antialias=True)[0].numpy()
     return out
 
 
@@ -84,7 +91,7 @@ class AnatomyDataset(Dataset):
         return str(self.frame["image_id"].iloc[self.rows[i]])
 
     def pixels(self, i: int) -> np.ndarray:
-        """Crops (18, S, S) or the resized image (S, S), uint8."""
+        """Crops (18, S, S) float32 (:func:`crop_boxes`) or the resized image (S, S) uint8, both 0..255."""
         r = self.rows[i]
         row = self.frame.iloc[r]
         img = load_image(row["path"])
@@ -94,7 +101,11 @@ class AnatomyDataset(Dataset):
         cols, rws = row.get("columns"), row.get("rows")
         if pd.notna(cols) and pd.notna(rws) and float(cols) > 0 and float(rws) > 0:
             scale = (img.shape[1] / float(cols), img.shape[0] / float(rws))   # JPEG resized vs the original
-        return crop_boxes(img, self.boxes[r], self.size, scale)
+        try:
+            return crop_boxes(img, self.boxes[r], self.size, scale)
+        except ValueError as err:
+            raise ValueError(f"image {row['image_id']} ({row['path']}): {err}; fix its boxes in boxes.npy or drop "
+                             "the image") from None
 
     def __getitem__(self, i: int) -> dict:
         r = self.rows[i]

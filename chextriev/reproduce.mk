@@ -1,12 +1,17 @@
 # CheXtriev reproduction targets (included by the top Makefile; PY, DATA and RUNS come from there).
 #   make reproduce-chextriev-mimic-v6 DATA=/datasets CHEXTRIEV_WEIGHTS=/weights    the paper's best model (V6)
-#   make reproduce-chextriev-mimic    ...                                           every variant, one after another
-#   make reproduce-chextriev-mimic-<config>                                          any config in chextriev/configs/
-# Each target: check the data and the ImageNet weights -> prepare (once) -> train -> test (retrieval tables,
-# top-k CSV, strips) -> python -m shared.report RUN. CHEXTRIEV_SET="eval.drop_self=id ..." adds overrides;
-# CHEXTRIEV_RESUME=1 continues the newest run of the config (a killed training) instead of starting a new one.
+#   make reproduce-chextriev-mimic-v6-fixed ...                                     the same with our fixes
+#   make reproduce-chextriev-mimic[-fixed] ...                                      every variant, one after another
+#   make reproduce-chextriev-mimic-<config>[-fixed]                                  any config in chextriev/configs/
+# Each target: check the data and the ImageNet weights -> prepare (once per label policy, into
+# $(CHEXTRIEV_PREPARED)/last_wins or /yes_wins) -> train -> test (retrieval tables, top-k CSV, strips) ->
+# python -m shared.report RUN (runs under runs/chextriev/<config>/ and <config>-fixed/).
+# CHEXTRIEV_SET="eval.drop_self=id ..." adds overrides (to train and test); CHEXTRIEV_RESUME=1 continues the newest
+# run of the config and protocol (a killed training) instead of starting a new one.
 # ImageNet weights (torchvision/timm state dicts; download them yourself, nothing is fetched):
-#   $(CHEXTRIEV_WEIGHTS)/resnet50_imagenet.pth (every model but ATH and AnaXNet), densenet121_imagenet.pth (AnaXNet)
+#   $(CHEXTRIEV_WEIGHTS)/resnet50_imagenet.pth (every model but ATH and AnaXNet): torchvision's DEFAULT =
+#   IMAGENET1K_V2 (resnet50-11ad3fa6.pth, or timm resnet50.tv2_in1k), what the original used; the V1 file is refused
+#   $(CHEXTRIEV_WEIGHTS)/densenet121_imagenet.pth (AnaXNet): DEFAULT = IMAGENET1K_V1 (timm densenet121.tv_in1k)
 CHEXTRIEV_MIMIC := $(DATA)/mimic-cxr-jpg
 CHEXTRIEV_IMAGENOME := $(DATA)/chest-imagenome
 CHEXTRIEV_PREPARED ?= $(DATA)/chextriev_prepared
@@ -24,23 +29,36 @@ define chextriev_check
 	$(if $(call chextriev_weights,$(1)),@test -f $(call chextriev_weights,$(1)) || { echo "reproduce-chextriev: ImageNet weights not found: $(call chextriev_weights,$(1)) (a torchvision/timm state dict; set CHEXTRIEV_WEIGHTS=...)" >&2; exit 2; })
 endef
 
-# $(call chextriev_run,CONFIG): prepare if needed -> train -> test -> report; run dir = newest under RUNS
-chextriev_sets = runs_root=$(RUNS) data.prepared=$(CHEXTRIEV_PREPARED) model.pretrained_path=$(or $(call chextriev_weights,$(1)),null) $(CHEXTRIEV_SET)
+# Two runs per published row (spec section 7), one target each; they differ in exactly BN mode and label policy
+# (and so in the prepared data and the run name); chextriev.config.PROTOCOLS holds the same two (tested):
+#   faithful  reproduce-chextriev-mimic-<config>        model.bn_drift=true  data.label_policy=last_wins (published)
+#   fixed     reproduce-chextriev-mimic-<config>-fixed  model.bn_drift=false data.label_policy=yes_wins  (ours)
+chextriev_policy = $(if $(filter faithful,$(1)),last_wins,yes_wins)
+chextriev_bn_drift = $(if $(filter faithful,$(1)),true,false)
+chextriev_name = $(1)$(if $(filter fixed,$(2)),-fixed)
+chextriev_prepared = $(CHEXTRIEV_PREPARED)/$(call chextriev_policy,$(1))
+chextriev_sets = name=$(call chextriev_name,$(1),$(2)) runs_root=$(RUNS) data.prepared=$(call chextriev_prepared,$(2)) data.label_policy=$(call chextriev_policy,$(2)) model.bn_drift=$(call chextriev_bn_drift,$(2)) model.pretrained_path=$(or $(call chextriev_weights,$(1)),null) $(CHEXTRIEV_SET)
+
+# $(call chextriev_run,CONFIG,PROTOCOL): prepare (once per label policy) -> train -> test -> report
 define chextriev_run
 	$(call chextriev_check,$(1))
-	@test -f $(CHEXTRIEV_PREPARED)/meta.json || $(PY) -m chextriev.prepare --mimic $(CHEXTRIEV_MIMIC) --imagenome $(CHEXTRIEV_IMAGENOME) --out $(CHEXTRIEV_PREPARED)
-	$(PY) -m chextriev.train -cfg chextriev/configs/$(1).yaml --set $(call chextriev_sets,$(1)) $(if $(CHEXTRIEV_RESUME),--resume latest)
-	RUN=$$(ls -td $(RUNS)/chextriev/$(1)/*/ | head -1) && \
-	$(PY) -m chextriev.test -cfg chextriev/configs/$(1).yaml --run $${RUN} --set $(call chextriev_sets,$(1)) && \
+	@test -f $(call chextriev_prepared,$(2))/meta.json || $(PY) -m chextriev.prepare --mimic $(CHEXTRIEV_MIMIC) --imagenome $(CHEXTRIEV_IMAGENOME) --label-policy $(call chextriev_policy,$(2)) --out $(call chextriev_prepared,$(2))
+	$(PY) -m chextriev.train -cfg chextriev/configs/$(1).yaml --set $(call chextriev_sets,$(1),$(2)) $(if $(CHEXTRIEV_RESUME),--resume latest)
+	RUN=$$(ls -td $(RUNS)/chextriev/$(call chextriev_name,$(1),$(2))/*/ | head -1) && \
+	$(PY) -m chextriev.test --run $${RUN} $(if $(CHEXTRIEV_SET),--set $(CHEXTRIEV_SET)) && \
 	$(PY) -m shared.report $${RUN}
 endef
 
 define chextriev_target
 reproduce-chextriev-mimic-$(1): install
-	$$(call chextriev_run,$(1))
+	$$(call chextriev_run,$(1),faithful)
+reproduce-chextriev-mimic-$(1)-fixed: install
+	$$(call chextriev_run,$(1),fixed)
 endef
 
-.PHONY: reproduce-chextriev-mimic $(addprefix reproduce-chextriev-mimic-,$(CHEXTRIEV_VARIANTS))
+.PHONY: reproduce-chextriev-mimic reproduce-chextriev-mimic-fixed
+.PHONY: $(addprefix reproduce-chextriev-mimic-,$(CHEXTRIEV_VARIANTS) $(addsuffix -fixed,$(CHEXTRIEV_VARIANTS)))
 $(foreach v,$(CHEXTRIEV_VARIANTS),$(eval $(call chextriev_target,$(v))))
 
 reproduce-chextriev-mimic: $(addprefix reproduce-chextriev-mimic-,$(CHEXTRIEV_VARIANTS))
+reproduce-chextriev-mimic-fixed: $(addprefix reproduce-chextriev-mimic-,$(addsuffix -fixed,$(CHEXTRIEV_VARIANTS)))

@@ -1,7 +1,10 @@
 """Evaluate a trained CheXtriev model as the paper does: leave-one-out retrieval within the test split.
 
-    python -m chextriev.test -cfg chextriev/configs/v6.yaml --run runs/chextriev/v6/<timestamp>
-    cd chextriev && python test.py -cfg configs/v6.yaml --run RUN_DIR
+    python -m chextriev.test --run runs/chextriev/v6/<timestamp> [--set eval.drop_self=id] [-cfg CONFIG]
+    cd chextriev && python test.py --run RUN_DIR
+
+The config (``data.prepared`` included) is the run's own ``RUN_DIR/config.yaml``; ``-cfg`` replaces it and
+``--set`` overrides keys of either. The prepared data must carry the run's label policy.
 
 Embeds every test image (the model's retrieval embedding), searches with faiss (exact inner product on
 L2-normalised vectors, ``shared.metrics.retrieval.knn_search``) and writes into RUN_DIR/retrieval/:
@@ -35,17 +38,16 @@ import pandas as pd
 import torch
 
 from shared.cli import cli_exit
-from shared.config import parse_config
+from shared.config import ConfigError, add_config_args, load_config
 from shared.data.labels import IMAGENOME_FINDINGS
 from shared.engine import load_checkpoint, load_model_weights, select_device, weights_from_checkpoint
 from shared.metrics.retrieval import (AGE_BINS, CLASS_AVERAGE, SIDE_AWARE_CLASSES, knn_search, per_query_metrics,
                                       retrieval_metrics, side_aware_labels, subgroup_mask)
 from shared.report import write_results
 
-from chextriev.config import ChextrievConfig
+from chextriev.config import ChextrievConfig, protocol_note
 from chextriev.models import build_model
-from chextriev.prepare import Prepared
-from chextriev.train import METHOD, load_adjacency, make_datasets, predict
+from chextriev.train import METHOD, load_adjacency, make_datasets, open_prepared, predict
 
 SUBGROUPS = ([("view", v) for v in ("AP", "PA")] + [("sex", s) for s in ("M", "F")]
              + [("age_bin", b) for b in AGE_BINS])
@@ -216,7 +218,7 @@ def results_metrics(tables: dict) -> dict:
 
 def run_test(cfg: ChextrievConfig, run_dir: str | Path, checkpoint: Optional[str] = None) -> dict:
     run_dir = Path(run_dir)
-    prepared = Prepared(cfg.data.prepared)
+    prepared = open_prepared(cfg)
     device = select_device(cfg.engine.device)
     # every weight, the frozen CNN's included, comes from the checkpoint: no ImageNet file or download needed
     model = build_model(dataclasses.replace(cfg.model, pretrained=False, pretrained_path=None),
@@ -250,6 +252,9 @@ def run_test(cfg: ChextrievConfig, run_dir: str | Path, checkpoint: Optional[str
     notes = [f"{split} split, {len(ids)} images, leave-one-out within the split (train never indexed)",
              f"self-exclusion: {'drop first result (original)' if cfg.eval.drop_self == 'first' else 'by id (fix)'}",
              "9 classes, skip=False (the paper's setting); 17-class and skip tables under retrieval/",
+             protocol_note(cfg),
+             f"prepared data: {prepared.dir.resolve()} (label_policy={prepared.meta.get('label_policy')}, "
+             f"{len(prepared.frame)} images)",
              f"empty classes: {cfg.eval.empty_class}"
              + (" (original convention: a class without query rows counts as 0 in the averages)"
                 if cfg.eval.empty_class == "zero" else " (left out of the averages; not the original's)")]
@@ -264,7 +269,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Evaluate a CheXtriev run (retrieval tables, top-k CSV, strips)")
     parser.add_argument("--run", required=True, help="run directory written by chextriev.train")
     parser.add_argument("--checkpoint", default=None, help="checkpoint file (default: RUN/checkpoints/best.pt)")
-    cfg, args = parse_config(ChextrievConfig, argv, parser=parser)
+    args = add_config_args(parser, required=False, example="eval.drop_self=id").parse_args(argv)
+    config = Path(args.config) if args.config else Path(args.run) / "config.yaml"
+    if not config.is_file():
+        parser.error(f"{config} not found: give the run directory chextriev.train wrote (it holds config.yaml), "
+                     "or -cfg CONFIG")
+    try:
+        cfg = load_config(ChextrievConfig, config, args.overrides)
+    except ConfigError as err:
+        parser.error(str(err))
     try:
         run_test(cfg, args.run, args.checkpoint)
     except (FileNotFoundError, ValueError) as err:

@@ -3,16 +3,18 @@
     python -m chextriev.train -cfg chextriev/configs/v6.yaml [--set data.prepared=DIR engine.epochs=2] [--resume RUN]
     cd chextriev && python train.py -cfg configs/v6.yaml
 
-Recipe (spec section 3): Adam, ReduceLROnPlateau on the validation loss (StepLR for AnaXNet), gradient clipping
-0.5, early stopping and checkpoint selection on the validation mean AUROC (``engine.monitor``), gradient
-accumulation to the original effective batch. The AUROC's image scores come from a head the loss trains
+Recipe (spec sections 3 and 7): Adam, ReduceLROnPlateau on the validation loss once per epoch (StepLR for
+AnaXNet), gradient clipping 0.5, validation twice per epoch (``val_per_epoch``), early stopping (patience 4
+validations) and checkpoint selection on the validation mean AUROC (``engine.monitor``), gradient accumulation to
+the original effective batch. The prepared data must carry the label policy the run asks for (``open_prepared``). The AUROC's image scores come from a head the loss trains
 (``chextriev.losses.image_scores``: the graph head, or for node-only supervision (V0-node, graph_importance 0)
 the max over the anatomies' node logits). Writes runs/chextriev/<name>/<timestamp>/ (see shared.engine);
-evaluate it with ``python -m chextriev.test -cfg ... --run RUN_DIR``.
+evaluate it with ``python -m chextriev.test --run RUN_DIR`` (the run holds its config).
 """
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -49,12 +51,30 @@ def input_mode(cfg: ChextrievConfig) -> tuple[str, int]:
 
 
 def uses_cache(cfg: ChextrievConfig) -> bool:
-    if not cfg.data.feature_cache or cfg.model.name == "ath":
-        return False
-    if cfg.model.bn_drift:
-        raise ValueError("data.feature_cache=true cannot be combined with model.bn_drift=true (the original's "
-                         "drifting BatchNorm changes the CNN's output during training); set data.feature_cache=false")
-    return True
+    """Whether the frozen CNN's outputs come from the feature cache: not for ATH (no frozen CNN) and not with
+    ``model.bn_drift`` (the original's drifting BatchNorm changes the CNN's output every step, so the CNN runs
+    live on every crop; this is why the faithful protocol is ~30x slower)."""
+    return cfg.data.feature_cache and cfg.model.name != "ath" and not cfg.model.bn_drift
+
+
+def open_prepared(cfg: ChextrievConfig) -> Prepared:
+    """The prepared data of ``cfg``; refuses data whose label policy is not the one the run asks for (a faithful
+    run on yes-wins labels, or a fixed one on last-wins labels, would compare other query sets)."""
+    prepared = Prepared(cfg.data.prepared)
+    made_with = prepared.meta.get("label_policy")
+    if made_with != cfg.data.label_policy:
+        raise ValueError(f"{prepared.dir / 'meta.json'}: prepared with label_policy={made_with} but the run asks for "
+                         f"data.label_policy={cfg.data.label_policy}; point data.prepared at data prepared with "
+                         f"python -m chextriev.prepare --label-policy {cfg.data.label_policy} ...")
+    return prepared
+
+
+def validation_interval(cfg: ChextrievConfig, steps_per_epoch: int) -> int:
+    """Optimizer steps between validations: ``val_per_epoch`` times per epoch (exactly at the middle and the end
+    when the epoch has an even number of steps), or ``engine.val_every_iters`` when ``val_per_epoch`` is 0."""
+    if cfg.val_per_epoch <= 0:
+        return cfg.engine.val_every_iters
+    return max(1, math.ceil(steps_per_epoch / cfg.val_per_epoch))
 
 
 def frozen_cnn(model: torch.nn.Module) -> torch.nn.Module:
@@ -93,9 +113,9 @@ def load_adjacency(cfg: ChextrievConfig, prepared: Prepared) -> Optional[torch.T
 
 
 class ValLossPlateau:
-    """ReduceLROnPlateau stepped with the validation LOSS although the engine's monitor (best checkpoint, early
-    stop) is the validation AUROC: the engine calls ``step(monitor_value)``; this ignores it and uses the loss
-    that ``evaluate`` stored in ``last``."""
+    """ReduceLROnPlateau stepped once per epoch, as the original's Lightning scheduler, with the latest validation
+    LOSS although the engine's monitor (best checkpoint, early stop) is the validation AUROC: the engine calls
+    ``step()`` at each epoch end; this uses the loss that ``evaluate`` stored in ``last``."""
 
     def __init__(self, optimizer, factor: float, patience: int):
         self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=factor,
@@ -132,7 +152,7 @@ def make_optimizer(cfg: ChextrievConfig, model: torch.nn.Module):
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     if cfg.optim.scheduler == "plateau":
-        return opt, ValLossPlateau(opt, cfg.optim.plateau_factor, cfg.optim.plateau_patience), "plateau"
+        return opt, ValLossPlateau(opt, cfg.optim.plateau_factor, cfg.optim.plateau_patience), "epoch"
     if cfg.optim.scheduler == "step":
         return opt, torch.optim.lr_scheduler.StepLR(opt, cfg.optim.step_size, cfg.optim.step_gamma), "epoch"
     return opt, None, "iter"
@@ -141,7 +161,7 @@ def make_optimizer(cfg: ChextrievConfig, model: torch.nn.Module):
 # -------------------------------------------------------------------------------------------------- train
 def train(cfg: ChextrievConfig, resume: Optional[str] = None) -> Path:
     """Train per ``cfg``; returns the run directory (checkpoints/best.pt = best validation mean AUROC)."""
-    prepared = Prepared(cfg.data.prepared)
+    prepared = open_prepared(cfg)
     seed_everything(cfg.engine.seed, cfg.engine.deterministic)
     model = build_model(cfg.model, load_adjacency(cfg, prepared))
     run_dir = create_run_dir(METHOD, cfg.name, root=cfg.runs_root, resume=resume)
@@ -171,6 +191,7 @@ def train(cfg: ChextrievConfig, resume: Optional[str] = None) -> Path:
 
     trainer.evaluate = evaluate
     train_loader = trainer.make_loader(sets["train"], cfg.data.batch_size, shuffle=True, drop_last=False)
+    trainer.cfg.val_every_iters = validation_interval(cfg, trainer.steps_per_epoch(train_loader))
     best = trainer.fit(train_loader)
     print(f"best validation: {({k: round(v, 4) for k, v in best.items()})} -> {run_dir}")
     return run_dir

@@ -44,7 +44,8 @@ class ModelConfig:
     ff_mult: int = 4
     abs_pos: bool = False
     edges: Literal["none", "fixed_random", "learnable"] = "none"
-    residual_type: int = 1
+    residual_type: int = 2                     # 2 = the original's default (R = h0); 1 = ours only (R = h; the
+    #                                            original's type 1 cannot run), in no published row
     adjacency: Literal["full", "cooccurrence"] = "full"
     # ATH
     hash_bits: int = 32

@@ -2,6 +2,7 @@
 
     f   = DenseNet121(crop)                              # (N=18, 1024), frozen
     g   = A (LeakyReLU_0.2(A f W1)) W2                   # W1 1024x2048, W2 2048x1024, binary A (diag 1), no bias
+                                                         # W ~ uniform(+-1/sqrt(out)) as the original
     att = softmax_row(f g^T);  a = att f + f
     logits = Linear(LN(mean_nodes a));  embedding = mean_nodes(LN(a))
 
@@ -12,6 +13,7 @@ binary A with its unit diagonal is the edge list, so both compute exactly A x W)
 """
 from __future__ import annotations
 
+import math
 from typing import Literal, Optional
 
 import torch
@@ -21,13 +23,19 @@ from torch.nn import functional as F
 from chextriev.models.common import AnatomyEncoder
 
 
+def init_gcn_weight(weight: torch.Tensor, out_features: int) -> None:
+    """The original's graph-convolution init: uniform(-1/sqrt(out), 1/sqrt(out))."""
+    bound = 1.0 / math.sqrt(out_features)
+    nn.init.uniform_(weight, -bound, bound)
+
+
 class DenseGCN(nn.Module):
     def __init__(self, dim: int, hidden: int):
         super().__init__()
         self.w1 = nn.Parameter(torch.empty(dim, hidden))
         self.w2 = nn.Parameter(torch.empty(hidden, dim))
-        nn.init.xavier_uniform_(self.w1)
-        nn.init.xavier_uniform_(self.w2)
+        for w in (self.w1, self.w2):                 # (in, out)
+            init_gcn_weight(w, w.shape[1])
 
     @staticmethod
     def _mix(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -50,6 +58,8 @@ class PygGCN(nn.Module):
 
         self.conv1 = GCNConv(dim, hidden, normalize=False, add_self_loops=False, bias=False)
         self.conv2 = GCNConv(hidden, dim, normalize=False, add_self_loops=False, bias=False)
+        for conv in (self.conv1, self.conv2):          # Linear weight (out, in)
+            init_gcn_weight(conv.lin.weight, conv.lin.weight.shape[0])
 
     def forward(self, f: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
         b, n, d = f.shape

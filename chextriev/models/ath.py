@@ -6,7 +6,8 @@
 ResBlock = conv3x3(s) BN ReLU conv3x3 BN + shortcut conv3x3(s) BN, then ReLU; convolutions without bias.
 The pools are 3x3, stride 1, padding 1 (size-preserving), so three stride-2 blocks take 256 -> 32. Spatial
 attention = sigmoid(conv3x3([channel mean, channel max])) multiplying the features. This is the one layout of the
-described blocks that gives exactly the published 48,394 parameters.
+described blocks that gives exactly the published 48,394 parameters. Every Conv2d and Linear weight starts from
+``xavier_normal_`` (the original's init; biases keep PyTorch's default).
 """
 from __future__ import annotations
 
@@ -54,6 +55,9 @@ class ATHNet(nn.Module):
         flat = (input_size // 8) ** 2
         self.hash = nn.Linear(flat, bits)
         self.fc_type = nn.Linear(flat, num_classes)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_normal_(m.weight)
 
     def forward(self, x: torch.Tensor) -> dict:
         if x.dim() != 4 or x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:

@@ -14,24 +14,44 @@ from torch import nn
 from shared.weights import create_timm_model, read_state_dict_file
 
 
+# torchvision's DEFAULT ImageNet weights, which every original model loads (spec section 7): ResNet50 -> IMAGENET1K_V2,
+# DenseNet121 -> IMAGENET1K_V1, by their timm names
+IMAGENET_DEFAULT_TAGS = {"resnet50": "resnet50.tv2_in1k", "densenet121": "densenet121.tv_in1k"}
+# sha256 prefixes of torchvision's files (in their names) that are NOT the DEFAULT weights the published rows used
+NOT_DEFAULT_FILES = {"0676ba61": ("resnet50", "IMAGENET1K_V1 (resnet50-0676ba61.pth)",
+                                  "IMAGENET1K_V2 = resnet50-11ad3fa6.pth, or timm resnet50.tv2_in1k")}
+
+
+def refuse_non_default_weights(path: str, name: str) -> None:
+    """A local weights file that is a known non-DEFAULT torchvision file of ``name`` is one clear error: the old
+    instructions named ResNet50's V1 weights, and every number would silently differ from the published ones."""
+    import hashlib
+
+    with open(path, "rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    known = NOT_DEFAULT_FILES.get(digest[:8])
+    if known and known[0] == name:
+        raise ValueError(f"model.pretrained_path: {path} is torchvision's {name} {known[1]}; the original used "
+                         f"ResNet50_Weights.DEFAULT: set it to the {known[2]} file")
+
+
 def create_backbone(name: str, pretrained_path: Optional[str] = None, pretrained: bool = False) -> nn.Module:
     """timm backbone without classifier (``forward`` returns the pooled feature, ``num_features`` wide).
 
     ``pretrained_path``: a local state-dict file (a torchvision/timm ResNet or DenseNet checkpoint). Without one,
-    ``pretrained=True`` takes the ImageNet weights from timm's hub — torchvision's (``<name>.tv_in1k``, what the
-    original used) where timm has them; offline with nothing cached that is one error naming
+    ``pretrained=True`` takes the ImageNet weights from timm's hub — torchvision's DEFAULT ones, as the original
+    (:data:`IMAGENET_DEFAULT_TAGS`); offline with nothing cached that is one error naming
     ``model.pretrained_path``. ``pretrained=False`` and no path: random init (the demo and the tests).
     """
     import timm
 
     if not pretrained_path:
-        tag = name
-        if pretrained and "." not in name and timm.list_pretrained(f"{name}.tv_in1k"):
-            tag = f"{name}.tv_in1k"
+        tag = IMAGENET_DEFAULT_TAGS.get(name, name) if pretrained else name
         return create_timm_model(tag, pretrained=pretrained, key="model.pretrained_path",
                                  off_key="model.pretrained", num_classes=0)
     model = timm.create_model(name, pretrained=False, num_classes=0)
     state = read_state_dict_file(pretrained_path, "model.pretrained_path")
+    refuse_non_default_weights(pretrained_path, name)
     state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier.", "head."))}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:

@@ -5,7 +5,8 @@
     per layer:  z = LN(h) (+ P[0:N] with abs_pos);  q = Wq z;  k, v = Wkv z;  e = We E
                 a_ij = softmax_j(q_i . (k_j + e_ij) / sqrt(dim_head));  o_i = Wo sum_j a_ij (v_j + e_ij)
                 h = G(o, R);  h = G(FF(LN(h)), R')
-    residual_type 1: R = R' = the current h ("local");  2: R = R' = h0 ("global");  3: h = G(G(., h), h0)
+    residual_type 2 (the original's default, every published row): R = R' = h0 ("global");  3: h = G(G(., h), h0);
+    1: R = R' = the current h ("local") -- ours only: the original's type 1 cannot run (its h0 is unset)
 
 Parameter count (dim 1024, depth 2, 8 x 64 heads, FF x4, adjacency embedding 2 x 1024): 22,059,008;
 with the abs_pos table (64 x 1024): 22,124,544. The fixed random edges are a buffer (the original's), learnable
@@ -100,7 +101,7 @@ class GraphTransformer(nn.Module):
 
     def __init__(self, dim: int = 1024, depth: int = 2, heads: int = 8, dim_head: int = 64, edge_dim: int = 1024,
                  ff_mult: int = 4, num_nodes: int = 18, adjacency: Optional[torch.Tensor] = None,
-                 abs_pos: bool = False, max_pos: int = 64, edges: EdgeMode = "none", residual_type: int = 1):
+                 abs_pos: bool = False, max_pos: int = 64, edges: EdgeMode = "none", residual_type: int = 2):
         super().__init__()
         if residual_type not in (1, 2, 3):
             raise ValueError(f"residual_type must be 1, 2 or 3, got {residual_type}")

@@ -11,7 +11,7 @@ from chextriev.config import ChextrievConfig
 from chextriev.data import AnatomyDataset, CachedDataset, build_feature_cache
 from chextriev.models import ModelConfig, build_model
 from chextriev.prepare import Prepared
-from chextriev.train import main as train_main, uses_cache
+from chextriev.train import main as train_main
 from chextriev import test as cx_test
 
 from pathlib import Path
@@ -38,12 +38,6 @@ def test_cached_features_equal_crop_path(prepared_dir, tmp_path):
     assert torch.equal(cached[1]["labels"], crops[1]["labels"])
 
 
-def test_cache_refused_with_bn_drift():
-    cfg = load_config(ChextrievConfig, CONFIGS / "v6.yaml", ["model.bn_drift=true"])
-    with pytest.raises(ValueError, match="bn_drift"):
-        uses_cache(cfg)
-
-
 @pytest.mark.parametrize("name", ["v0_global", "v0_node", "v1", "v2", "v3", "v4", "v5", "v6", "v6_learnable_edges",
                                   "resnet50", "ath", "anaxnet", "demo"])
 def test_every_config_loads(name):
@@ -63,6 +57,19 @@ def test_cli_errors(tmp_path, capsys):
     assert run_cli("python -m chextriev.train", lambda: train_main(argv)) == 2      # as `python -m` runs it
     err = capsys.readouterr().err
     assert err.startswith("python -m chextriev.train: error:") and "chextriev.prepare" in err
+
+
+def test_test_cli_needs_a_run_with_its_config(tmp_path, capsys):
+    with pytest.raises(SystemExit) as err:
+        cx_test.main(["--run", str(tmp_path)])
+    assert err.value.code == 2 and f"{tmp_path / 'config.yaml'} not found" in capsys.readouterr().err
+
+
+def test_train_cli_refuses_other_label_policy(prepared_dir, capsys):
+    argv = ["-cfg", str(CONFIGS / "v6.yaml"), "--set", f"data.prepared={prepared_dir}", "data.label_policy=last_wins"]
+    assert run_cli("python -m chextriev.train", lambda: train_main(argv)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "label_policy=yes_wins" in err and "--label-policy last_wins" in err
 
 
 def test_test_cli_missing_checkpoint(prepared_dir, tmp_path, capsys):

@@ -201,11 +201,31 @@ def test_reproduce_configs_require_imagenet_weights(monkeypatch, tmp_path, capsy
         build_model(v6)
 
 
-def test_imagenet_download_asks_timm_for_torchvision_weights(monkeypatch):
+def test_imagenet_download_asks_timm_for_torchvision_default_weights(monkeypatch):
+    """The original's frozen CNNs load torchvision's DEFAULT weights: ResNet50 IMAGENET1K_V2, DenseNet121 V1."""
     import timm.models._builder as builder
 
     seen = []
     monkeypatch.setattr(builder, "load_pretrained", lambda model, pretrained_cfg=None, *a, **k: seen.append(
         pretrained_cfg))
     build_model(ModelConfig(name="resnet50", backbone="resnet50", dim=16))
-    assert seen and seen[0]["tag"] == "tv_in1k"
+    assert seen[-1]["tag"] == "tv2_in1k" and seen[-1]["url"].endswith("resnet50-11ad3fa6.pth")
+    build_model(ModelConfig(name="anaxnet", backbone="densenet121", adjacency="full"))
+    assert seen[-1]["tag"] == "tv_in1k" and seen[-1]["architecture"] == "densenet121"
+
+
+def test_torchvision_resnet50_v1_file_is_refused(monkeypatch, tmp_path):
+    """The V1 file (resnet50-0676ba61.pth, what older instructions named) would change every number: one error."""
+    import hashlib
+
+    import timm
+
+    from chextriev.models import common
+
+    path = tmp_path / "resnet50_imagenet.pth"
+    torch.save(timm.create_model("resnet18", num_classes=0).state_dict(), path)
+    prefix = hashlib.sha256(path.read_bytes()).hexdigest()[:8]        # stands in for V1's 0676ba61
+    monkeypatch.setitem(common.NOT_DEFAULT_FILES, prefix, ("resnet18", "IMAGENET1K_V1 (x.pth)", "V2 file"))
+    with pytest.raises(ValueError, match="model.pretrained_path: .* IMAGENET1K_V1 .* set it to the V2 file"):
+        common.create_backbone("resnet18", str(path))
+    assert common.NOT_DEFAULT_FILES["0676ba61"][0] == "resnet50"
