@@ -285,12 +285,18 @@ def result_record(image: str | Path, method: str, evidence: Evidence, warnings: 
 
 
 def format_table(record: dict) -> str:
-    width = max([len(f["finding"]) for f in record["findings"]] + [7])
-    lines = [f"{record['image']}  ({record['method']})", f"  {'finding':<{width}}  probability"]
-    lines += [f"  {f['finding']:<{width}}  {f['probability']:.3f}" for f in record["findings"]]
+    """The terminal view of a record: one row per finding (highest first); an extra entry that is a {finding:
+    probability} dict (AG-CNN's global / local branches) becomes a column, any other one a line below."""
+    names = [f["finding"] for f in record["findings"]]
+    columns = [k for k, v in record.items() if isinstance(v, dict) and set(v) == set(names)]
+    width = max([len(n) for n in names] + [7])
+    lines = [f"{record['image']}  ({record['method']})",
+             f"  {'finding':<{width}}  probability" + "".join(f"  {c:>11}" for c in columns)]
+    lines += [f"  {f['finding']:<{width}}  {f['probability']:11.3f}"
+              + "".join(f"  {record[c][f['finding']]:11.3f}" for c in columns) for f in record["findings"]]
     for key, value in record.items():
-        if key not in ("image", "method", "findings", "warnings", "picture", "panels"):
-            lines.append(f"  {key}: {json.dumps(value) if not isinstance(value, str) else value}")
+        if key not in ("image", "method", "findings", "warnings", "picture", "panels", *columns):
+            lines.append(f"  {key}: {value if isinstance(value, str) else json.dumps(value)}")
     if record["picture"]:
         lines.append(f"  picture: {record['picture']}")
     return "\n".join(lines)
