@@ -295,7 +295,12 @@ def format_table(record: dict) -> str:
     lines += [f"  {f['finding']:<{width}}  {f['probability']:11.3f}"
               + "".join(f"  {record[c][f['finding']]:11.3f}" for c in columns) for f in record["findings"]]
     for key, value in record.items():
-        if key not in ("image", "method", "findings", "warnings", "picture", "panels", *columns):
+        if key in ("image", "method", "findings", "warnings", "picture", "panels", *columns):
+            continue
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):   # neighbours, texts
+            lines.append(f"  {key}:")
+            lines += ["    " + "  ".join(f"{k}={v}" for k, v in item.items() if k != "path") for item in value]
+        else:
             lines.append(f"  {key}: {value if isinstance(value, str) else json.dumps(value)}")
     if record["picture"]:
         lines.append(f"  picture: {record['picture']}")
