@@ -61,7 +61,7 @@ def neighbour_panel(row, similarity: float, rank: int, labels: list[str], size: 
         picture = fit_panel(load_image(row["path"]), size)
     except ImageReadError:   # an index moved away from its images: the labels still say what was found
         picture = np.zeros((*size, 3), np.uint8)
-    common._put_lines(picture, [f"{row['image_id'][:18]}", *(labels or ["no finding"])], top=size[0] // 2)
+    common.put_lines(picture, [f"{row['image_id'][:18]}", *(labels or ["no finding"])], top=size[0] // 2)
     return picture
 
 

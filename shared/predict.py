@@ -31,9 +31,9 @@ import numpy as np
 
 from shared.data.images import DICOM_SUFFIXES, ImageReadError, load_image
 
-__all__ = ["Evidence", "Predictor", "RunFiles", "build_parser", "resolve_run", "check_image", "crop_window", "normalise_map",
-           "heat_overlay",
-           "draw_box", "text_panel", "write_panels", "result_record", "format_table", "run"]
+__all__ = ["Evidence", "Predictor", "RunFiles", "build_parser", "resolve_run", "check_image", "crop_window",
+           "normalise_map", "panel_size", "gray_rgb", "heat_overlay", "draw_box", "put_lines", "text_panel",
+           "bar_panel", "write_panels", "result_record", "format_table", "run", "main"]
 
 PANEL_SIDE = 512               # the longer side of each picture panel, in pixels
 LATERAL_VIEWS = {"LL", "RL", "LAT", "LATERAL", "XTABLE LATERAL", "LLD", "RLD"}
@@ -234,7 +234,7 @@ def draw_box(picture: np.ndarray, box_xyxy: Sequence[float], colour=(0, 255, 0))
     return picture
 
 
-def _put_lines(picture: np.ndarray, lines: Sequence[str], top: int = 0, scale: float | None = None) -> None:
+def put_lines(picture: np.ndarray, lines: Sequence[str], top: int = 0, scale: float | None = None) -> None:
     """White text on a dark band, from ``top``, in place (cv2's Hershey font: ASCII)."""
     h, w = picture.shape[:2]
     scale = scale or max(0.35, w / 900)
@@ -253,7 +253,24 @@ def text_panel(lines: Sequence[str], size: tuple[int, int], width_chars: int = 4
     """A black panel of ``size`` holding ``lines`` (wrapped)."""
     picture = np.zeros((*size, 3), np.uint8)
     wrapped = [part for line in lines for part in (textwrap.wrap(line, width_chars) or [""])]
-    _put_lines(picture, wrapped, scale=max(0.35, size[1] / (width_chars * 19)))
+    put_lines(picture, wrapped, scale=max(0.35, size[1] / (width_chars * 19)))
+    return picture
+
+
+def bar_panel(scores: Sequence[tuple[str, float]], size: tuple[int, int], title_lines: int = 1) -> np.ndarray:
+    """A black panel of ``size``: one horizontal bar per (name, value in [0, 1]), in the given order, below
+    ``title_lines`` lines left free for the panel title."""
+    h, w = size
+    picture = np.zeros((h, w, 3), np.uint8)
+    scale = max(0.35, w / 900)
+    step = int(26 * scale) + 4
+    top = (title_lines + 1) * step
+    rows = max(1, min(len(scores), (h - top) // step))
+    for i, (name, value) in enumerate(scores[:rows]):
+        y = top + i * step
+        cv2.rectangle(picture, (0, y - step + 6), (int(np.clip(value, 0, 1) * (w - 1)), y + 2), (40, 90, 200), -1)
+        cv2.putText(picture, f"{value:.3f}  {name}".encode("ascii", "replace").decode(), (4, y),
+                    cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
     return picture
 
 
@@ -265,7 +282,7 @@ def write_panels(path: Path, panels: Sequence[tuple[np.ndarray, str]]) -> Path:
         if picture.shape[:2] != size:
             raise ValueError(f"panel {title!r} is {picture.shape[:2]}, the first one {size}: give equal sizes")
         picture = picture.copy()
-        _put_lines(picture, [title])
+        put_lines(picture, [title])
         row.append(picture)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(row, axis=1), cv2.COLOR_RGB2BGR)):
