@@ -56,7 +56,8 @@ def fit_panel(gray: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def neighbour_panel(row, similarity: float, rank: int, labels: list[str], size: tuple[int, int]) -> np.ndarray:
+def neighbour_panel(row, labels: list[str], size: tuple[int, int]) -> np.ndarray:
+    """An index image (fitted into ``size``) with its id and labels written on it."""
     try:
         picture = fit_panel(load_image(row["path"]), size)
     except ImageReadError:   # an index moved away from its images: the labels still say what was found
@@ -97,7 +98,7 @@ def load(args: argparse.Namespace) -> common.Predictor:
             found = [f for f, on in zip(IMAGENOME_FINDINGS, labels[i]) if on]
             neighbours.append({"rank": rank, "image_id": row["image_id"], "similarity": round(float(sims[i]), 6),
                                "labels": found, "path": row["path"]})
-            panels.append((neighbour_panel(row, float(sims[i]), rank, found, panel), f"#{rank} cos={sims[i]:.3f}"))
+            panels.append((neighbour_panel(row, found, panel), f"#{rank} cos={sims[i]:.3f}"))
         return common.Evidence({f: float(p) for f, p in zip(IMAGENOME_FINDINGS, probs)}, panels,
                                {"neighbours": neighbours,
                                 "anatomy_boxes": "atlas of the index" if mode == "crops" else "none (whole image)"})
