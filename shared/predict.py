@@ -238,14 +238,14 @@ def put_lines(picture: np.ndarray, lines: Sequence[str], top: int = 0, scale: fl
     """White text on a dark band, from ``top``, in place (cv2's Hershey font: ASCII)."""
     h, w = picture.shape[:2]
     scale = scale or max(0.35, w / 900)
-    step = int(26 * scale) + 4
+    step = int(32 * scale) + 4                       # a line's height, descenders included
     for i, line in enumerate(lines):
         y = top + (i + 1) * step
         if y > h - 2:
             break
         text = line.encode("ascii", "replace").decode()
-        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-        cv2.rectangle(picture, (0, y - th - 4), (min(w, tw + 8), y + 4), (0, 0, 0), -1)
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        cv2.rectangle(picture, (0, y - th - 3), (min(w, tw + 8), y + base), (0, 0, 0), -1)
         cv2.putText(picture, text, (4, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
 
 
@@ -263,7 +263,7 @@ def bar_panel(scores: Sequence[tuple[str, float]], size: tuple[int, int], title_
     h, w = size
     picture = np.zeros((h, w, 3), np.uint8)
     scale = max(0.35, w / 900)
-    step = int(26 * scale) + 4
+    step = int(32 * scale) + 4
     top = (title_lines + 1) * step
     rows = max(1, min(len(scores), (h - top) // step))
     for i, (name, value) in enumerate(scores[:rows]):
