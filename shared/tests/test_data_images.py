@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from shared.data.images import ImageReadError, load_image, to_rgb, to_uint8, verify_images
+from shared.tests.predict_contract import write_dicom
 
 
 def test_real_nih_pngs(real_images_dir):
@@ -66,48 +67,15 @@ def test_exif_rotated_jpeg(tmp_path):
     assert arr[:10].mean() > 200 and arr[-10:].mean() < 50   # left band is now on top
 
 
-def _write_dicom(path, pixels, photometric="MONOCHROME2", slope=1.0, intercept=0.0, window=None, lut=None):
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
-    if window is not None:
-        ds.WindowCenter, ds.WindowWidth = window
-    if lut is not None:   # (first input value mapped, bits per entry, entries)
-        first, bits, entries = lut
-        item = pydicom.Dataset()
-        item.LUTDescriptor = [len(entries), first, bits]
-        item.add_new(0x00283006, "US", [int(v) for v in entries])   # LUTData
-        ds.VOILUTSequence = [item]
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    try:
-        ds.save_as(path, enforce_file_format=True)      # pydicom >= 3
-    except TypeError:  # pragma: no cover - pydicom 2.x
-        ds.is_little_endian, ds.is_implicit_VR = True, False
-        ds.save_as(path, write_like_original=False)
-
-
 def test_dicom_monochrome1_and_luts(tmp_path):
     pixels = np.tile(np.linspace(0, 4000, 16), (10, 1)).astype(np.uint16)
-    _write_dicom(tmp_path / "m1.dcm", pixels, photometric="MONOCHROME1", slope=2.0, intercept=-100.0)
+    write_dicom(tmp_path / "m1.dcm", pixels, photometric="MONOCHROME1", slope=2.0, intercept=-100.0)
     arr = load_image(tmp_path / "m1.dcm")
     assert arr.shape == (10, 16) and arr.dtype == np.uint8
     assert arr[0, 0] == 255 and arr[0, -1] == 0                 # MONOCHROME1: low value = bright
     assert (np.diff(arr[0].astype(int)) <= 0).all()
     # a VOI window clips: everything above center + width/2 is saturated
-    _write_dicom(tmp_path / "w.dcm", pixels, window=(1000, 1000))
+    write_dicom(tmp_path / "w.dcm", pixels, window=(1000, 1000))
     windowed = load_image(tmp_path / "w.dcm")
     assert windowed[0, 0] == 0 and windowed[0, -1] == 255
     assert (windowed[0] == 255).sum() > 8                        # values >= 1500 all saturate
@@ -120,27 +88,27 @@ def test_dicom_monochrome1_and_luts(tmp_path):
 def test_dicom_window_sets_the_grey_levels_not_the_image_range(tmp_path):
     pixels = np.tile(np.linspace(1000, 2000, 64), (4, 1)).astype(np.uint16)   # 12-bit data in a narrow band
     # a window wider than the content: the content stays mid-grey (1000/4095 .. 2000/4095 of white)
-    _write_dicom(tmp_path / "wide.dcm", pixels, window=(2048, 4096))
+    write_dicom(tmp_path / "wide.dcm", pixels, window=(2048, 4096))
     wide = load_image(tmp_path / "wide.dcm")
     assert abs(int(wide[0, 0]) - 62) <= 1 and abs(int(wide[0, -1]) - 125) <= 1
     assert (np.diff(wide[0].astype(int)) >= 0).all()
-    _write_dicom(tmp_path / "wide1.dcm", pixels, photometric="MONOCHROME1", window=(2048, 4096))
+    write_dicom(tmp_path / "wide1.dcm", pixels, photometric="MONOCHROME1", window=(2048, 4096))
     np.testing.assert_array_equal(load_image(tmp_path / "wide1.dcm"), 255 - wide)   # inverted in the same range
     # a narrow window saturates both ends; the centre is mid-grey
-    _write_dicom(tmp_path / "narrow.dcm", pixels, window=(1500, 200))
+    write_dicom(tmp_path / "narrow.dcm", pixels, window=(1500, 200))
     narrow = load_image(tmp_path / "narrow.dcm")
     assert narrow[0, 0] == 0 and narrow[0, -1] == 255
     inside = (pixels[0] > 1400) & (pixels[0] < 1600)   # DICOM LINEAR: ((x - (c - 0.5)) / (w - 1) + 0.5)
     expected = np.clip(((pixels[0, inside] - 1499.5) / 199 + 0.5), 0, 1) * 255
     assert inside.sum() > 5 and np.abs(narrow[0, inside] - expected).max() <= 1
     # no window, no VOI LUT: the image's own min..max is stretched to 0..255
-    _write_dicom(tmp_path / "none.dcm", pixels)
+    write_dicom(tmp_path / "none.dcm", pixels)
     plain = load_image(tmp_path / "none.dcm")
     assert plain[0, 0] == 0 and plain[0, -1] == 255
     # a VOI LUT sequence: its output range (0..max entry) is black..white, whatever the image covers
     entries = np.linspace(0, 4095, 4096).astype(int)
     entries[:1500] = 1000                                # a LUT whose output starts at 1000, not 0
-    _write_dicom(tmp_path / "lut.dcm", pixels, lut=(0, 12, entries))
+    write_dicom(tmp_path / "lut.dcm", pixels, lut=(0, 12, entries))
     lut = load_image(tmp_path / "lut.dcm")
     assert lut[0, 0] == 0 and lut[0, -1] == 255 - round(255 * (4095 - 2000) / (4095 - 1000))
 
