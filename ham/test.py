@@ -2,6 +2,7 @@
 
     python -m ham.test --run runs/ham/nih_cls_fold1/20261121-2300          # config.yaml + checkpoints/best.pt
     python -m ham.test -cfg ham/configs/nih_cls_fold1.yaml -w best.pt --out OUT_DIR
+    python -m ham.test -cfg ham/configs/nih_official_split.yaml -w resnet50_best_auc.pth --out OUT   # authors' model
 
 Writes into the run directory (or --out): results.json (shared.report format), test_auroc.csv, test_tiou.csv,
 test_tiobb.csv, test_log.txt (the original's result lines), roc.png.
@@ -22,9 +23,10 @@ import torch
 
 from shared.cli import cli_exit
 from shared.config import ConfigError, add_config_args, load_config
-from shared.engine import load_checkpoint, load_model_weights, make_loader, select_device, weights_from_checkpoint
+from shared.engine import make_loader, select_device
 from shared.report import write_results
 
+from ham.checkpoint import load_weights
 from ham.config import HAMConfig, ModelConfig, build_model
 from ham.evaluation import auroc_dict, auroc_table, localize, original_log_lines, predict
 from ham.train import eval_sets, prepare_data
@@ -47,10 +49,10 @@ def load_run(cfg_path, weights, run, overrides=()):
 def load_model(cfg: HAMConfig, ckpt: Path, num_classes: int, device) -> torch.nn.Module:
     if not ckpt.exists():
         raise FileNotFoundError(f"checkpoint not found: {ckpt}")
-    model_cfg = ModelConfig(**{**cfg.model.__dict__, "pretrained": False, "pretrained_path": None})
+    model_cfg = ModelConfig(**{**cfg.model.__dict__, "pretrained": False, "pretrained_path": None,
+                               "init_weights": None})
     model = build_model(model_cfg, num_classes)
-    state = load_checkpoint(ckpt, map_location="cpu")
-    load_model_weights(model, weights_from_checkpoint(state) if "model" in state else state)
+    print(load_weights(model, ckpt))
     return model.to(device).eval()
 
 
@@ -76,7 +78,8 @@ def roc_plot(y_true, y_score, classes, path: Path) -> None:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description="Test HAM: AUROC + T(IoU)/T(IoBB)")
     add_config_args(parser, required=False)
-    parser.add_argument("-w", "--weights", default=None, help="checkpoint (.pt); default RUN/checkpoints/best.pt")
+    parser.add_argument("-w", "--weights", default=None, help="our checkpoint (.pt) or the authors' released .pth; "
+                        "default RUN/checkpoints/best.pt")
     parser.add_argument("--run", default=None, help="run directory written by ham.train")
     parser.add_argument("--out", default=None, help="output directory (default: the run directory)")
     parser.add_argument("--device", default=None, help="cpu / cuda (default: engine.device)")
