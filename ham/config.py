@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from shared.engine import EngineConfig
 from shared.weights import read_state_dict_file, torchvision_imagenet_state_dict
@@ -49,6 +50,8 @@ class OptimConfig:
 class EvalConfig:
     loc_threshold: float = 0.999            # P = refined_c >= 0.999 (normalised CAM >= 0.4691)
     localization_in_val: bool = True        # T(IoU) of the validation box images at each validation
+    loc_checkpoints: Literal["by_metric", "best"] = "by_metric"    # ham.test --run: T(IoU) from best_tiou.pt, T(IoBB) from best_tiobb.pt
+    #     (the original's three best checkpoints side by side); "best": every table from best.pt (ours before)
     visual_max_images: int = 0              # visual.py: cap on the box images of the HTML page (0: all of them)
     visual_thumb: int = 256                 # visual.py: pictures written as JPEG thumbnails of this size (0: input)
 
@@ -64,7 +67,6 @@ class HAMConfig:
     loss: LossWeights = field(default_factory=LossWeights)
     eval: EvalConfig = field(default_factory=EvalConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
-
 
 def build_model(cfg: ModelConfig, num_classes: int) -> HAM:
     """HAM with every weight from ``init_weights`` (ours or the authors' file, :func:`ham.checkpoint.load_weights`),

@@ -56,6 +56,19 @@ def load_model(cfg: HAMConfig, ckpt: Path, num_classes: int, device) -> torch.nn
     return model.to(device).eval()
 
 
+def localisation_checkpoints(cfg: HAMConfig, ckpt: Path, run_dir: Path | None) -> dict[str, Path]:
+    """{"tiou": path, "tiobb": path}: with ``eval.loc_checkpoints: by_metric`` and a run directory, the run's
+    best_tiou.pt / best_tiobb.pt where ham.train wrote them (as the original read its localisation results);
+    otherwise ``ckpt`` for both (an explicit -w file, or a run without localisation validation)."""
+    paths = {"tiou": ckpt, "tiobb": ckpt}
+    if cfg.eval.loc_checkpoints == "by_metric" and run_dir is not None:
+        for name in paths:
+            found = Path(run_dir) / "checkpoints" / f"best_{name}.pt"
+            if found.is_file():
+                paths[name] = found
+    return paths
+
+
 def roc_plot(y_true, y_score, classes, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -107,10 +120,14 @@ def main(argv=None) -> dict:
     metrics: dict = {"auroc": auc, "ano_auroc": table.attrs["ano_auroc"]}
     excluded = [c for c in classes if np.isnan(auc[c])]
     t_iou = None
+    loc_paths = localisation_checkpoints(cfg, ckpt, run_dir if not args.weights else None)
     if loc_set is not None:
-        meter = localize(model, make_loader(loc_set, cfg.optim.eval_batch_size, **kw), device, classes,
-                         cfg.eval.loc_threshold, autocast, desc="test-loc")
-        t_iou, t_iobb = meter.tables()
+        tables = {}
+        for path in dict.fromkeys(loc_paths.values()):   # one pass per distinct checkpoint
+            loc_model = model if path == ckpt else load_model(cfg, path, len(classes), device)
+            tables[path] = localize(loc_model, make_loader(loc_set, cfg.optim.eval_batch_size, **kw), device,
+                                    classes, cfg.eval.loc_threshold, autocast, desc="test-loc").tables()
+        t_iou, t_iobb = tables[loc_paths["tiou"]][0], tables[loc_paths["tiobb"]][1]
         t_iou.to_csv(out_dir / "test_tiou.csv")
         t_iobb.to_csv(out_dir / "test_tiobb.csv")
         keep = lambda df: df.drop(index=[c for c in df.attrs["excluded"]])  # noqa: E731
@@ -118,6 +135,10 @@ def main(argv=None) -> dict:
         metrics["t_iobb"] = keep(t_iobb)
     roc_plot(pred.y_true, pred.y_score, classes, out_dir / "roc.png")
     notes = [f"checkpoint {ckpt}", f"{len(cls_set)} test images, {0 if loc_set is None else len(loc_set)} with boxes"]
+    if loc_set is not None and set(loc_paths.values()) != {ckpt}:
+        notes.append(f"T(IoU) from {loc_paths['tiou']}, T(IoBB) from {loc_paths['tiobb']} (the original's best "
+                     "checkpoints by each localisation metric; eval.loc_checkpoints=best reads every table from "
+                     f"{ckpt.name})")
     notes += list(splits.notes)
     if excluded:
         notes.append(f"AUROC NaN (no positives or no negatives) and excluded from the mean: {excluded} "

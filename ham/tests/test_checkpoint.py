@@ -143,3 +143,37 @@ def test_fine_tuning_starts_from_the_authors_file(released):
     model = build_model(ModelConfig(pretrained=True, init_weights=str(path)), num_classes=14)
     torch.testing.assert_close(model.fa.block.gamma.detach(), state["model.fa_layer.fa.gamma"], rtol=0, atol=0)
     torch.testing.assert_close(model.backbone.bn1.running_mean, state["model.bn1.running_mean"], rtol=0, atol=0)
+
+
+def test_best_by_metric_keeps_the_best_weights_across_a_resume(tmp_path):
+    """ham.train's best_tiou.pt / best_tiobb.pt: written at each new best (NaN never), value read back on resume."""
+    from ham.train import BestByMetric
+    keeper = BestByMetric(tmp_path, "tiou", "val/tiou_mean")
+    first, second, worse = _tiny(1), _tiny(2), _tiny(3)
+    keeper.update({"val/tiou_mean": 0.30}, first, step=10)
+    keeper.update({"val/tiou_mean": float("nan")}, worse, step=15)
+    keeper.update({"val/auroc_mean": 0.9}, worse, step=16)                  # no localisation metric: no change
+    keeper.update({"val/tiou_mean": 0.40}, second, step=20)
+    resumed = BestByMetric(tmp_path, "tiou", "val/tiou_mean")
+    assert resumed.value == pytest.approx(0.40)
+    resumed.update({"val/tiou_mean": 0.35}, worse, step=30)
+    dst = _tiny(4)
+    load_weights(dst, tmp_path / "best_tiou.pt")
+    for key, value in second.state_dict().items():
+        torch.testing.assert_close(dst.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.parametrize("mode, explicit, expected", [("by_metric", False, ("best_tiou.pt", "best_tiobb.pt")),
+                                                      ("best", False, ("best.pt", "best.pt")),
+                                                      ("by_metric", True, ("best.pt", "best.pt"))])
+def test_localisation_tables_come_from_the_checkpoints_of_their_metric(tmp_path, mode, explicit, expected):
+    from shared.config import load_config
+    from ham.config import HAMConfig
+    from ham.test import localisation_checkpoints
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    for name in ("best.pt", "best_tiou.pt", "best_tiobb.pt"):
+        (ckpts / name).write_bytes(b"")
+    cfg = load_config(HAMConfig, None, [f"eval.loc_checkpoints={mode}"])
+    paths = localisation_checkpoints(cfg, ckpts / "best.pt", None if explicit else tmp_path)
+    assert (paths["tiou"].name, paths["tiobb"].name) == expected

@@ -88,6 +88,9 @@ def test_test_cli_prints_and_writes_the_tables(demo_run, capsys):
     train_log = (run_dir / "log.txt").read_text()
     assert "visdom" in train_log and "continuing without it" in train_log
     assert (run_dir / "checkpoints" / "best.pt").is_file()
+    # the original's three best checkpoints: T(IoU) / T(IoBB) tables read from the ones of their metric
+    assert (run_dir / "checkpoints" / "best_tiou.pt").is_file() and (run_dir / "checkpoints" / "best_tiobb.pt").is_file()
+    assert any("T(IoU) from" in note and "best_tiou.pt" in note for note in results["notes"])
 
 
 @pytest.mark.slow
