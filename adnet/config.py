@@ -58,6 +58,10 @@ class DataConfig:
     interpolation: str = "bicubic"
     hflip: float = 0.5
     auto_augment: Optional[str] = "rand-m9-mstd0.5"   # timm RandAugment string; null = none
+    # RandAugment's fill and interpolation: timm's defaults as the original (grey 128 fill, bilinear or bicubic at
+    # random per operation, translate 250 px); "imagenet": ours before (ImageNet-mean fill, data.interpolation,
+    # translate 0.45 x train_size)
+    auto_augment_hparams: Literal["timm", "imagenet"] = "timm"
     scale: List[float] = field(default_factory=lambda: [0.08, 1.0])
     ratio: List[float] = field(default_factory=lambda: [0.75, 4.0 / 3.0])
     re_prob: float = 0.2                         # RandomErasing probability (1-3 boxes, value 0)

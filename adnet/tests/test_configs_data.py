@@ -154,6 +154,23 @@ def test_transforms():
     assert eval_transform(cfg.data, 416).transforms[0].size == 437
 
 
+@pytest.mark.parametrize("hparams, fill, resample, translate", [
+    ("timm", (128, 128, 128), "random", 250),            # the original: rand_augment_transform(config, {})
+    ("imagenet", (124, 116, 104), "bicubic", int(352 * 0.45)),   # ours before
+])
+def test_rand_augment_hparams(hparams, fill, resample, translate):
+    from PIL.Image import Resampling
+    from timm.data.auto_augment import RandAugment
+    cfg = load_config(ADNetConfig, CONFIGS / "nih_convnext.yaml", [f"data.auto_augment_hparams={hparams}"])
+    assert load_config(ADNetConfig, CONFIGS / "nih_convnext.yaml").data.auto_augment_hparams == "timm"
+    rand_aug = next(t for t in train_transform(cfg.data).transforms if isinstance(t, RandAugment))
+    for op in rand_aug.ops:
+        assert op.kwargs["fillcolor"] == fill, op.name
+        expected = (Resampling.BILINEAR, Resampling.BICUBIC) if resample == "random" else Resampling.BICUBIC
+        assert op.kwargs["resample"] == expected, op.name
+    assert rand_aug.ops[0].hparams["translate_const"] == translate
+
+
 def test_knn_scores_are_exp_weighted_votes():
     sims = np.array([[0.9, 0.5, 0.1]], dtype=np.float32)
     nb = np.array([[2, 0, 1]])
