@@ -91,6 +91,10 @@ class EvalConfig:
     knn_t: List[float] = field(default_factory=lambda: [16.0, 32.0, 64.0, 128.0])
     knn_select: Literal["test", "val"] = "test"  # test: the original's grid-cell choice; val: honest
     knn_batch_size: int = 64
+    # k-NN threshold metrics (F1, recall, precision, accuracy; AUROC/AP never change): "original" = the weighted
+    # neighbour-label sums went to torchmetrics as logits (sigmoid, then 0.5), so a class is predicted whenever any
+    # neighbour carries it; "vote_fraction" = ours before: the sum divided by the sum of weights, at 0.5
+    knn_threshold_rule: Literal["original", "vote_fraction"] = "original"
 
 
 @dataclass

@@ -184,6 +184,21 @@ def test_knn_scores_are_exp_weighted_votes():
                                rtol=1e-6)
 
 
+def test_knn_threshold_rules():
+    """original: a class is predicted when any neighbour carries it; vote_fraction: the weighted vote share."""
+    from adnet.knn import threshold_scores
+    sims = np.array([[0.9, 0.5, 0.1]], dtype=np.float32)
+    nb = np.array([[0, 1, 2]])
+    labels = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0]], dtype=np.float32)   # class 1 only on the weakest
+    orig = threshold_scores("original", sims, nb, labels, 3, 0.5)[0]
+    np.testing.assert_array_equal(orig, [1.0, 1.0, 0.0])          # class 2: no neighbour -> not predicted
+    frac = threshold_scores("vote_fraction", sims, nb, labels, 3, 0.5)[0]
+    w = np.exp(np.array([0.9, 0.5, 0.1]) / 0.5)
+    np.testing.assert_allclose(frac, [(w[0] + w[1]) / w.sum(), w[2] / w.sum(), 0.0], rtol=1e-6)
+    assert frac[1] < 0.5 < orig[1]                                 # the two rules disagree on class 1
+    assert load_config(ADNetConfig, None).eval.knn_threshold_rule == "original"
+
+
 def test_mimic_images_are_squashed_like_the_originals_384_copies(tmp_path):
     """The original trained on MIMIC copies pre-squashed to 384 x 384: data.mimic_squash does it on the fly."""
     from shared.data import synthetic
