@@ -27,9 +27,22 @@ ADNET_LAYOUT_chexpert := $(ADNET_CHEXPERT)/ with CheXpert-v1.0-small/{train,vali
 # $(call adnet_need_dir,DIR,LAYOUT)
 adnet_need_dir = @test -d "$(1)" || { echo "reproduce-adnet: dataset not found: $(1) is missing. Expected $(2)" >&2; exit 1; }
 adnet_need_file = @test -f "$(1)" || { echo "reproduce-adnet: $(2) not found: $(1)" >&2; exit 1; }
+# NIH is trained and tested from 512x512 copies, as the original (its loader read root/img_512/): made once by
+# adnet-prepare-nih512 into ADNET_NIH512 (resumable; a second run does no work). ADNET_NIH_FULLRES=1 reads the
+# full-resolution images instead (ours before).
+ADNET_NIH512 ?= $(DATA)/nih_512
+ADNET_NIH_FULLRES ?=
+ADNET_NIH_ROOT = $(if $(ADNET_NIH_FULLRES),$(ADNET_NIH),$(ADNET_NIH512))
+adnet_prepare_nih = $(if $(ADNET_NIH_FULLRES),,$(MAKE) --no-print-directory adnet-prepare-nih512)
+
+.PHONY: adnet-prepare-nih512
+adnet-prepare-nih512: install
+	$(call adnet_need_dir,$(ADNET_NIH),$(ADNET_LAYOUT_nih))
+	$(PY) -m shared.data.prepare --dataset nih --root $(ADNET_NIH) --out $(ADNET_NIH512) --size 512 --mode square
+
 # $(call adnet_run,CONFIG,EXTRA_SETS): train -> test -> report, run dir = newest under $(RUNS)/adnet/CONFIG
 define adnet_run
-	$(PY) -m adnet.train -cfg adnet/configs/$(1).yaml --no-test --set runs_root=$(RUNS) data.nih_root=$(ADNET_NIH) \
+	$(PY) -m adnet.train -cfg adnet/configs/$(1).yaml --no-test --set runs_root=$(RUNS) data.nih_root=$(ADNET_NIH_ROOT) \
 	  data.mimic_root=$(ADNET_MIMIC) data.chexpert_root=$(ADNET_CHEXPERT) \
 	  data.chexclusion_test_subjects=$(ADNET_CHEXCLUSION) $(2) $(ADNET_SET)
 	RUN=$$(ls -td $(RUNS)/adnet/$(1)/*/ | head -1) && \
@@ -41,6 +54,7 @@ endef
 reproduce-adnet-nih: install
 	$(call adnet_need_dir,$(ADNET_NIH),$(ADNET_LAYOUT_nih))
 	$(call adnet_need_start,$(ADNET_START))
+	$(adnet_prepare_nih)
 	$(call adnet_run,nih_$(ADNET_BACKBONE),$(call adnet_init,$(ADNET_START)))
 
 reproduce-adnet-mimic: install
@@ -67,6 +81,7 @@ reproduce-adnet-all: install
 	$(call adnet_need_dir,$(ADNET_MIMIC),$(ADNET_LAYOUT_mimic))
 	$(call adnet_need_file,$(ADNET_CHEXCLUSION),CheXclusion test-subject list (testSet_SubjID.csv))
 	$(call adnet_need_dir,$(ADNET_CHEXPERT),$(ADNET_LAYOUT_chexpert))
+	$(adnet_prepare_nih)
 ifeq ($(ADNET_ALL_WEIGHTS),)
 	$(call adnet_need_start,$(ADNET_START))
 	$(call adnet_run,all_$(ADNET_BACKBONE),$(call adnet_init,$(ADNET_START)))
