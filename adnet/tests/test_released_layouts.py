@@ -146,3 +146,23 @@ def test_bad_files_are_one_error_naming_the_file(tmp_path, make, expected):
         assert "\n" not in str(err.value)
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, before[key], rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.parametrize("name, config", [("convnext_tiny_ADNet_IN1K_NIH", "nih_convnext"),
+                                          ("resnet50_ADNet_ALL_MIMIC", "all_mimic_resnet50"),
+                                          ("convnext_tiny_ADNet_ALL_NIH", "all_nih_convnext")])
+def test_released_file_finds_its_setting_config(name, config):
+    """adnet.test / make eval-authors-adnet without -cfg: the config whose model.name is the file's name."""
+    from adnet.evaluate import release_config
+    assert release_config(f"/weights/{name}.pth.tar").stem == config
+
+
+def test_unknown_released_name_asks_for_a_config(tmp_path, capsys):
+    from adnet import test as adnet_test
+    path = tmp_path / "my_adnet.pth.tar"
+    torch.save({}, path)
+    with pytest.raises(SystemExit) as exit_info:
+        adnet_test.main(["--weights", str(path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "no setting config for a released file named 'my_adnet'" in err and "pass -cfg CONFIG" in err
