@@ -34,3 +34,25 @@ def seeded_state_dict(layout, seed: int = 0) -> dict[str, torch.Tensor]:
         else:
             state[key] = torch.randn(shape, generator=gen).to(dtype)
     return state
+
+
+def save_truncated(state: dict, path: str | Path, keep: int = 4000) -> None:
+    """A checkpoint cut off after ``keep`` bytes (an interrupted download)."""
+    torch.save(state, path)
+    Path(path).write_bytes(Path(path).read_bytes()[:keep])
+
+
+def save_with_pickled_object(state: dict, path: str | Path) -> None:
+    """A checkpoint that also pickles a Python object (an argparse Namespace): ``weights_only=True`` refuses it."""
+    import argparse
+    torch.save({"model": state, "args": argparse.Namespace(lr=0.1)}, path)
+
+
+def state_snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_unchanged(model: torch.nn.Module, snapshot: dict[str, torch.Tensor]) -> None:
+    """Every tensor of ``model`` still equals ``snapshot`` (a failed load left nothing behind)."""
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, snapshot[key], rtol=0, atol=0, msg=key)

@@ -9,7 +9,8 @@ import torch
 import adnet
 from adnet.checkpoint import CheckpointKeyError, ours_to_original
 from adnet.model import MODEL_NAMES, build_model
-from shared.testing import read_layout, seeded_state_dict
+from shared.testing import (assert_unchanged, read_layout, save_truncated, save_with_pickled_object,
+                            seeded_state_dict, state_snapshot)
 
 from .conftest import tiny_model
 
@@ -105,14 +106,13 @@ def test_file_of_the_other_backbone_is_one_error_listing_keys(tmp_path):
     path = tmp_path / "resnet50_ADNet_IN1K_NIH.pth.tar"
     torch.save(state, path)
     model = build_model("convnext_tiny_ADNet_IN1K_NIH")
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+    before = state_snapshot(model)
     with pytest.raises(CheckpointKeyError) as err:
         adnet.load_weights(model, path)
     message = str(err.value)
     assert message.startswith(f"{path} does not match convnext_tiny ADNet")
     assert "layer1.0.conv1.weight" in message and "backbone.stem.0.weight" in message
-    for key, value in model.state_dict().items():                 # nothing loaded partially
-        torch.testing.assert_close(value, before[key], rtol=0, atol=0, msg=key)
+    assert_unchanged(model, before)                                # nothing loaded partially
 
 
 def _ham_checkpoint(path):
@@ -122,13 +122,11 @@ def _ham_checkpoint(path):
 
 
 def _truncated(path):
-    torch.save(tiny_model().state_dict(), path)
-    path.write_bytes(path.read_bytes()[:5000])
+    save_truncated(tiny_model().state_dict(), path)
 
 
 def _pickled_object(path):
-    import argparse
-    torch.save({"model": tiny_model().state_dict(), "args": argparse.Namespace(lr=0.1)}, path)
+    save_with_pickled_object(tiny_model().state_dict(), path)
 
 
 @pytest.mark.parametrize("make, expected", [(_ham_checkpoint, r"(?s)does not match .*no rule maps \(350\): model\.conv1"),
@@ -138,14 +136,13 @@ def test_bad_files_are_one_error_naming_the_file(tmp_path, make, expected):
     path = tmp_path / "downloaded.pth.tar"
     make(path)
     model = tiny_model()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+    before = state_snapshot(model)
     with pytest.raises(CheckpointKeyError, match=expected) as err:
         adnet.load_weights(model, path)
     assert str(err.value).startswith(str(path))
     if make is not _ham_checkpoint:
         assert "\n" not in str(err.value)
-    for key, value in model.state_dict().items():
-        torch.testing.assert_close(value, before[key], rtol=0, atol=0, msg=key)
+    assert_unchanged(model, before)
 
 
 @pytest.mark.parametrize("name, config", [("convnext_tiny_ADNet_IN1K_NIH", "nih_convnext"),

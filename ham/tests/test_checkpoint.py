@@ -1,14 +1,14 @@
 """ham.checkpoint.load_weights: the authors' released .pth (layout in ham/tests/layouts), ours, and bad files."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pytest
 import torch
 
 from shared.engine.checkpoint import CheckpointError
-from shared.testing import read_layout, seeded_state_dict
+from shared.testing import (assert_unchanged, read_layout, save_truncated, save_with_pickled_object,
+                            seeded_state_dict, state_snapshot)
 
 from ham.checkpoint import load_weights, ours_to_original
 from ham.model import HAM
@@ -83,22 +83,17 @@ def test_our_checkpoint_loads_its_ema_weights(tmp_path):
         torch.testing.assert_close(dst.state_dict()[key], value, rtol=0, atol=0, msg=key)
 
 
-def _untouched(model, before):
-    for key, value in model.state_dict().items():
-        torch.testing.assert_close(value, before[key], rtol=0, atol=0, msg=key)
-
-
 def test_another_architecture_is_one_error_listing_keys_and_loads_nothing(released):
     path, _ = released
     model = _tiny()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+    before = state_snapshot(model)
     with pytest.raises(CheckpointError) as err:
         load_weights(model, path)
     message = str(err.value)
     assert message.startswith(f"{path} (the authors' released layout (module.model.*)) does not fit this HAM")
     assert "backbone.layer1.0.conv3.weight" in message                       # resnet50 key our resnet18 lacks
     assert "shape mismatches" in message and "cls_fc.weight" in message
-    _untouched(model, before)
+    assert_unchanged(model, before)
 
 
 def test_another_class_count_is_refused(tmp_path):
@@ -110,12 +105,11 @@ def test_another_class_count_is_refused(tmp_path):
 
 
 def _truncated(path):
-    torch.save(_tiny().state_dict(), path)
-    path.write_bytes(path.read_bytes()[:4000])
+    save_truncated(_tiny().state_dict(), path)
 
 
 def _pickled_object(path):
-    torch.save({"model": _tiny().state_dict(), "args": argparse.Namespace(lr=0.1)}, path)
+    save_with_pickled_object(_tiny().state_dict(), path)
 
 
 def _adnet_style(path):
@@ -129,11 +123,11 @@ def test_bad_files_are_one_line_naming_the_file(tmp_path, make, expected):
     path = tmp_path / "download.pth"
     make(path)
     model = _tiny()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+    before = state_snapshot(model)
     with pytest.raises(CheckpointError, match=expected) as err:
         load_weights(model, path)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
-    _untouched(model, before)
+    assert_unchanged(model, before)
 
 
 def test_fine_tuning_starts_from_the_authors_file(released):
