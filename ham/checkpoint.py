@@ -75,9 +75,10 @@ def load_weights(model: torch.nn.Module, path_or_state_dict: str | Path | Mappin
     else:
         name, obj = "state dict", path_or_state_dict
     state = _state_of(obj, name)
-    layout = "the authors' released layout (module.model.*)" if _is_original(state) else "our layout"
+    original = _is_original(state)
+    layout = "the authors' released layout (module.model.*)" if original else "our layout"
     try:
-        load_model_weights(model, state, strict=True, key_map=ORIGINAL_TO_OURS if _is_original(state) else None)
+        load_model_weights(model, state, strict=True, key_map=ORIGINAL_TO_OURS if original else None)
     except WeightsMismatchError as err:
         listing = "\n".join(str(err).splitlines()[1:])     # the first line is the generic "does not fit"
         raise CheckpointError(f"{name} ({layout}) does not fit this HAM ({model.num_classes} classes, Downsampling "
