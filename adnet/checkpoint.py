@@ -47,7 +47,7 @@ from .model import ADNet, build_model
 
 __all__ = ["CheckpointKeyError", "extract_state_dict", "original_to_ours", "ours_to_original", "is_ours",
            "load_state_dict_file", "load_weights", "load_backbone_weights", "parse_rename_rules", "create_model",
-           "choose_ema", "load_start_weights"]
+           "choose_ema", "load_start_weights", "adnet_part_prefixes"]
 
 Rules = Iterable[tuple[str, str]]
 

@@ -23,7 +23,7 @@ class ModelConfig:
     # which weights of pretrained_path: null (auto) = the ones our best.pt was selected on (its best_source),
     # EMA for our other checkpoints that have them, the main weights of any other file; true / false = EMA / raw
     pretrained_ema: Optional[bool] = None
-    pretrained_rename: List[str] = field(default_factory=list)   # extra "REGEX=REPLACEMENT" key rules (other names)
+    pretrained_rename: List[str] = field(default_factory=list)   # "REGEX=REPLACEMENT": other names -> the authors'
     # DEVIATION switch: start from ImageNet weights of the timm backbone only (a local state-dict file, timm or
     # Facebook/torchvision names), decoder + HMT + head random. Used only when pretrained_path is null; the
     # published rows started from the authors' whole-ADNet IN1K (or ALL) checkpoints instead.

@@ -155,7 +155,7 @@ def add_weights_args(parser) -> None:
     """The weights options every evaluation CLI (adnet.test, adnet.knn) takes, defined once."""
     parser.add_argument("--weights", required=True, help="our checkpoint (.pt) or an original {name}.pth.tar")
     parser.add_argument("--rename", nargs="+", action="extend", default=[], metavar="REGEX=REPL",
-                        help="extra key-renaming rules for original checkpoints with other key names "
+                        help="extra key-renaming rules to the authors' names, for checkpoints with other key names "
                              "(applied before the built-in map; see adnet/README.md)")
 
 
