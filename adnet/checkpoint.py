@@ -17,12 +17,19 @@ Original layout (what :func:`original_to_ours` expects; the inverse is :func:`ou
 * ResNet backbone, timm names (top level): ``conv1.*, bn1.*, layer{1-4}.*`` -> ``backbone.<same>``;
   the classifier ``fc.*`` -> ``head.*``.
 
-* ADNet parts (both backbones; the original names are NOT known for sure, so these are the names we expect):
-  ``decoder.{0,1}.*`` (0 = AD1, 1 = AD2; inside: ``norm_q, norm_kv, attn.q, attn.kv, attn.proj, norm_mlp,
-  mlp.{0..7}``), ``fc_layer.*`` (``fc_layer.weight`` is accepted for ``fc_layer.0.weight``), ``hmt.{filter,
-  bn1, proj, bn2}.*`` — identical to ours. A checkpoint whose names differ fails with one error listing every
-  unmatched key on both sides (checkpoint keys nobody claims, model keys nobody fills, shape mismatches);
-  ``extra_rules`` (regex, replacement) pairs, applied first, let a user bridge other names without code changes.
+* ADNet's own parts (both backbones), the names of the released files (layouts: ``adnet/tests/layouts``)::
+
+      attn_decoder.{i}.norm1_q / norm1_kv / norm2 -> decoder.{i}.norm_q / norm_kv / norm_mlp   (i: 0 = AD1, 1 = AD2)
+      attn_decoder.{i}.attn.*                     -> decoder.{i}.attn.*        (q, kv, proj)
+      attn_decoder.{i}.mlp.fc1.{j} / dw_conv.0 / fc2.{j}
+                                                  -> decoder.{i}.mlp.{j} / mlp.3 (ResNet: mlp.3.conv) / mlp.{4+j}
+      fc_layer.*                                  -> fc_layer.*                (1x1 conv; + BN for ResNet)
+      global_pool.spatial_encode.0 / .1           -> hmt.filter / hmt.bn1      (15x15 depthwise E, BN1)
+      global_pool.channel_encode.0 / .1           -> hmt.proj / hmt.bn2        (CxC 1x1 W, BN2)
+
+  A checkpoint whose names differ fails with one error listing every unmatched key on both sides (checkpoint keys
+  nobody claims, model keys nobody fills, shape mismatches); ``extra_rules`` (regex, replacement) pairs rewrite
+  other names to the authors' ones first (files of other ADNet variants, without code changes).
 
 A file is either a raw state dict or a dict with the state dict under ``"model"``, ``"state_dict"`` (or
 ``"model_ema"`` / ``"state_dict_ema"`` when ``ema=True``); a ``module.`` prefix (DDP) is stripped.
@@ -40,7 +47,7 @@ from .model import ADNet, build_model
 
 __all__ = ["CheckpointKeyError", "extract_state_dict", "original_to_ours", "ours_to_original", "is_ours",
            "load_state_dict_file", "load_weights", "load_backbone_weights", "parse_rename_rules", "create_model",
-           "choose_ema", "load_start_weights"]
+           "choose_ema", "load_start_weights", "adnet_part_prefixes"]
 
 Rules = Iterable[tuple[str, str]]
 
@@ -91,10 +98,39 @@ _CONVNEXT_TO_ORIG = [
     (r"^backbone\.stages\.(\d+)\.blocks\.(\d+)\.mlp\.fc(\d)\.", r"stages.\1.\2.pwconv\3."),
     (r"^backbone\.stages\.(\d+)\.blocks\.(\d+)\.(norm\.|gamma$)", r"stages.\1.\2.\3"),
 ]
-_RESNET_TO_OURS = [(r"^(conv1|bn1|layer[1-4])\.", r"backbone.\1."), (r"^fc\.", "head.")]
-_RESNET_TO_ORIG = [(r"^backbone\.", ""), (r"^head\.", "fc.")]
-_SHARED_ALIASES = [(r"^fc_layer\.(weight)$", r"fc_layer.0.\1")]  # a bare conv stored without Sequential index
-_OURS_PARTS = re.compile(r"^(decoder|fc_layer|hmt|norm|head)\.")
+_RESNET_TO_OURS = [(r"^(conv1|bn1|layer[1-4])\.", r"backbone.\1.")]
+_RESNET_TO_ORIG = [(r"^backbone\.", "")]
+# The decoder MLP: the original's three Sequentials (fc1, dw_conv, fc2) hold the layers of our one ConvMlp;
+# (original index, our index) of the layers with weights, in the spec's order of operations per style.
+_MLP_LAYERS = {
+    "convnext": [("fc1.0", "0"), ("fc1.1", "1"), ("dw_conv.0", "3"), ("fc2.0", "4"), ("fc2.2", "6"), ("fc2.3", "7")],
+    "resnet": [("fc1.0", "0"), ("fc1.2", "2"), ("dw_conv.0", "3.conv"), ("fc2.1", "5"), ("fc2.2", "6"),
+               ("fc2.3", "7")],
+}
+
+
+def adnet_part_prefixes(style: str) -> list[tuple[str, str]]:
+    """(original prefix, our prefix) of every part ADNet adds to the backbone, classifier included."""
+    pairs = []
+    for i in (0, 1):
+        orig, ours = f"attn_decoder.{i}.", f"decoder.{i}."
+        pairs += [(orig + "norm1_q.", ours + "norm_q."), (orig + "norm1_kv.", ours + "norm_kv."),
+                  (orig + "norm2.", ours + "norm_mlp."), (orig + "attn.", ours + "attn.")]
+        pairs += [(f"{orig}mlp.{a}.", f"{ours}mlp.{b}.") for a, b in _MLP_LAYERS[style]]
+    pairs += [("fc_layer.", "fc_layer."),
+              ("global_pool.spatial_encode.0.", "hmt.filter."), ("global_pool.spatial_encode.1.", "hmt.bn1."),
+              ("global_pool.channel_encode.0.", "hmt.proj."), ("global_pool.channel_encode.1.", "hmt.bn2.")]
+    pairs += [("norm.", "norm."), ("head.", "head.")] if style == "convnext" else [("fc.", "head.")]
+    return pairs
+
+
+def _key_rules(style: str, to_ours: bool) -> list[tuple[str, str]]:
+    if style == "convnext":
+        backbone = _CONVNEXT_TO_OURS if to_ours else _CONVNEXT_TO_ORIG
+    else:
+        backbone = _RESNET_TO_OURS if to_ours else _RESNET_TO_ORIG
+    parts = [(re.escape(a if to_ours else b), b if to_ours else a) for a, b in adnet_part_prefixes(style)]
+    return backbone + [(f"^{pattern}", repl) for pattern, repl in parts]
 
 
 def parse_rename_rules(items: Iterable[str]) -> list[tuple[str, str]]:
@@ -118,19 +154,15 @@ def _rename(key: str, rules: Rules) -> str | None:
 
 def original_to_ours(state: Mapping[str, torch.Tensor], style: str,
                      extra_rules: Rules = ()) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Rename an original-layout state dict to ours. Returns (renamed, keys no rule claimed)."""
-    backbone_rules = _CONVNEXT_TO_OURS if style == "convnext" else _RESNET_TO_OURS
-    extra_rules = list(extra_rules)
+    """Rename an original-layout state dict to ours. Returns (renamed, keys no rule claimed).
+
+    ``extra_rules`` first rewrite a key to the authors' name (the first matching rule wins); the built-in map
+    then takes it to ours."""
+    extra_rules, rules = list(extra_rules), _key_rules(style, to_ours=True)
     out: dict[str, torch.Tensor] = {}
     unclaimed: list[str] = []
     for key, value in state.items():
-        new = _rename(key, extra_rules)
-        if new is None:
-            new = _rename(key, backbone_rules)
-        if new is None:
-            new = _rename(key, _SHARED_ALIASES)
-        if new is None and _OURS_PARTS.match(key):
-            new = key
+        new = _rename(_rename(key, extra_rules) or key, rules)
         if new is None:
             unclaimed.append(key)
         elif new in out:
@@ -142,7 +174,7 @@ def original_to_ours(state: Mapping[str, torch.Tensor], style: str,
 
 def ours_to_original(state: Mapping[str, torch.Tensor], style: str) -> dict[str, torch.Tensor]:
     """Inverse map: our state dict -> the original layout (used by the round-trip test and for exporting)."""
-    rules = _CONVNEXT_TO_ORIG if style == "convnext" else _RESNET_TO_ORIG
+    rules = _key_rules(style, to_ours=False)
     out = {}
     for key, value in state.items():
         new = _rename(key, rules)
@@ -152,14 +184,18 @@ def ours_to_original(state: Mapping[str, torch.Tensor], style: str) -> dict[str,
 
 # ------------------------------------------------------------------------------------------------ loading
 def read_checkpoint(path: str | Path):
-    """``torch.load(weights_only=True)`` of a local file; a missing or unreadable file is one error naming it."""
+    """``torch.load(weights_only=True)`` of a local file; a missing, truncated or non-checkpoint file (pickled
+    objects, which ``weights_only`` refuses) is one line naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling errors are many types; name the file
-        raise CheckpointKeyError(f"{path}: cannot be read as a PyTorch checkpoint ({type(err).__name__}: {err})") from err
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise CheckpointKeyError(f"{path}: cannot be read as an ADNet checkpoint (a state dict saved with torch.save;"
+                                 f" the file is truncated or holds pickled objects): {type(err).__name__}: {first}"
+                                 ) from err
 
 
 def load_state_dict_file(path: str | Path, ema: bool = False) -> dict[str, torch.Tensor]:

@@ -23,7 +23,7 @@ class ModelConfig:
     # which weights of pretrained_path: null (auto) = the ones our best.pt was selected on (its best_source),
     # EMA for our other checkpoints that have them, the main weights of any other file; true / false = EMA / raw
     pretrained_ema: Optional[bool] = None
-    pretrained_rename: List[str] = field(default_factory=list)   # extra "REGEX=REPLACEMENT" key rules (other names)
+    pretrained_rename: List[str] = field(default_factory=list)   # "REGEX=REPLACEMENT": other names -> the authors'
     # DEVIATION switch: start from ImageNet weights of the timm backbone only (a local state-dict file, timm or
     # Facebook/torchvision names), decoder + HMT + head random. Used only when pretrained_path is null; the
     # published rows started from the authors' whole-ADNet IN1K (or ALL) checkpoints instead.
@@ -58,6 +58,10 @@ class DataConfig:
     interpolation: str = "bicubic"
     hflip: float = 0.5
     auto_augment: Optional[str] = "rand-m9-mstd0.5"   # timm RandAugment string; null = none
+    # RandAugment's fill and interpolation: timm's defaults as the original (grey 128 fill, bilinear or bicubic at
+    # random per operation, translate 250 px); "imagenet": ours before (ImageNet-mean fill, data.interpolation,
+    # translate 0.45 x train_size)
+    auto_augment_hparams: Literal["timm", "imagenet"] = "timm"
     scale: List[float] = field(default_factory=lambda: [0.08, 1.0])
     ratio: List[float] = field(default_factory=lambda: [0.75, 4.0 / 3.0])
     re_prob: float = 0.2                         # RandomErasing probability (1-3 boxes, value 0)
@@ -87,6 +91,10 @@ class EvalConfig:
     knn_t: List[float] = field(default_factory=lambda: [16.0, 32.0, 64.0, 128.0])
     knn_select: Literal["test", "val"] = "test"  # test: the original's grid-cell choice; val: honest
     knn_batch_size: int = 64
+    # k-NN threshold metrics (F1, recall, precision, accuracy; AUROC/AP never change): "original" = the weighted
+    # neighbour-label sums went to torchmetrics as logits (sigmoid, then 0.5), so a class is predicted whenever any
+    # neighbour carries it; "vote_fraction" = ours before: the sum divided by the sum of weights, at 0.5
+    knn_threshold_rule: Literal["original", "vote_fraction"] = "original"
 
 
 @dataclass

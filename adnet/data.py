@@ -218,9 +218,11 @@ def train_transform(data: DataConfig):
         if not data.auto_augment.startswith("rand"):
             raise ValueError(f"data.auto_augment must be a timm RandAugment string ('rand-m9-mstd0.5'), "
                              f"got {data.auto_augment!r}")
-        hparams = dict(translate_const=int(data.train_size * 0.45),
-                       img_mean=tuple(min(255, round(255 * m)) for m in IMAGENET_MEAN),
-                       interpolation=str_to_pil_interp(data.interpolation))
+        hparams = {}                          # timm's defaults, as the original passed none
+        if data.auto_augment_hparams == "imagenet":
+            hparams = dict(translate_const=int(data.train_size * 0.45),
+                           img_mean=tuple(min(255, round(255 * m)) for m in IMAGENET_MEAN),
+                           interpolation=str_to_pil_interp(data.interpolation))
         steps.append(rand_augment_transform(data.auto_augment, hparams))
     steps += [RandomResizedCropAndInterpolation(data.train_size, scale=tuple(data.scale), ratio=tuple(data.ratio),
                                                 interpolation=data.interpolation),

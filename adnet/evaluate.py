@@ -54,6 +54,22 @@ def build_from_config(cfg: ADNetConfig, num_classes: int, load_pretrained: bool 
     return model, notes
 
 
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def release_config(weights: str | Path) -> Path:
+    """The setting config of a released ``{name}.pth.tar`` (the config whose ``model.name`` is the file's name), so
+    ``adnet.test --weights convnext_tiny_ADNet_IN1K_NIH.pth.tar`` evaluates it on its published test protocol."""
+    from shared.config import load_config
+    name = Path(weights).name.split(".")[0]
+    settings = {load_config(ADNetConfig, p).model.name: p for p in sorted(CONFIG_DIR.glob("[!_]*.yaml"))
+                if p.stem not in ("base", "demo")}
+    if name not in settings:
+        raise ValueError(f"{weights}: no setting config for a released file named {name!r} (known: "
+                         f"{', '.join(sorted(settings))}); pass -cfg CONFIG")
+    return settings[name]
+
+
 def output_dir(cfg: ADNetConfig, weights: str | Path, explicit: str | None, suffix: str) -> Path:
     """Where test/knn write: ``explicit``, else the checkpoint's own run (runs/.../checkpoints/best.pt), else a new
     runs/adnet/<name>_<suffix>/<timestamp>. Raises FileNotFoundError for missing weights."""
@@ -139,7 +155,7 @@ def add_weights_args(parser) -> None:
     """The weights options every evaluation CLI (adnet.test, adnet.knn) takes, defined once."""
     parser.add_argument("--weights", required=True, help="our checkpoint (.pt) or an original {name}.pth.tar")
     parser.add_argument("--rename", nargs="+", action="extend", default=[], metavar="REGEX=REPL",
-                        help="extra key-renaming rules for original checkpoints with other key names "
+                        help="extra key-renaming rules to the authors' names, for checkpoints with other key names "
                              "(applied before the built-in map; see adnet/README.md)")
 
 

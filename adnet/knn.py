@@ -7,8 +7,10 @@
 Protocol: classifier -> identity; feature = LayerNorm(HMT out) (ConvNeXt, 768-d) or HMT out (ResNet, 2048-d),
 extracted with the test transforms in fp32 and L2-normalised; cosine similarity of each query to every training
 image (faiss exact inner product, ``shared.metrics.retrieval.knn_search``); the top-k neighbours are weighted by
-exp(sim / t); class score = the weighted sum of the neighbours' multi-hot labels (AUROC, AP); the threshold
-metrics (F1, recall, ... at 0.5) use that sum divided by the sum of weights (a neighbour-vote fraction).
+exp(sim / t); class score = the weighted sum of the neighbours' multi-hot labels (AUROC, AP). The threshold
+metrics (F1, recall, ... at 0.5), ``eval.knn_threshold_rule``: "original" (faithful) = the sum as a logit, so a
+class is predicted whenever any of the k neighbours carries it; "vote_fraction" = the sum divided by the sum of
+weights (a neighbour-vote fraction) at 0.5.
 Grid: same-dataset k in {20, 40, 60, 80}, t in {16, 32, 64, 128} (``eval.knn_k`` / ``eval.knn_t``);
 ``--grid cross``: k and t powers of two, 2..1024 and 1..1024. The original picked the best cell on the test
 split (faithful default, ``eval.knn_select=test``); ``eval.knn_select=val`` picks it on the patient-disjoint
@@ -59,6 +61,14 @@ def knn_scores(sims: np.ndarray, neighbours: np.ndarray, train_labels: np.ndarra
     return votes * np.exp(s[:, :1] / t)       # undo the shift: exactly sum exp(sim / t) * labels
 
 
+def threshold_scores(rule: str, sims, neighbours, train_labels, k: int, t: float) -> np.ndarray:
+    """(Q, K) scores the threshold metrics compare with 0.5 (AUROC / AP use :func:`knn_scores` unchanged)."""
+    if rule == "vote_fraction":
+        return knn_scores(sims, neighbours, train_labels, k, t, normalise=True)
+    # original: sigmoid(weighted sum) > 0.5, i.e. sum > 0: predicted when any neighbour carries the class
+    return (knn_scores(sims, neighbours, train_labels, k, t) > 0).astype(np.float64)
+
+
 def grid_search(train_emb, train_labels, query_emb, query_labels, ks, ts) -> pd.DataFrame:
     """Mean AUROC of every (k, t) cell for one query set -> DataFrame (rows k, columns t)."""
     kmax = min(max(ks), len(train_emb))
@@ -101,8 +111,8 @@ def run_knn(cfg: ADNetConfig, weights: str | Path, run_dir: str | Path, grid: st
     sims, nb = knn_search(test_emb, kmax, database=train_emb)
     scores = knn_scores(sims, nb, train_lab, kmax, float(t_best))
     table = metrics_table(test_lab, scores, labels, cfg.data.dataset)
-    votes = metrics_table(test_lab, knn_scores(sims, nb, train_lab, kmax, float(t_best), normalise=True),
-                          labels, cfg.data.dataset)
+    votes = metrics_table(test_lab, threshold_scores(cfg.eval.knn_threshold_rule, sims, nb, train_lab, kmax,
+                                                     float(t_best)), labels, cfg.data.dataset)
     for col in table.columns:
         if col not in ("auroc", "ap"):
             table[col] = votes[col]

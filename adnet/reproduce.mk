@@ -27,11 +27,24 @@ ADNET_LAYOUT_chexpert := $(ADNET_CHEXPERT)/ with CheXpert-v1.0-small/{train,vali
 # $(call adnet_need_dir,DIR,LAYOUT)
 adnet_need_dir = @test -d "$(1)" || { echo "reproduce-adnet: dataset not found: $(1) is missing. Expected $(2)" >&2; exit 1; }
 adnet_need_file = @test -f "$(1)" || { echo "reproduce-adnet: $(2) not found: $(1)" >&2; exit 1; }
+# NIH is trained and tested from 512x512 copies, as the original (its loader read root/img_512/): made once by
+# adnet-prepare-nih512 into ADNET_NIH512 (resumable; a second run does no work). ADNET_NIH_FULLRES=1 reads the
+# full-resolution images instead (ours before).
+ADNET_NIH512 ?= $(DATA)/nih_512
+ADNET_NIH_FULLRES ?=
+ADNET_NIH_ROOT = $(if $(ADNET_NIH_FULLRES),$(ADNET_NIH),$(ADNET_NIH512))
+adnet_prepare_nih = $(if $(ADNET_NIH_FULLRES),,$(MAKE) --no-print-directory adnet-prepare-nih512)
+
+.PHONY: adnet-prepare-nih512
+adnet-prepare-nih512: install
+	$(call adnet_need_dir,$(ADNET_NIH),$(ADNET_LAYOUT_nih))
+	$(PY) -m shared.data.prepare --dataset nih --root $(ADNET_NIH) --out $(ADNET_NIH512) --size 512 --mode square
+
+ADNET_DATA_SETS = runs_root=$(RUNS) data.nih_root=$(ADNET_NIH_ROOT) data.mimic_root=$(ADNET_MIMIC) \
+  data.chexpert_root=$(ADNET_CHEXPERT) data.chexclusion_test_subjects=$(ADNET_CHEXCLUSION)
 # $(call adnet_run,CONFIG,EXTRA_SETS): train -> test -> report, run dir = newest under $(RUNS)/adnet/CONFIG
 define adnet_run
-	$(PY) -m adnet.train -cfg adnet/configs/$(1).yaml --no-test --set runs_root=$(RUNS) data.nih_root=$(ADNET_NIH) \
-	  data.mimic_root=$(ADNET_MIMIC) data.chexpert_root=$(ADNET_CHEXPERT) \
-	  data.chexclusion_test_subjects=$(ADNET_CHEXCLUSION) $(2) $(ADNET_SET)
+	$(PY) -m adnet.train -cfg adnet/configs/$(1).yaml --no-test --set $(ADNET_DATA_SETS) $(2) $(ADNET_SET)
 	RUN=$$(ls -td $(RUNS)/adnet/$(1)/*/ | head -1) && \
 	$(PY) -m adnet.test -cfg $${RUN}config.yaml --weights $${RUN}checkpoints/best.pt --run-dir $${RUN} && \
 	$(PY) -m shared.report $${RUN}
@@ -41,6 +54,7 @@ endef
 reproduce-adnet-nih: install
 	$(call adnet_need_dir,$(ADNET_NIH),$(ADNET_LAYOUT_nih))
 	$(call adnet_need_start,$(ADNET_START))
+	$(adnet_prepare_nih)
 	$(call adnet_run,nih_$(ADNET_BACKBONE),$(call adnet_init,$(ADNET_START)))
 
 reproduce-adnet-mimic: install
@@ -67,6 +81,7 @@ reproduce-adnet-all: install
 	$(call adnet_need_dir,$(ADNET_MIMIC),$(ADNET_LAYOUT_mimic))
 	$(call adnet_need_file,$(ADNET_CHEXCLUSION),CheXclusion test-subject list (testSet_SubjID.csv))
 	$(call adnet_need_dir,$(ADNET_CHEXPERT),$(ADNET_LAYOUT_chexpert))
+	$(adnet_prepare_nih)
 ifeq ($(ADNET_ALL_WEIGHTS),)
 	$(call adnet_need_start,$(ADNET_START))
 	$(call adnet_run,all_$(ADNET_BACKBONE),$(call adnet_init,$(ADNET_START)))
@@ -77,3 +92,15 @@ else
 	$(call adnet_run,all_nih_$(ADNET_BACKBONE),$(adnet_all_start))
 	$(call adnet_run,all_mimic_$(ADNET_BACKBONE),$(adnet_all_start))
 endif
+
+# make eval-authors-adnet WEIGHTS=<released {name}.pth.tar> DATA=/datasets: the authors' model on its setting's
+# published test protocol (the config whose model.name is the file's name; NIH from the 512-px copies), then
+# ours vs published (shared.report) in $(RUNS)/adnet/authors/{name}/.
+ADNET_AUTHORS_RUN = $(RUNS)/adnet/authors/$(firstword $(subst ., ,$(notdir $(WEIGHTS))))
+.PHONY: eval-authors-adnet
+eval-authors-adnet: install
+	@test -n "$(WEIGHTS)" || { echo "eval-authors-adnet: set WEIGHTS=<released {name}.pth.tar> (download links in adnet/README.md)" >&2; exit 2; }
+	$(call adnet_need_file,$(WEIGHTS),released weights (WEIGHTS))
+	$(if $(findstring _NIH,$(notdir $(WEIGHTS))),$(adnet_prepare_nih))
+	$(PY) -m adnet.test --weights $(WEIGHTS) --run-dir $(ADNET_AUTHORS_RUN) --set $(ADNET_DATA_SETS) $(ADNET_SET)
+	$(PY) -m shared.report $(ADNET_AUTHORS_RUN)

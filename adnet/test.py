@@ -2,6 +2,7 @@
 
     python -m adnet.test -cfg adnet/configs/nih_convnext.yaml --weights runs/adnet/nih_convnext/<ts>/checkpoints/best.pt
     python -m adnet.test -cfg adnet/configs/nih_convnext.yaml --weights convnext_tiny_ADNet_IN1K_NIH.pth.tar
+    python -m adnet.test --weights convnext_tiny_ADNet_IN1K_NIH.pth.tar     # a released file: its setting's config
 
 ``--weights`` takes our checkpoints (shared.engine format: raw and EMA weights are both evaluated, the better one
 is kept — on the test split as the original did, or on the validation split with data.honest_validation=true)
@@ -27,7 +28,7 @@ import pandas as pd
 import torch
 
 from shared.cli import run_cli
-from shared.config import parse_config
+from shared.config import add_config_args, load_config
 from shared.engine import select_device
 from shared.metrics.classification import render_table
 from shared.report import write_results
@@ -36,8 +37,8 @@ from adnet.checkpoint import CheckpointKeyError, load_weights
 from adnet.config import ADNetConfig
 from adnet.data import build_frame, eval_transform, make_dataset, selection_split, ten_crop_transform
 from adnet.evaluate import (add_weights_args, auroc_mean, build_from_config, checkpoint_weights, eval_loader,
-                            metrics_table, min_size_check, output_dir, predict, rename_rules_from_args,
-                            table_to_metrics)
+                            metrics_table, min_size_check, output_dir, predict, release_config,
+                            rename_rules_from_args, table_to_metrics)
 
 
 def _roc_plot(y_true: np.ndarray, y_prob: np.ndarray, names, path: Path, title: str) -> None:
@@ -150,7 +151,12 @@ def main(argv=None) -> int:
     parser.add_argument("--ten-crop", action="store_true",
                         help="test-time ten-crop ensemble: mean sigmoid probability of TenCrop(test_size) on the "
                              "floor(test_size / crop_pct) resize (10x the compute)")
-    cfg, args = parse_config(ADNetConfig, argv, parser=parser)
+    add_config_args(parser, required=False)
+    args = parser.parse_args(argv)
+    try:   # without -cfg, a released {name}.pth.tar is evaluated with its own setting's config
+        cfg = load_config(ADNetConfig, args.config or release_config(args.weights), args.overrides)
+    except ValueError as err:      # ConfigError included
+        parser.error(str(err))
     rules = rename_rules_from_args(parser, args)
     def action():
         run_dir = output_dir(cfg, args.weights, args.run_dir, "eval")

@@ -18,6 +18,8 @@ class ModelConfig:
     num_classes: int = 15                      # 15 = 14 findings + No Finding (paper); 14 = seed repository
     pool: Literal["max", "avg"] = "max"        # global MAX pooling (paper); avg = seed repository
     pretrained: bool = True                    # ImageNet init through timm's hub (needs network) ...
+    pretrained_tag: str = "tv_in1k"            # ... of torchvision's weights (what 2018 PyTorch code used);
+    #                                            "" = timm's default tag (resnet50.a1_in1k, densenet121.ra_in1k)
     pretrained_path: str | None = None         # ... or from this local file (timm/torchvision state dict)
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)   # e.g. a tiny DenseNet for tests
     drop_rate: float = 0.0

@@ -15,3 +15,18 @@ reproduce-agcnn-nih: install
 	$(PY) -m agcnn.train -cfg agcnn/configs/$(AGCNN_CONFIG).yaml --run-dir $(AGCNN_RUN) --set runs=$(RUNS) data.root=$(AGCNN_NIH) $(AGCNN_SET)
 	$(PY) -m agcnn.test --run $(AGCNN_RUN)
 	$(PY) -m shared.report $(AGCNN_RUN)
+
+# make eval-authors-agcnn WEIGHTS=<the seed repository's fusion-FC file> DATA=/data [AGCNN_BRANCHES=RUN_DIR]: the
+# only released weights are the fusion FC of a DenseNet-121 AG-CNN with C = 14, so it is evaluated over the two
+# branches of a run of ours with that architecture (default: the one `make reproduce-agcnn-nih
+# AGCNN_CONFIG=repo_densenet121_joint` writes), then ours vs published in $(RUNS)/agcnn/authors/fusion_fc/.
+AGCNN_BRANCHES ?= $(RUNS)/agcnn/repo_densenet121_joint/make
+AGCNN_AUTHORS_RUN = $(RUNS)/agcnn/authors/fusion_fc
+.PHONY: eval-authors-agcnn
+eval-authors-agcnn: install
+	@test -n "$(WEIGHTS)" || { echo "eval-authors-agcnn: set WEIGHTS=<the seed repository's fusion-FC file> (see agcnn/README.md)" >&2; exit 2; }
+	@test -f "$(WEIGHTS)" || { echo "eval-authors-agcnn: WEIGHTS not found: $(WEIGHTS)" >&2; exit 2; }
+	@test -f "$(AGCNN_BRANCHES)/config.yaml" || { echo "eval-authors-agcnn: no AG-CNN run at $(AGCNN_BRANCHES) (set AGCNN_BRANCHES=RUN_DIR of a DenseNet-121 C=14 run, e.g. make reproduce-agcnn-nih AGCNN_CONFIG=repo_densenet121_joint)" >&2; exit 2; }
+	@ls $(AGCNN_NIH)/Data_Entry_2017*.csv* >/dev/null 2>&1 || { echo "eval-authors-agcnn: $(AGCNN_NIH_MSG)"; exit 2; }
+	$(PY) -m agcnn.test --run $(AGCNN_BRANCHES) --out $(AGCNN_AUTHORS_RUN) --set model.seed_fusion_fc=$(WEIGHTS) data.root=$(AGCNN_NIH) $(AGCNN_SET)
+	$(PY) -m shared.report $(AGCNN_AUTHORS_RUN)

@@ -34,6 +34,7 @@ from shared.report import write_results
 
 from agcnn.config import Config
 from agcnn.train import METHOD, build_model, check_data_root, final_checkpoint, stage_plan
+from agcnn.weights import load_seed_fusion_fc
 
 ABBREV = ["Atel", "Card", "Effu", "Infi", "Mass", "Nodu", "Pne1", "Pne2", "Cons", "Edem", "Emph", "Fibr", "PT",
           "Hern"]
@@ -161,8 +162,10 @@ def evaluate(cfg: Config, weights: Path, out_dir: Path, split: str | None = None
     model = build_model(cfg)
     ckpt = load_checkpoint(weights, map_location="cpu")
     load_model_weights(model, weights_from_checkpoint(ckpt, prefer_ema=True))
+    if cfg.model.seed_fusion_fc:   # the seed repository's released fusion FC over the checkpoint's two branches
+        load_seed_fusion_fc(model, cfg.model.seed_fusion_fc)
     model.to(device).eval()
-    untrained = untrained_heads(cfg, weights)
+    untrained = [h for h in untrained_heads(cfg, weights) if not (h == "fusion" and cfg.model.seed_fusion_fc)]
     if untrained:
         whole = final_checkpoint(Path(weights).resolve().parents[2], cfg)
         warnings.warn(f"{weights} is a checkpoint of an earlier stage: the {' and '.join(untrained)} head(s) are "
@@ -200,6 +203,8 @@ def evaluate(cfg: Config, weights: Path, out_dir: Path, split: str | None = None
     missing = int(getattr(frame, "attrs", {}).get("missing", 0)) if frame is not None else 0
     notes = [f"split={cfg.data.split}/{split}, {len(ds)} images, weights={weights}",
              f"mean AUROC over the 14 findings; auroc = fusion branch ({threshold})"]
+    if cfg.model.seed_fusion_fc:
+        notes.append(f"fusion FC: the seed repository's released file {cfg.model.seed_fusion_fc} (branches: {weights})")
     if untrained:
         notes.append(f"UNTRAINED {', '.join(untrained)} head(s): {weights} is an earlier stage's checkpoint")
     if missing:

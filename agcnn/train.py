@@ -65,9 +65,17 @@ def stage_plan(cfg: Config) -> list[Stage]:
             Stage("stage3_fusion", ("fusion",), {"fusion": 1.0}, "fusion", t.fusion_stage)]
 
 
+def timm_backbone(m) -> str:
+    """The timm name to build: ``backbone.pretrained_tag`` when downloading ImageNet weights (``resnet50.tv_in1k``),
+    the bare name otherwise (a tag already in ``backbone`` wins)."""
+    if m.pretrained and not m.pretrained_path and m.pretrained_tag and "." not in m.backbone:
+        return f"{m.backbone}.{m.pretrained_tag}"
+    return m.backbone
+
+
 def build_model(cfg: Config) -> AGCNN:
     m = cfg.model
-    model = AGCNN(backbone=m.backbone, num_classes=m.num_classes, pool=m.pool,
+    model = AGCNN(backbone=timm_backbone(m), num_classes=m.num_classes, pool=m.pool,
                   pretrained=m.pretrained and not m.pretrained_path, drop_rate=m.drop_rate,
                   backbone_kwargs=m.backbone_kwargs, tau=m.tau, heatmap_stat=m.heatmap_stat, threshold=m.threshold,
                   crop_size=m.crop_size, crop_method=m.crop_method, max_label_iters=m.max_label_iters,

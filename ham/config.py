@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from shared.engine import EngineConfig
 from shared.weights import read_state_dict_file, torchvision_imagenet_state_dict
 
+from .checkpoint import load_weights
 from .data import DataConfig
 from .losses import LossWeights
 from .model import HAM
@@ -22,6 +24,8 @@ class ModelConfig:
     using_dilation: bool = True
     pretrained: bool = True                 # ImageNet init (torchvision IMAGENET1K_V1, as the original)
     pretrained_path: str | None = None      # local torchvision-format state dict; wins over the download
+    init_weights: str | None = None         # start from a whole HAM (ours or the authors' .pth; ham.checkpoint)
+    #                                         instead of ImageNet: fine-tuning
     fa_channels: int = 512
     head_channels: int = 512
     dropout: float = 0.1
@@ -46,6 +50,8 @@ class OptimConfig:
 class EvalConfig:
     loc_threshold: float = 0.999            # P = refined_c >= 0.999 (normalised CAM >= 0.4691)
     localization_in_val: bool = True        # T(IoU) of the validation box images at each validation
+    loc_checkpoints: Literal["by_metric", "best"] = "by_metric"    # ham.test --run: T(IoU) from best_tiou.pt, T(IoBB) from best_tiobb.pt
+    #     (the original's three best checkpoints side by side); "best": every table from best.pt (ours before)
     visual_max_images: int = 0              # visual.py: cap on the box images of the HTML page (0: all of them)
     visual_thumb: int = 256                 # visual.py: pictures written as JPEG thumbnails of this size (0: input)
 
@@ -62,15 +68,18 @@ class HAMConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
 
-
 def build_model(cfg: ModelConfig, num_classes: int) -> HAM:
-    """HAM with the backbone's ImageNet weights from ``pretrained_path`` (a local file) or, with ``pretrained``
-    and no path, torchvision's hub (needs network or the torch hub cache; a failed download raises
+    """HAM with every weight from ``init_weights`` (ours or the authors' file, :func:`ham.checkpoint.load_weights`),
+    or the backbone's ImageNet weights from ``pretrained_path`` (a local file) or, with ``pretrained`` and no path,
+    torchvision's hub (needs network or the torch hub cache; a failed download raises
     ``shared.weights.PretrainedWeightsError`` naming ``model.pretrained_path``)."""
     model = HAM(num_classes=num_classes, backbone=cfg.backbone, using_pooling=cfg.using_pooling,
                 downsampling=cfg.downsampling, using_dilation=cfg.using_dilation, fa_channels=cfg.fa_channels,
                 head_channels=cfg.head_channels, dropout=cfg.dropout, lse_r=cfg.lse_r, cam_w=cfg.cam_w,
                 cam_sigma=cfg.cam_sigma)
+    if cfg.init_weights:
+        load_weights(model, cfg.init_weights)
+        return model
     state = None
     if cfg.pretrained_path:
         state = read_state_dict_file(cfg.pretrained_path, "model.pretrained_path")

@@ -45,7 +45,7 @@ from torchvision.transforms import InterpolationMode
 from shared.data import nih
 from shared.data._common import DataError
 from shared.data.images import load_image, to_rgb
-from shared.data.labels import NIH_LABELS, NIH_NO_FINDING
+from shared.data.labels import NIH_LABELS, NIH_NO_FINDING, NIH_WANG_ORDER
 from shared.data.splits import HAM_CHEXPERT_CLASSES, assign_split, ham_boxes, ham_imagesets, nih_official
 from shared.data.transforms import HALF_MEAN, HALF_STD
 from shared.metrics.localization import boxes_to_mask
@@ -78,6 +78,8 @@ class DataConfig:
     box_outside: str = "error"        # a box beyond its image after scaling: error, or clip (counted warning)
     use_crf: bool = False             # dense-CRF refinement of the training box masks (needs pydensecrf2)
     chexpert_uncertain: str = "zeros"
+    nih_class_order: Literal["wang", "alphabetical"] = "wang"   # NIH classes (heads, tables, log lines) in the
+    #                                   original's Wang order (its released models' cls_fc rows); alphabetical = ours before
     max_images: int = 0               # >0: keep the first N images of each list (smoke runs); the training
     #                                   box-supervised images are those left in the truncated train list
 
@@ -140,6 +142,11 @@ def _chexpert_index(cfg: DataConfig, root: Path) -> tuple[pd.DataFrame, pd.DataF
     return frame, boxes
 
 
+def nih_classes(cfg: DataConfig) -> list[str]:
+    """The 14 NIH classes in the configured order (the row order of ``cls_fc`` and of every table)."""
+    return list(NIH_WANG_ORDER if cfg.nih_class_order == "wang" else NIH_LABELS)
+
+
 def load_index(cfg: DataConfig) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]], list[str]]:
     """(index frame, {image_id: {class: (K,4) xywh}}, class names) for ``cfg.layout``."""
     root = Path(cfg.root).expanduser()
@@ -149,11 +156,11 @@ def load_index(cfg: DataConfig) -> tuple[pd.DataFrame, dict[str, dict[str, np.nd
         frame = _read_ham_layout(root)
         box_path = Path(cfg.boxes) if cfg.boxes else root / "Annotations" / "BBoxes.json"
         boxes_df = ham_boxes("nih", box_path) if box_path.exists() else ham_boxes("nih")
-        classes = list(NIH_LABELS)
+        classes = nih_classes(cfg)
     elif cfg.layout == "nih":
         frame = nih.read_index(root, check_files=True)
         boxes_df = nih.read_boxes(cfg.boxes or root)
-        classes = list(NIH_LABELS)
+        classes = nih_classes(cfg)
     elif cfg.layout == "chexpert":
         frame, boxes_df = _chexpert_index(cfg, root)
         classes = list(HAM_CHEXPERT_CLASSES)

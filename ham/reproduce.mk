@@ -33,3 +33,16 @@ reproduce-ham-nih-official: install
 reproduce-ham-chexpert: install
 	@ls -d $(HAM_CHEXPERT)/CheXpert-v1.0* >/dev/null 2>&1 || ls $(HAM_CHEXPERT)/train.csv >/dev/null 2>&1 || { echo "reproduce-ham-chexpert: $(HAM_CHEXPERT_MSG)"; exit 2; }
 	$(call ham_run,chexpert,$(HAM_CHEXPERT))
+
+# make eval-authors-ham WEIGHTS=<the authors' released .pth> DATA=/data [HAM_AUTHORS_CONFIG=nih_cls_fold1]: the
+# released model (official split by default; nih_cls_fold1 / nih_loc_fold1 for the fold-1 ones) on that setting's
+# published test protocol, then ours vs published (shared.report) in $(RUNS)/ham/authors/<config>/.
+HAM_AUTHORS_CONFIG ?= nih_official_split
+HAM_AUTHORS_RUN = $(RUNS)/ham/authors/$(HAM_AUTHORS_CONFIG)
+.PHONY: eval-authors-ham
+eval-authors-ham: install
+	@test -n "$(WEIGHTS)" || { echo "eval-authors-ham: set WEIGHTS=<the authors' released .pth> (links in ham/README.md)" >&2; exit 2; }
+	@test -f "$(WEIGHTS)" || { echo "eval-authors-ham: WEIGHTS not found: $(WEIGHTS)" >&2; exit 2; }
+	@ls $(HAM_NIH)/Data_Entry_2017*.csv* >/dev/null 2>&1 || { echo "eval-authors-ham: $(HAM_NIH_MSG)"; exit 2; }
+	$(PY) -m ham.test -cfg ham/configs/$(HAM_AUTHORS_CONFIG).yaml -w $(WEIGHTS) --out $(HAM_AUTHORS_RUN) --set data.root=$(HAM_NIH) $(HAM_SET)
+	$(PY) -m shared.report $(HAM_AUTHORS_RUN)

@@ -2,6 +2,7 @@
 
     python -m ham.test --run runs/ham/nih_cls_fold1/20261121-2300          # config.yaml + checkpoints/best.pt
     python -m ham.test -cfg ham/configs/nih_cls_fold1.yaml -w best.pt --out OUT_DIR
+    python -m ham.test -cfg ham/configs/nih_official_split.yaml -w resnet50_best_auc.pth --out OUT   # authors' model
 
 Writes into the run directory (or --out): results.json (shared.report format), test_auroc.csv, test_tiou.csv,
 test_tiobb.csv, test_log.txt (the original's result lines), roc.png.
@@ -22,9 +23,10 @@ import torch
 
 from shared.cli import cli_exit
 from shared.config import ConfigError, add_config_args, load_config
-from shared.engine import load_checkpoint, load_model_weights, make_loader, select_device, weights_from_checkpoint
+from shared.engine import make_loader, select_device
 from shared.report import write_results
 
+from ham.checkpoint import load_weights
 from ham.config import HAMConfig, ModelConfig, build_model
 from ham.evaluation import auroc_dict, auroc_table, localize, original_log_lines, predict
 from ham.train import eval_sets, prepare_data
@@ -47,11 +49,24 @@ def load_run(cfg_path, weights, run, overrides=()):
 def load_model(cfg: HAMConfig, ckpt: Path, num_classes: int, device) -> torch.nn.Module:
     if not ckpt.exists():
         raise FileNotFoundError(f"checkpoint not found: {ckpt}")
-    model_cfg = ModelConfig(**{**cfg.model.__dict__, "pretrained": False, "pretrained_path": None})
+    model_cfg = ModelConfig(**{**cfg.model.__dict__, "pretrained": False, "pretrained_path": None,
+                               "init_weights": None})
     model = build_model(model_cfg, num_classes)
-    state = load_checkpoint(ckpt, map_location="cpu")
-    load_model_weights(model, weights_from_checkpoint(state) if "model" in state else state)
+    print(load_weights(model, ckpt))
     return model.to(device).eval()
+
+
+def localisation_checkpoints(cfg: HAMConfig, ckpt: Path, run_dir: Path | None) -> dict[str, Path]:
+    """{"tiou": path, "tiobb": path}: with ``eval.loc_checkpoints: by_metric`` and a run directory, the run's
+    best_tiou.pt / best_tiobb.pt where ham.train wrote them (as the original read its localisation results);
+    otherwise ``ckpt`` for both (an explicit -w file, or a run without localisation validation)."""
+    paths = {"tiou": ckpt, "tiobb": ckpt}
+    if cfg.eval.loc_checkpoints == "by_metric" and run_dir is not None:
+        for name in paths:
+            found = Path(run_dir) / "checkpoints" / f"best_{name}.pt"
+            if found.is_file():
+                paths[name] = found
+    return paths
 
 
 def roc_plot(y_true, y_score, classes, path: Path) -> None:
@@ -76,7 +91,8 @@ def roc_plot(y_true, y_score, classes, path: Path) -> None:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description="Test HAM: AUROC + T(IoU)/T(IoBB)")
     add_config_args(parser, required=False)
-    parser.add_argument("-w", "--weights", default=None, help="checkpoint (.pt); default RUN/checkpoints/best.pt")
+    parser.add_argument("-w", "--weights", default=None, help="our checkpoint (.pt) or the authors' released .pth; "
+                        "default RUN/checkpoints/best.pt")
     parser.add_argument("--run", default=None, help="run directory written by ham.train")
     parser.add_argument("--out", default=None, help="output directory (default: the run directory)")
     parser.add_argument("--device", default=None, help="cpu / cuda (default: engine.device)")
@@ -104,10 +120,14 @@ def main(argv=None) -> dict:
     metrics: dict = {"auroc": auc, "ano_auroc": table.attrs["ano_auroc"]}
     excluded = [c for c in classes if np.isnan(auc[c])]
     t_iou = None
+    loc_paths = localisation_checkpoints(cfg, ckpt, run_dir if not args.weights else None)
     if loc_set is not None:
-        meter = localize(model, make_loader(loc_set, cfg.optim.eval_batch_size, **kw), device, classes,
-                         cfg.eval.loc_threshold, autocast, desc="test-loc")
-        t_iou, t_iobb = meter.tables()
+        tables = {}
+        for path in dict.fromkeys(loc_paths.values()):   # one pass per distinct checkpoint
+            loc_model = model if path == ckpt else load_model(cfg, path, len(classes), device)
+            tables[path] = localize(loc_model, make_loader(loc_set, cfg.optim.eval_batch_size, **kw), device,
+                                    classes, cfg.eval.loc_threshold, autocast, desc="test-loc").tables()
+        t_iou, t_iobb = tables[loc_paths["tiou"]][0], tables[loc_paths["tiobb"]][1]
         t_iou.to_csv(out_dir / "test_tiou.csv")
         t_iobb.to_csv(out_dir / "test_tiobb.csv")
         keep = lambda df: df.drop(index=[c for c in df.attrs["excluded"]])  # noqa: E731
@@ -115,6 +135,10 @@ def main(argv=None) -> dict:
         metrics["t_iobb"] = keep(t_iobb)
     roc_plot(pred.y_true, pred.y_score, classes, out_dir / "roc.png")
     notes = [f"checkpoint {ckpt}", f"{len(cls_set)} test images, {0 if loc_set is None else len(loc_set)} with boxes"]
+    if loc_set is not None and set(loc_paths.values()) != {ckpt}:
+        notes.append(f"T(IoU) from {loc_paths['tiou']}, T(IoBB) from {loc_paths['tiobb']} (the original's best "
+                     "checkpoints by each localisation metric; eval.loc_checkpoints=best reads every table from "
+                     f"{ckpt.name})")
     notes += list(splits.notes)
     if excluded:
         notes.append(f"AUROC NaN (no positives or no negatives) and excluded from the mean: {excluded} "

@@ -23,7 +23,8 @@ import torch
 
 from shared.cli import cli_exit
 from shared.config import parse_config, to_dict
-from shared.engine import Trainer, create_run_dir, seed_everything, step_schedule
+from shared.engine import (Trainer, create_run_dir, is_main_process, load_checkpoint, save_checkpoint, seed_everything,
+                           step_schedule)
 
 from ham.config import HAMConfig, build_model
 from ham.data import HAMDataset, box_args, build_splits, crf_table_for, load_index, select
@@ -61,6 +62,29 @@ def micro_chunks(flag: torch.Tensor, micro_batch: int) -> list[torch.Tensor]:
     order = torch.argsort((flag <= 0).to(torch.int8), stable=True)     # flagged rows first, stable otherwise
     first = max(micro_batch, int((flag > 0).sum()))
     return [order[:first]] + list(order[first:].split(micro_batch))
+
+
+# The original keeps three best checkpoints side by side; the engine's best.pt is the one by engine.monitor
+# (val/auroc_mean in every config: the original's best_auc), these two are the localisation ones.
+LOC_CHECKPOINTS = {"tiou": "val/tiou_mean", "tiobb": "val/tiobb_mean"}
+
+
+class BestByMetric:
+    """checkpoints/best_<name>.pt: the weights at the highest value of one validation metric so far. The value is
+    read back from the file, so a resumed run keeps comparing against it."""
+
+    def __init__(self, ckpt_dir: Path, name: str, metric: str):
+        self.path, self.metric = Path(ckpt_dir) / f"best_{name}.pt", metric
+        self.value = load_checkpoint(self.path).get("best_metric") if self.path.exists() else None
+
+    def update(self, metrics: dict, model: torch.nn.Module, step: int) -> None:
+        value = metrics.get(self.metric)
+        if value is None or value != value or (self.value is not None and value <= self.value):
+            return
+        self.value = float(value)
+        if is_main_process():
+            save_checkpoint({"format": 1, "model": model.state_dict(), "best_metric": self.value,
+                             "monitor": self.metric, "global_step": step, "metrics": dict(metrics)}, self.path)
 
 
 LOSS_KEYS = ("image", "labels", "masks", "flag", "bbox_tag")
@@ -192,12 +216,16 @@ def main(argv=None) -> Path:
                                                         train=False),
                              dev, classes, cfg.eval.loc_threshold, trainer.autocast, on_batch=on_batch,
                              desc="val-loc")
-        return summary_metrics(pred, meter, classes, prefix="val/")
+        metrics = summary_metrics(pred, meter, classes, prefix="val/")
+        for keeper in holder["loc_best"]:
+            keeper.update(metrics, model, trainer.global_step)
+        return metrics
 
     trainer = Trainer(model, optimizer, cfg.engine, run_dir, loss_fn=make_loss_fn(cfg),
                       evaluate=evaluate if val_sets is not None else None, scheduler=scheduler,
                       scheduler_interval="epoch", config=to_dict(cfg))
     holder["trainer"] = trainer
+    holder["loc_best"] = [BestByMetric(trainer.ckpt_dir, name, metric) for name, metric in LOC_CHECKPOINTS.items()]
     for note in splits.notes:
         trainer.log(f"note: {note}")
     trainer.log(f"data: {len(splits.train)} train images ({len(splits.train_box_ids)} box-supervised), "

@@ -53,7 +53,7 @@ def test_resnet_original_names_are_timm():
     with torch.device("meta"):
         ref = set(timm.create_model("resnet50", pretrained=False).state_dict())  # conv1, bn1, layer1-4, fc
     assert ref <= set(orig)
-    assert set(orig) - ref == {k for k in orig if k.startswith(("decoder.", "fc_layer.", "hmt."))}
+    assert set(orig) - ref == {k for k in orig if k.startswith(("attn_decoder.", "fc_layer.", "global_pool."))}
 
 
 @pytest.mark.parametrize("style, container", [("convnext", "raw"), ("convnext", "module"),
@@ -97,25 +97,25 @@ def test_our_own_checkpoints_load_without_mapping_and_ema(tmp_path):
 def test_unmatched_keys_are_listed():
     model = tiny_model()
     orig = ours_to_original(_perturbed(model), "convnext")
-    orig["dec.0.q.weight"] = orig.pop("decoder.0.attn.q.weight")
+    orig["dec.0.q.weight"] = orig.pop("attn_decoder.0.attn.q.weight")
     orig["something_else"] = torch.zeros(1)
+    model = tiny_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(CheckpointKeyError) as err:
-        load_weights(tiny_model(), orig)
+        load_weights(model, orig)
     msg = str(err.value)
     assert "dec.0.q.weight" in msg and "something_else" in msg and "decoder.0.attn.q.weight" in msg
+    for k, v in model.state_dict().items():                          # nothing loaded partially
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0, msg=k)
     assert "README" in msg
     # a user-supplied rename rule bridges other names without code changes
     del orig["something_else"]
-    load_weights(tiny_model(), orig, extra_rules=[(r"^dec\.0\.q\.", "decoder.0.attn.q.")])
+    load_weights(tiny_model(), orig, extra_rules=[(r"^dec\.0\.q\.", "attn_decoder.0.attn.q.")])
 
 
-def test_fc_layer_alias_and_shape_mismatch():
-    model = tiny_model()
-    orig = ours_to_original(_perturbed(model), "convnext")
-    orig["fc_layer.weight"] = orig.pop("fc_layer.0.weight")
-    renamed, unclaimed = original_to_ours(orig, "convnext")
-    assert "fc_layer.0.weight" in renamed and unclaimed == []
-    orig["hmt.filter.weight"] = torch.zeros(3, 1, 7, 7)
+def test_shape_mismatch_is_named():
+    orig = ours_to_original(_perturbed(tiny_model()), "convnext")
+    orig["global_pool.spatial_encode.0.weight"] = torch.zeros(3, 1, 7, 7)
     with pytest.raises(CheckpointKeyError, match="shape mismatches.*hmt.filter.weight"):
         load_weights(tiny_model(), orig)
 
@@ -185,12 +185,13 @@ def test_readme_rename_example():
     model = tiny_model(seed=5)
     expected = _perturbed(model)
     orig = ours_to_original(expected, "convnext")
-    for old, new in [(r"^decoder\.0\.", "dec1."), (r"^decoder\.1\.", "dec2."), (r"^hmt\.", "fft_pool.")]:
+    for old, new in [(r"^attn_decoder\.0\.", "dec1."), (r"^attn_decoder\.1\.", "dec2."),
+                     (r"^global_pool\.", "fft_pool.")]:
         orig = {re.sub(old, new, k): v for k, v in orig.items()}
-    with pytest.raises(CheckpointKeyError, match=r"(?s)no rule maps.*dec1\.norm_q\.weight.*does not fill.*decoder\.0"):
+    with pytest.raises(CheckpointKeyError, match=r"(?s)no rule maps.*dec1\.norm1_q\.weight.*does not fill.*decoder\.0"):
         load_weights(tiny_model(seed=6), orig)
-    cfg = load_config(ADNetConfig, None, ["model.pretrained_rename=['^dec1\\.=decoder.0.','^dec2\\.=decoder.1.',"
-                                          "'^fft_pool\\.=hmt.']"])
+    cfg = load_config(ADNetConfig, None, ["model.pretrained_rename=['^dec1\\.=attn_decoder.0.',"
+                                          "'^dec2\\.=attn_decoder.1.','^fft_pool\\.=global_pool.']"])
     other = tiny_model(seed=6)
     assert load_weights(other, orig, extra_rules=parse_rename_rules(cfg.model.pretrained_rename)) == []
     for k, v in other.state_dict().items():

@@ -154,6 +154,23 @@ def test_transforms():
     assert eval_transform(cfg.data, 416).transforms[0].size == 437
 
 
+@pytest.mark.parametrize("hparams, fill, resample, translate", [
+    ("timm", (128, 128, 128), "random", 250),            # the original: rand_augment_transform(config, {})
+    ("imagenet", (124, 116, 104), "bicubic", int(352 * 0.45)),   # ours before
+])
+def test_rand_augment_hparams(hparams, fill, resample, translate):
+    from PIL.Image import Resampling
+    from timm.data.auto_augment import RandAugment
+    cfg = load_config(ADNetConfig, CONFIGS / "nih_convnext.yaml", [f"data.auto_augment_hparams={hparams}"])
+    assert load_config(ADNetConfig, CONFIGS / "nih_convnext.yaml").data.auto_augment_hparams == "timm"
+    rand_aug = next(t for t in train_transform(cfg.data).transforms if isinstance(t, RandAugment))
+    for op in rand_aug.ops:
+        assert op.kwargs["fillcolor"] == fill, op.name
+        expected = (Resampling.BILINEAR, Resampling.BICUBIC) if resample == "random" else Resampling.BICUBIC
+        assert op.kwargs["resample"] == expected, op.name
+    assert rand_aug.ops[0].hparams["translate_const"] == translate
+
+
 def test_knn_scores_are_exp_weighted_votes():
     sims = np.array([[0.9, 0.5, 0.1]], dtype=np.float32)
     nb = np.array([[2, 0, 1]])
@@ -165,6 +182,21 @@ def test_knn_scores_are_exp_weighted_votes():
                                rtol=1e-6)
     np.testing.assert_allclose(knn_scores(sims, nb, labels, 3, 0.5, normalise=True)[0], expected / w.sum(),
                                rtol=1e-6)
+
+
+def test_knn_threshold_rules():
+    """original: a class is predicted when any neighbour carries it; vote_fraction: the weighted vote share."""
+    from adnet.knn import threshold_scores
+    sims = np.array([[0.9, 0.5, 0.1]], dtype=np.float32)
+    nb = np.array([[0, 1, 2]])
+    labels = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0]], dtype=np.float32)   # class 1 only on the weakest
+    orig = threshold_scores("original", sims, nb, labels, 3, 0.5)[0]
+    np.testing.assert_array_equal(orig, [1.0, 1.0, 0.0])          # class 2: no neighbour -> not predicted
+    frac = threshold_scores("vote_fraction", sims, nb, labels, 3, 0.5)[0]
+    w = np.exp(np.array([0.9, 0.5, 0.1]) / 0.5)
+    np.testing.assert_allclose(frac, [(w[0] + w[1]) / w.sum(), w[2] / w.sum(), 0.0], rtol=1e-6)
+    assert frac[1] < 0.5 < orig[1]                                 # the two rules disagree on class 1
+    assert load_config(ADNetConfig, None).eval.knn_threshold_rule == "original"
 
 
 def test_mimic_images_are_squashed_like_the_originals_384_copies(tmp_path):

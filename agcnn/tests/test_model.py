@@ -180,4 +180,25 @@ def test_offline_imagenet_download_is_one_line_naming_pretrained_path(monkeypatc
     assert run_cli("python -m agcnn.train", lambda: build_model(cfg)) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert "timm 'resnet18'" in err and "--set model.pretrained_path=FILE" in err and "URLError" in err
+    assert "timm 'resnet18.tv_in1k'" in err and "--set model.pretrained_path=FILE" in err and "URLError" in err
+
+
+@pytest.mark.parametrize("backbone, tag, pretrained, expected", [
+    ("resnet50", "tv_in1k", True, "resnet50.tv_in1k"),          # default: torchvision's ImageNet weights
+    ("densenet121", "tv_in1k", True, "densenet121.tv_in1k"),
+    ("resnet50", "", True, "resnet50"),                         # switch back: timm's default tag
+    ("resnet50", "tv_in1k", False, "resnet50"),                 # no download: the tag does not matter
+    ("resnet50.a1_in1k", "tv_in1k", True, "resnet50.a1_in1k"),  # an explicit tag wins
+])
+def test_imagenet_weights_are_torchvision_by_default(backbone, tag, pretrained, expected):
+    import timm
+
+    from agcnn.config import Config
+    from agcnn.train import timm_backbone
+    m = Config().model
+    assert m.pretrained_tag == "tv_in1k"
+    m.backbone, m.pretrained_tag, m.pretrained = backbone, tag, pretrained
+    assert timm_backbone(m) == expected
+    # what timm downloads for that name (its config only, no download): "" gives timm's a1_in1k / ra_in1k
+    timm_tag = timm.models.get_pretrained_cfg(expected).tag
+    assert timm_tag == (expected.partition(".")[2] or {"resnet50": "a1_in1k", "densenet121": "ra_in1k"}[expected])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from shared.data.labels import NIH_WANG_ORDER
@@ -115,3 +116,17 @@ def test_seed_repository_variant_joint_otsu_avg_c14(twin, tmp_path):
     assert {"bce_global", "bce_local", "bce_fusion"} <= set(train_logs[0])
     assert "tau_sweep" not in metrics and "auroc_no_finding" not in metrics
     assert "tau sweep: not applicable (model.threshold=otsu)" in out.getvalue()
+    # make eval-authors-agcnn: the seed repository's released fusion FC over these branches. A zero weight with a
+    # bias gives a constant fusion score per class: AUROC exactly 0.5, whatever the branches say.
+    from agcnn.config import Config
+    from shared.config import load_config
+    in_features = agcnn_train.build_model(load_config(Config, run / "config.yaml")).fusion.in_features
+    fc = tmp_path / "seed_fusion_fc.pth"
+    torch.save({"fc.weight": torch.zeros(14, in_features), "fc.bias": torch.arange(14.0)}, fc)
+    with contextlib.redirect_stdout(io.StringIO()):
+        seeded = agcnn_test.main(["--run", str(run), "--out", str(tmp_path / "authors"),
+                                  "--set", f"model.seed_fusion_fc={fc}"])
+    assert all(v == 0.5 for v in seeded["auroc"].values())
+    assert seeded["auroc_global"] == metrics["auroc_global"]
+    notes = json.loads((tmp_path / "authors" / "results.json").read_text())["notes"]
+    assert any(n.startswith(f"fusion FC: the seed repository's released file {fc}") for n in notes)

@@ -64,6 +64,20 @@ def test_reproduce_targets_fail_clearly_without_data(tmp_path, target, expect):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_eval_authors_target_names_what_is_missing(tmp_path):
+    weights = tmp_path / "resnet50_best_auc.pth"
+    run = lambda *extra: subprocess.run(["make", "-s", "-o", "install", "eval-authors-ham", f"DATA={tmp_path / 'no'}",  # noqa: E731
+                                         f"RUNS={tmp_path / 'runs'}", *extra], cwd=REPO, capture_output=True,
+                                        text=True, timeout=120)
+    assert "set WEIGHTS=" in run().stderr
+    assert "WEIGHTS not found" in run(f"WEIGHTS={weights}").stderr
+    weights.write_bytes(b"")
+    res = run(f"WEIGHTS={weights}")
+    assert res.returncode != 0 and "NIH ChestX-ray14 not found" in res.stdout
+    assert not (tmp_path / "runs").exists()
+
+
 def test_cli_errors_name_the_problem(tmp_path, capsys):
     with pytest.raises(SystemExit):
         ham_test.main([])

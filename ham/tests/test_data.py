@@ -252,3 +252,17 @@ def test_chexpert_small_files_need_the_original_sizes(tmp_path):
     small = {k: {c: v / 100 for c, v in d.items()} for k, d in boxes.items()}   # boxes that happen to fit
     with pytest.raises(Exception, match="CheXpert-v1.0-small"):
         HAMDataset(frame, classes, small, set(frame["image_id"]), train=False, img_size=32)
+
+
+@pytest.mark.parametrize("order", ["wang", "alphabetical"])
+def test_nih_classes_follow_the_configured_order(synth, order):
+    """Default: the original's Wang order (its cls_fc rows and log lines); a dataset row's labels follow it."""
+    from shared.data.labels import NIH_LABELS, NIH_WANG_ORDER
+    cfg = DataConfig(layout="nih", root=str(synth), train="split:train", test="split:test", test_boxes=None,
+                     **({} if order == "wang" else {"nih_class_order": order}))
+    frame, boxes, classes = load_index(cfg)
+    assert classes == (NIH_WANG_ORDER if order == "wang" else NIH_LABELS)
+    assert classes[2] == ("Effusion" if order == "wang" else "Consolidation")
+    ds = HAMDataset(frame, classes, boxes, set(), train=False, img_size=32, with_masks=False)
+    row = int(frame[classes[2]].to_numpy().argmax())
+    assert ds.labels[row, 2] == frame[classes[2]].iloc[row] == 1.0

@@ -88,6 +88,24 @@ def test_test_cli_prints_and_writes_the_tables(demo_run, capsys):
     train_log = (run_dir / "log.txt").read_text()
     assert "visdom" in train_log and "continuing without it" in train_log
     assert (run_dir / "checkpoints" / "best.pt").is_file()
+    # the original's three best checkpoints: T(IoU) / T(IoBB) tables read from the ones of their metric
+    assert (run_dir / "checkpoints" / "best_tiou.pt").is_file() and (run_dir / "checkpoints" / "best_tiobb.pt").is_file()
+    assert any("T(IoU) from" in note and "best_tiou.pt" in note for note in results["notes"])
+
+
+@pytest.mark.slow
+def test_test_cli_evaluates_a_file_in_the_authors_layout(demo_run, tmp_path, capsys):
+    """ham.test -w with our best weights saved as the authors saved theirs (module.model.*): same AUROC."""
+    from ham.checkpoint import ours_to_original
+    from ham.test import main as ham_test
+    from shared.engine import load_checkpoint, weights_from_checkpoint
+    run_dir = demo_run["run_dir"]
+    weights = weights_from_checkpoint(load_checkpoint(run_dir / "checkpoints" / "best.pt"))
+    path = tmp_path / "resnet18_best_auc.pth"
+    torch.save({f"module.{k}": v for k, v in ours_to_original(weights).items()}, path)
+    out = ham_test(["-cfg", str(run_dir / "config.yaml"), "-w", str(path), "--out", str(tmp_path / "eval")])
+    assert "authors' released layout" in capsys.readouterr().out
+    assert out["auroc"]["mean"] == pytest.approx(demo_run["auroc"]["mean"], abs=1e-6)
 
 
 @pytest.mark.slow
