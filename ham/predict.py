@@ -26,23 +26,22 @@ import torchvision.transforms.v2 as T
 from shared import predict as common
 from shared.config import load_config
 from shared.data.images import to_rgb
-from shared.data.labels import NIH_LABELS
 from shared.data.splits import HAM_CHEXPERT_CLASSES
 from shared.data.transforms import HALF_MEAN, HALF_STD
-from shared.engine import load_checkpoint, load_model_weights, weights_from_checkpoint
 
+from ham.checkpoint import load_weights
 from ham.config import HAMConfig, ModelConfig, build_model
+from ham.data import nih_classes
 
 
 def load_ham_weights(model: torch.nn.Module, path: Path) -> None:
-    """The one place predict loads weights (our shared.engine checkpoints; best.pt's selected raw/EMA)."""
-    state = load_checkpoint(path, map_location="cpu")
-    load_model_weights(model, weights_from_checkpoint(state) if "model" in state else state)
+    """The one place predict loads weights: ours or the authors' released .pth (ham.checkpoint, strict)."""
+    load_weights(model, path)
 
 
 def class_names(cfg: HAMConfig) -> list[str]:
     """The classes HAM trains on for the config's layout (as ham.data.load_index names them)."""
-    return list(HAM_CHEXPERT_CLASSES) if cfg.data.layout == "chexpert" else list(NIH_LABELS)
+    return list(HAM_CHEXPERT_CLASSES) if cfg.data.layout == "chexpert" else nih_classes(cfg.data)
 
 
 def test_transform(size: int) -> T.Compose:
