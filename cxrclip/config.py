@@ -17,7 +17,9 @@ class SourceConfig:
     train_csv: str | None = None        # custom (CGMH format): image (list), text_label (list)
     valid_csv: str | None = None
     image_root: str | None = None       # custom: folder the CSV's image paths are relative to
-    prompt_file: str | None = None      # {label: {pos, neg, unc}}; None -> plain template sentences
+    prompt_file: str | None = None      # {label: {pos, neg, unc}} (the original's train_prompts_all.json);
+    #                                     required by label-only sources; "templates" = invented sentences
+    holdout_csv: str | None = None      # chexpert: GLoRIA's chexpert_5x200.csv, whose patients are left out
     tasks: list[str] = field(default_factory=list)  # custom: the label set negatives are drawn from
     num_negs: int = 0                   # chest14: 3 in the paper; custom: 0 by default
 

@@ -33,7 +33,7 @@ def read_source(source: SourceConfig, train: bool) -> list[Sample]:
     if source.name == "mimic":
         return mimic_samples(source.root, split)
     if source.name == "chexpert":
-        return chexpert_samples(source.root, split)
+        return chexpert_samples(source.root, split, source.holdout_csv)
     if source.name == "chest14":
         return chest14_samples(source.root, split)
     csv = source.train_csv if train else source.valid_csv
@@ -42,14 +42,24 @@ def read_source(source: SourceConfig, train: bool) -> list[Sample]:
     return custom_samples(csv, source.image_root)
 
 
-def source_prompts(source: SourceConfig) -> dict | None:
-    """The prompt table of a label-only source (None for image-text sources)."""
+ORIGINAL_PROMPTS_URL = "https://github.com/kakaobrain/cxr-clip/blob/main/datasets/train_prompts_all.json"
+
+
+def source_prompts(source: SourceConfig, index: int) -> dict | None:
+    """The prompt table of a label-only source (None for image-text sources); ``index`` names its config key."""
     if source.name == "mimic":
         return None
-    if source.prompt_file:
-        return P.load_prompts(source.prompt_file)
-    labels = {"chexpert": CHEXPERT_LABELS, "chest14": P.CHEST14_TASKS, "custom": source.tasks}[source.name]
-    return P.template_prompts(labels)
+    key = f"data.sources.{index}.prompt_file"
+    if source.prompt_file == P.TEMPLATES:
+        labels = {"chexpert": CHEXPERT_LABELS, "chest14": P.CHEST14_TASKS, "custom": source.tasks}[source.name]
+        return P.template_prompts(labels)
+    if not source.prompt_file or not Path(source.prompt_file).is_file():
+        where = f"{source.prompt_file} not found" if source.prompt_file else "not set"
+        raise FileNotFoundError(
+            f"{key} {where}: the {source.name!r} source makes its texts from a prompt file; the paper's is the "
+            f"original's train_prompts_all.json ({ORIGINAL_PROMPTS_URL}; see cxrclip/README.md), or set "
+            f"{key}={P.TEMPLATES} for invented sentences")
+    return P.load_prompts(source.prompt_file)
 
 
 def build_datasets(cfg: TrainConfig, train: bool) -> tuple[ConcatDataset, list[str]]:
@@ -58,12 +68,12 @@ def build_datasets(cfg: TrainConfig, train: bool) -> tuple[ConcatDataset, list[s
     transform = train_transform(cfg.data.image_size, encoder) if train else eval_transform(cfg.data.image_size,
                                                                                             encoder)
     parts, texts = [], []
-    for source in cfg.data.sources:
+    for index, source in enumerate(cfg.data.sources):
         samples = read_source(source, train)
         if not samples:
             raise ValueError(f"source {source.name!r} ({source.root or source.train_csv}) has no "
                              f"{'training' if train else 'validation'} samples")
-        prompts = source_prompts(source)
+        prompts = source_prompts(source, index)
         if prompts is None:
             parts.append(PairDataset(samples, transform, train))
             texts += [s for sample in samples for s in sample.sections]
