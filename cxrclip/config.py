@@ -55,6 +55,7 @@ class EvalConfig:
     retrieval_layout: Literal["mimic", "openi", "csv"] = "mimic"  # csv: the original's mimic_cxr_test/openi_test
     retrieval_split: str = "test"       # mimic only (OpenI is all test)
     retrieval_image_root: str | None = None  # csv: folder its image paths are relative to (default: the CSV's)
+    openi_projections: str | None = None  # openi: Kaggle's indiana_projections.csv (else first image = frontal)
     zeroshot_root: str | None = None    # MIMIC/CheXpert-layout root: binary zero-shot per class on its test split
     zeroshot_layout: Literal["mimic", "chexpert"] = "mimic"
     zeroshot_csv: str | None = None     # or a classification CSV (RSNA / SIIM / VinDr test, see data.py)
@@ -68,7 +69,7 @@ class EvalConfig:
     chexpert5x200_csv: str | None = None  # GLoRIA's csv: Path, Report Impression, 5 class columns; zero-shot and,
     #                                   when it has 'Report Impression', image<->text retrieval
     chexpert5x200_image_root: str | None = None
-    class_prompts: str | None = None    # {class: [prompt, ...]} ensembles for 5x200; None -> templates
+    class_prompts: str | None = None    # {class: [prompt, ...]} for 5x200; None -> the published 489 prompts
 
 
 @dataclass

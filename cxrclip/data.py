@@ -247,6 +247,42 @@ def _as_list(value) -> list[str]:
     return [] if pd.isna(value) else [str(value)]
 
 
+def openi_frontal(frame: pd.DataFrame, projections_csv: str | Path | None = None) -> pd.DataFrame:
+    """OpenI retrieval pairs as the original: one frontal image per report (``openi.read_reports(per="image")``).
+
+    Frontal = ``projection == "Frontal"`` in ``projections_csv`` (Kaggle's ``indiana_projections.csv``: ``filename``
+    such as ``1_IM-0001-4001.dcm.png``, ``projection``) when given; otherwise the report's first listed image (the
+    NLMCXR XML lists the frontal view first). The first frontal image of each report is kept."""
+    if projections_csv:
+        table = pd.read_csv(projections_csv)
+        missing = {"filename", "projection"} - set(table.columns)
+        if missing:
+            raise ValueError(f"{projections_csv}: missing column(s) {sorted(missing)}; expected filename, projection")
+        ids = "CXR" + table["filename"].astype(str).str.replace(r"(\.dcm)?\.png$", "", regex=True)
+        frontal = set(ids[table["projection"].astype(str).str.lower() == "frontal"])
+        frame = frame[frame["image_id"].isin(frontal)]
+    return frame.drop_duplicates("report_id").reset_index(drop=True)
+
+
+def eval_image_paths(cells: pd.Series, root: str | Path, source: str | Path) -> list[str]:
+    """An evaluation CSV's ``image`` column -> one path per row under ``root``. A cell may hold a path or a
+    Python-literal list of paths (the original's CSVs, the CGMH fork's test CSV): its first path is used (the one
+    the original evaluates); rows with more than one path are counted on stdout."""
+    paths, several = [], 0
+    for line, cell in enumerate(cells, start=2):
+        try:
+            items = _as_list(cell)
+        except (ValueError, SyntaxError) as err:
+            raise ValueError(f"{source}: line {line}: cannot parse image cell {cell!r}: {err}") from err
+        if not items:
+            raise ValueError(f"{source}: line {line}: empty image cell")
+        several += len(items) > 1
+        paths.append(str(Path(root) / items[0]))
+    if several:
+        print(f"{source}: {several} rows list several images; the first of each is evaluated")
+    return paths
+
+
 def read_classification_csv(path: str | Path, classes: Sequence[str], label_names: Sequence[str] | None = None,
                             image_root: str | Path | None = None) -> tuple[list[str], np.ndarray]:
     """The classification CSV formats (RSNA / SIIM / VinDr) -> (image paths, labels (N, len(classes))).
@@ -275,4 +311,4 @@ def read_classification_csv(path: str | Path, classes: Sequence[str], label_name
                                  "class(es); name list-valued labels with label_names")
     else:
         raise ValueError(f"{path}: needs one column per class {classes} or a 'label' column")
-    return [str(root / p) for p in frame["image"]], labels
+    return eval_image_paths(frame["image"], root, path), labels

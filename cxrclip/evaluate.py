@@ -83,12 +83,6 @@ def ensemble_zeroshot(image_emb: torch.Tensor, targets: np.ndarray, class_prompt
     return multiclass_accuracy(targets, scores, classes)
 
 
-def template_class_prompts(classes: Sequence[str]) -> dict[str, list[str]]:
-    """A small prompt ensemble per class when no ensemble file is configured (not GLoRIA's list)."""
-    return {c: [c, f"There is {c.lower()}.", f"Findings consistent with {c.lower()}.", f"{c} is present."]
-            for c in classes}
-
-
 def load_class_prompts(path: str | Path) -> dict[str, list[str]]:
     import json
 

@@ -19,9 +19,10 @@ import pandas as pd
 import torch
 
 from cxrclip.config import TrainConfig
-from cxrclip.data import eval_transform, read_classification_csv
+from cxrclip.data import eval_image_paths, eval_transform, openi_frontal, read_classification_csv
 from cxrclip.evaluate import (binary_zeroshot, embed_images, embed_texts, ensemble_zeroshot, load_class_prompts,
-                              retrieval, template_class_prompts)
+                              retrieval)
+from cxrclip.prompts import chexpert5x200_class_prompts
 from cxrclip.loading import add_weights_args, load_from_args
 from shared.cli import cli_exit
 from shared.data import chexpert, mimic, openi
@@ -44,15 +45,15 @@ def study_frame(root: str, split: str, layout: str = "mimic") -> pd.DataFrame:
     return frame.assign(text=[mimic.longer_section(report) for report in sections])
 
 
-def retrieval_frame(root: str, layout: str = "mimic", split: str = "test",
-                    image_root: str | None = None) -> pd.DataFrame:
+def retrieval_frame(root: str, layout: str = "mimic", split: str = "test", image_root: str | None = None,
+                    projections_csv: str | None = None) -> pd.DataFrame:
     """``path`` + ``text`` (the retrieval target) rows. mimic: one frontal-first image per study of ``split``;
-    openi: every image of a report, against its report; csv: the original's (image, text) test CSVs as they are.
+    openi: one frontal image per report (``data.openi_frontal``: 3,955 pairs), against its report; csv: the original's (image, text) test CSVs as they are.
     The target is the report's longer section (by length); rows with no text are left out."""
     if layout == "mimic":
         frame = study_frame(root, split)
     elif layout == "openi":
-        frame = openi.read_reports(root, per="image")
+        frame = openi_frontal(openi.read_reports(root, per="image"), projections_csv)
         sections = frame[["findings", "impression"]].to_dict("records")
         frame = frame.assign(text=[mimic.longer_section(report) for report in sections])
     else:
@@ -61,7 +62,7 @@ def retrieval_frame(root: str, layout: str = "mimic", split: str = "test",
         if missing:
             raise ValueError(f"{root}: missing column(s) {sorted(missing)}; a retrieval CSV has image, text")
         base = Path(image_root) if image_root else Path(root).parent
-        frame = pd.DataFrame({"path": [str(base / p) for p in frame["image"]],
+        frame = pd.DataFrame({"path": eval_image_paths(frame["image"], base, root),
                               "text": frame["text"].fillna("").astype(str).str.strip()})
     empty = frame["text"] == ""
     if empty.any():   # a target nobody can retrieve: said, not silently dropped
@@ -77,7 +78,8 @@ def evaluate_all(model, tokenizer, cfg: TrainConfig, device) -> dict:
     metrics: dict = {}
     ev = cfg.eval
     if ev.retrieval_root:
-        frame = retrieval_frame(ev.retrieval_root, ev.retrieval_layout, ev.retrieval_split, ev.retrieval_image_root)
+        frame = retrieval_frame(ev.retrieval_root, ev.retrieval_layout, ev.retrieval_split, ev.retrieval_image_root,
+                                ev.openi_projections)
         image_emb = embed_images(model, frame["path"].tolist(), transform, device)
         both = retrieval(image_emb, frame["text"].tolist(), text_fn)
         metrics["retrieval_i2t"], metrics["retrieval_t2i"] = both["i2t"], both["t2i"]
@@ -114,8 +116,7 @@ def _chexpert5x200(model, cfg: TrainConfig, transform, text_fn, device) -> dict:
     """Ensemble zero-shot accuracy, and image<->text retrieval against the 'Report Impression' column if present."""
     ev = cfg.eval
     frame = pd.read_csv(ev.chexpert5x200_csv)
-    prompts = load_class_prompts(ev.class_prompts) if ev.class_prompts else template_class_prompts(
-        ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"])
+    prompts = load_class_prompts(ev.class_prompts) if ev.class_prompts else chexpert5x200_class_prompts()
     missing = [c for c in [*prompts, "Path"] if c not in frame]
     if missing:
         raise ValueError(f"{ev.chexpert5x200_csv}: missing column(s) {missing}")

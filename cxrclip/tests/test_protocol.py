@@ -89,3 +89,34 @@ def test_chexpert_training_leaves_out_the_5x200_patients(tmp_path):
     pd.DataFrame({"Image": ["a.jpg"]}).to_csv(bad, index=False)
     with pytest.raises(ValueError, match="bad.csv: missing column 'Path'"):
         read_chexpert5x200(bad)
+
+
+def test_openi_retrieval_pairs_are_one_frontal_image_per_report(tmp_path):
+    from shared.data import openi
+    from cxrclip.data import openi_frontal
+
+    root = synthetic.generate("openi", tmp_path / "openi", n=12, size=32, seed=0)
+    every = openi.read_reports(root, per="image")
+    pairs = openi_frontal(every)
+    assert len(every) > len(pairs) == every["report_id"].nunique()        # the twin has lateral views too
+    assert pairs["image_id"].str.endswith("-1001").all()                  # the twin's frontal views
+    # with Kaggle's projections table: a report whose first image is lateral keeps its frontal one
+    flipped = every["image_id"].str.endswith("-2001")
+    table = pd.DataFrame({"filename": every["image_id"].str.removeprefix("CXR") + ".dcm.png",
+                          "projection": ["Frontal" if f else "Lateral" for f in flipped]})
+    table.to_csv(tmp_path / "indiana_projections.csv", index=False)
+    chosen = openi_frontal(every, tmp_path / "indiana_projections.csv")
+    assert chosen["image_id"].str.endswith("-2001").all() and len(chosen) == int(flipped.sum())
+
+
+def test_list_valued_image_cells_are_parsed(tmp_path, capsys):
+    from cxrclip.data import eval_image_paths, read_classification_csv
+
+    csv = tmp_path / "test.csv"
+    csv.write_text('image,Pneumothorax\n"[\'a/1.png\', \'a/2.png\']",1\n"[\'b/1.png\']",0\nc.png,0\n')
+    paths, labels = read_classification_csv(csv, ["Pneumothorax"])
+    assert paths == [str(tmp_path / "a/1.png"), str(tmp_path / "b/1.png"), str(tmp_path / "c.png")]
+    assert labels[:, 0].tolist() == [1, 0, 0]
+    assert "1 rows list several images" in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"test.csv: line 2: cannot parse image cell"):
+        eval_image_paths(pd.Series(["['a.png'"]), tmp_path, csv)
