@@ -32,6 +32,8 @@ class DataConfig:
     max_length: int = 256
     batch_size: int = 128               # per process (the paper: 128 global)
     eval_batch_size: int = 256
+    val_loss: Literal["per_dataset", "pooled"] = "per_dataset"  # best checkpoint: mean of the sources' mean
+    #                                   batch losses (the original), or the mean over all validation samples
 
 
 @dataclass
