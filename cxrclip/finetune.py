@@ -16,6 +16,14 @@ or a ``label`` column (a scalar, or a list such as VinDr's 20 values with ``--la
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # `cd cxrclip && python finetune.py ...` runs as from the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from shared.cli import run_from_repo_root
+    run_from_repo_root(__name__)
+
 import argparse
 import math
 

@@ -11,9 +11,16 @@ for released weights).
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # `cd cxrclip && python test.py ...` runs as from the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from shared.cli import run_from_repo_root
+    run_from_repo_root(__name__)
+
 import argparse
 import warnings
-from pathlib import Path
 
 import pandas as pd
 import torch
