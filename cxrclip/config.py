@@ -65,6 +65,7 @@ class EvalConfig:
     zeroshot_label_names: list[str] = field(default_factory=list)  # names of a list-valued 'label' (VinDr's 20)
     zeroshot_classes: list[str] = field(default_factory=lambda: ["Atelectasis", "Cardiomegaly", "Consolidation",
                                                                  "Edema", "Pleural Effusion"])
+    #                                   [] with zeroshot_csv: every column of the CSV but 'image' 
     binary_prompts: dict[str, list[str]] = field(default_factory=dict)  # {class: [negative, positive]};
     #                                   default ["No <class>", "<class>"]; RSNA: ["No evidence of pneumonia",
     #                                   "Findings suggesting pneumonia."]

@@ -95,18 +95,21 @@ def evaluate_all(model, tokenizer, cfg: TrainConfig, device) -> dict:
     if ev.zeroshot_root and ev.zeroshot_csv:
         raise ValueError("set one of eval.zeroshot_root and eval.zeroshot_csv (both write zeroshot_* metrics)")
     if ev.zeroshot_root or ev.zeroshot_csv:
+        classes = ev.zeroshot_classes
         if ev.zeroshot_csv:
-            paths, labels = read_classification_csv(ev.zeroshot_csv, ev.zeroshot_classes,
+            # no classes named: every column of the CSV but the image (the VinDr CSV cxrclip.prepare writes)
+            classes = classes or [c for c in pd.read_csv(ev.zeroshot_csv, nrows=0).columns if c != "image"]
+            paths, labels = read_classification_csv(ev.zeroshot_csv, classes,
                                                     ev.zeroshot_label_names or None, ev.zeroshot_image_root)
         else:
             frame = study_frame(ev.zeroshot_root, "test" if ev.zeroshot_layout == "mimic" else "valid",
                                 ev.zeroshot_layout)
-            missing = [c for c in ev.zeroshot_classes if c not in frame]
+            missing = [c for c in classes if c not in frame]
             if missing:
                 raise ValueError(f"zero-shot classes {missing} are not label columns of {ev.zeroshot_root}")
-            paths, labels = frame["path"].tolist(), frame[ev.zeroshot_classes].to_numpy()
+            paths, labels = frame["path"].tolist(), frame[classes].to_numpy()
         image_emb = embed_images(model, paths, transform, device)
-        table = binary_zeroshot(image_emb, labels, ev.zeroshot_classes, text_fn, ev.binary_prompts)
+        table = binary_zeroshot(image_emb, labels, classes, text_fn, ev.binary_prompts)
         print("binary zero-shot (p = softmax over the [negative, positive] prompt similarities):\n"
               + render_table(table))
         metrics["zeroshot_auroc"] = table["auroc"].to_dict()
