@@ -27,14 +27,16 @@ import torch
 
 from cxrclip.config import TrainConfig
 from cxrclip.data import eval_image_paths, eval_transform, openi_frontal, read_classification_csv
-from cxrclip.evaluate import (binary_zeroshot, embed_images, embed_texts, ensemble_zeroshot, load_class_prompts,
+from cxrclip.evaluate import (binary_zeroshot, embed_images, embed_texts, ensemble_scores, load_class_prompts,
                               retrieval)
+from cxrclip.figures import save_confusion_matrix, save_retrieval_strip
 from cxrclip.prompts import chexpert5x200_class_prompts
 from cxrclip.loading import add_weights_args, load_from_args
 from shared.cli import cli_exit
 from shared.data import chexpert, mimic, openi
 from shared.engine import create_run_dir
 from shared.metrics.classification import render_table
+from shared.metrics.zeroshot import multiclass_accuracy
 from shared.report import report_run, write_results
 
 
@@ -78,8 +80,9 @@ def retrieval_frame(root: str, layout: str = "mimic", split: str = "test", image
     return frame[~empty].reset_index(drop=True)
 
 
-def evaluate_all(model, tokenizer, cfg: TrainConfig, device) -> dict:
-    """Every evaluation the config names -> metrics dict for results.json (fractions)."""
+def evaluate_all(model, tokenizer, cfg: TrainConfig, device, figures_dir: Path | None = None) -> dict:
+    """Every evaluation the config names -> metrics dict for results.json (fractions). With ``figures_dir``: its
+    pictures too (retrieval_strip.png, chexpert5x200_confusion.png, chexpert5x200_retrieval_strip.png)."""
     transform = eval_transform(cfg.data.image_size, cfg.model.image.name)
     text_fn = lambda texts: embed_texts(model, tokenizer, texts, device, max_length=cfg.data.max_length)  # noqa: E731
     metrics: dict = {}
@@ -90,6 +93,7 @@ def evaluate_all(model, tokenizer, cfg: TrainConfig, device) -> dict:
         image_emb = embed_images(model, frame["path"].tolist(), transform, device)
         both = retrieval(image_emb, frame["text"].tolist(), text_fn)
         metrics["retrieval_i2t"], metrics["retrieval_t2i"] = both["i2t"], both["t2i"]
+        _strip(figures_dir, "retrieval_strip.png", frame["path"].tolist(), both)
         print(f"retrieval ({ev.retrieval_layout}) on {len(frame)} images: image->text {_fmt(both['i2t'])}; "
               f"text->image {_fmt(both['t2i'])}")
     if ev.zeroshot_root and ev.zeroshot_csv:
@@ -115,14 +119,20 @@ def evaluate_all(model, tokenizer, cfg: TrainConfig, device) -> dict:
         metrics["zeroshot_auroc"] = table["auroc"].to_dict()
         metrics["zeroshot_f1"] = table["f1"].to_dict()
     if ev.chexpert5x200_csv:
-        metrics.update(_chexpert5x200(model, cfg, transform, text_fn, device))
+        metrics.update(_chexpert5x200(model, cfg, transform, text_fn, device, figures_dir))
     if not metrics:
         raise ValueError("nothing to evaluate: set eval.retrieval_root, eval.zeroshot_root / eval.zeroshot_csv or "
                          "eval.chexpert5x200_csv")
     return metrics
 
 
-def _chexpert5x200(model, cfg: TrainConfig, transform, text_fn, device) -> dict:
+def _strip(figures_dir: Path | None, name: str, paths: list[str], both: dict) -> None:
+    if figures_dir is not None:
+        path = save_retrieval_strip(figures_dir / name, paths, both["similarity"], both["texts"], both["target"])
+        print(f"retrieval strip: {path}")
+
+
+def _chexpert5x200(model, cfg: TrainConfig, transform, text_fn, device, figures_dir: Path | None = None) -> dict:
     """Ensemble zero-shot accuracy, and image<->text retrieval against the 'Report Impression' column if present."""
     ev = cfg.eval
     frame = pd.read_csv(ev.chexpert5x200_csv)
@@ -131,10 +141,15 @@ def _chexpert5x200(model, cfg: TrainConfig, transform, text_fn, device) -> dict:
     if missing:
         raise ValueError(f"{ev.chexpert5x200_csv}: missing column(s) {missing}")
     root = Path(ev.chexpert5x200_image_root or Path(ev.chexpert5x200_csv).parent)
-    image_emb = embed_images(model, [str(root / p) for p in frame["Path"]], transform, device)
+    paths = eval_image_paths(frame["Path"], root, ev.chexpert5x200_csv)
+    image_emb = embed_images(model, paths, transform, device)
     targets = frame[list(prompts)].to_numpy().argmax(1)
-    table = ensemble_zeroshot(image_emb, targets, prompts, text_fn)
+    scores = ensemble_scores(image_emb, prompts, text_fn)
+    table = multiclass_accuracy(targets, scores, list(prompts))
     print("CheXpert5x200 zero-shot accuracy:\n" + table.to_string())
+    if figures_dir is not None:
+        path = save_confusion_matrix(figures_dir / "chexpert5x200_confusion.png", targets, scores, list(prompts))
+        print(f"confusion matrix: {path}")
     out = {"chexpert5x200_accuracy": table.iloc[:, 0].to_dict()}
     if "Report Impression" not in frame:
         print(f"CheXpert5x200 retrieval not run: {ev.chexpert5x200_csv} has no 'Report Impression' column")
@@ -143,6 +158,7 @@ def _chexpert5x200(model, cfg: TrainConfig, transform, text_fn, device) -> dict:
     keep = (texts != "").to_numpy()
     both = retrieval(image_emb[torch.tensor(keep)], texts[keep].tolist(), text_fn)
     out["chexpert5x200_retrieval_i2t"], out["chexpert5x200_retrieval_t2i"] = both["i2t"], both["t2i"]
+    _strip(figures_dir, "chexpert5x200_retrieval_strip.png", [p for p, k in zip(paths, keep) if k], both)
     print(f"CheXpert5x200 retrieval on {int(keep.sum())} images: image->text {_fmt(both['i2t'])}; "
           f"text->image {_fmt(both['t2i'])}")
     return out
@@ -159,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
     loaded = load_from_args(parser, args)
     cfg = loaded.cfg
     run_dir = loaded.run_dir or create_run_dir("cxrclip", f"{cfg.name}-eval", root=cfg.output_root)
-    metrics = evaluate_all(loaded.model, loaded.tokenizer(), cfg, loaded.device)
+    metrics = evaluate_all(loaded.model, loaded.tokenizer(), cfg, loaded.device, figures_dir=run_dir)
     headline = ["retrieval_i2t/R@10", "zeroshot_auroc/mean"]
     write_results(run_dir, "cxrclip", cfg.name, metrics, published_key=cfg.name, notes=[f"weights: {loaded.weights}"],
                   headline=[h for h in headline if h.split("/")[0] in metrics] or None)
