@@ -4,13 +4,14 @@
     python -m cxrclip.prepare {rsna,siim,vindr,openi,chexpert5x200} --root RAW --out DIR [--workers N]
 
 Images are converted as the original did: DICOM -> modality LUT -> VOI LUT -> MONOCHROME1 inverted -> resized so
-the short side is 512 (Lanczos) -> min-max to uint8; PNG / JPEG inputs are decoded and resized the same way (no
-stretch). They go to ``DIR/images/`` and the CSVs to ``DIR/`` with image paths relative to ``DIR``:
+the short side is 512 (sizes truncated) -> min-max to uint8 (truncated); PNG / JPEG inputs are decoded and resized
+the same way (no stretch). The original meant Lanczos but passed ``cv2.INTER_LANCZOS4`` where ``cv2.resize`` takes
+its output array, so it resized bilinearly: ``--interpolation linear`` (default, faithful) or ``lanczos``. They go to ``DIR/images/`` and the CSVs to ``DIR/`` with image paths relative to ``DIR``:
 
 | dataset | RAW holds | writes | split |
 |---|---|---|---|
 | rsna | stage_2_train_labels.csv, stage_2_train_images/*.dcm | {train,valid,test}.csv: image, Pneumonia | 70% train; the rest halved (random_state 0): test, valid |
-| siim | train-rle.csv, dicom-images-train/**/*.dcm | {train,valid,test}.csv: image, Pneumothorax | as rsna |
+| siim | stage_2_train.csv or train-rle.csv, **/*.dcm | {train,valid,test}.csv: image, Pneumothorax | as rsna |
 | vindr | annotations/image_labels_{train,test}.csv, {train,test}/*.dicom | {train,valid,test}.csv: image, one column per label but "Other lesion"/"Other disease" | test official; train/valid 80/20 (random_state 0) of the per-image max over readers |
 | openi | NLMCXR reports + PNGs (shared.data.openi layout) | openi_test.csv: image, text | one frontal image per report |
 | chexpert5x200 | chexpert_5x200.csv (GLoRIA) + the CheXpert images it names | chexpert_5x200.csv: Path, 5 classes, Report Impression | as given |
@@ -62,32 +63,37 @@ def dicom_to_float(path: str | Path) -> np.ndarray:
     return arr
 
 
-def resize_short_side(arr: np.ndarray, size: int = SHORT_SIDE) -> np.ndarray:
+INTERPOLATION = {"linear": cv2.INTER_LINEAR, "lanczos": cv2.INTER_LANCZOS4}
+
+
+def resize_short_side(arr: np.ndarray, size: int = SHORT_SIDE, interpolation: str = "linear") -> np.ndarray:
+    """Short side -> ``size``, the other side scaled and truncated to an integer (as the original)."""
     h, w = arr.shape
     scale = size / min(h, w)
-    return cv2.resize(arr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_LANCZOS4)
+    return cv2.resize(arr, (max(1, int(w * scale)), max(1, int(h * scale))),
+                      interpolation=INTERPOLATION[interpolation])
 
 
 def minmax_uint8(arr: np.ndarray) -> np.ndarray:
     lo, hi = float(arr.min()), float(arr.max())
-    return np.zeros(arr.shape, np.uint8) if hi <= lo else np.rint((arr - lo) / (hi - lo) * 255).astype(np.uint8)
+    return np.zeros(arr.shape, np.uint8) if hi <= lo else ((arr - lo) / (hi - lo) * 255).astype(np.uint8)
 
 
-def convert_image(src: str | Path, size: int = SHORT_SIDE) -> np.ndarray:
+def convert_image(src: str | Path, size: int = SHORT_SIDE, interpolation: str = "linear") -> np.ndarray:
     """One source image -> the uint8 (H, W) image the evaluations read (short side ``size``)."""
     if str(src).lower().endswith((".dcm", ".dicom")):
-        return minmax_uint8(resize_short_side(dicom_to_float(src), size))
-    arr = resize_short_side(load_image(src).astype(np.float32), size)
-    return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+        return minmax_uint8(resize_short_side(dicom_to_float(src), size, interpolation))
+    arr = resize_short_side(load_image(src).astype(np.float32), size, interpolation)
+    return np.clip(arr, 0, 255).astype(np.uint8)
 
 
-def _convert_one(job: tuple[str, str, int]) -> str | None:
-    """Worker: (src, dst, size) -> None when written (or already there), else the reason it was skipped."""
-    src, dst, size = job
+def _convert_one(job: tuple[str, str, int, str]) -> str | None:
+    """Worker: (src, dst, size, interpolation) -> None when written (or already there), else why it was skipped."""
+    src, dst, size, interpolation = job
     if os.path.isfile(dst):
         return None
     try:
-        image = convert_image(src, size)
+        image = convert_image(src, size, interpolation)
     except Exception as err:  # noqa: BLE001 - any unreadable file is skipped and reported, never fatal
         return f"{type(err).__name__}: {err}"
     ok, buffer = cv2.imencode(".png", image)
@@ -101,9 +107,9 @@ def _convert_one(job: tuple[str, str, int]) -> str | None:
     return None
 
 
-def convert_all(frame: pd.DataFrame, out: Path, size: int, workers: int) -> pd.DataFrame:
+def convert_all(frame: pd.DataFrame, out: Path, size: int, workers: int, interpolation: str) -> pd.DataFrame:
     """Convert ``frame.src`` to ``out / frame.image``; returns the rows whose image exists, writes skipped.csv."""
-    jobs = [(src, str(out / rel), size) for src, rel in zip(frame["src"], frame["image"])]
+    jobs = [(src, str(out / rel), size, interpolation) for src, rel in zip(frame["src"], frame["image"])]
     reasons = list(tqdm(ordered_parallel_map(_convert_one, jobs, workers), total=len(jobs), desc="images"))
     skipped = pd.DataFrame({"src": frame["src"], "reason": reasons}).dropna()
     if len(skipped):
@@ -143,13 +149,14 @@ def rsna_tables(root: Path) -> dict[str, pd.DataFrame]:
 
 
 def siim_tables(root: Path) -> dict[str, pd.DataFrame]:
-    rle = pd.read_csv(_require(root / "train-rle.csv", "SIIM-ACR Pneumothorax label table"))
-    rle.columns = [c.strip() for c in rle.columns]      # the Kaggle file names its column " EncodedPixels"
+    table = next((root / n for n in ("stage_2_train.csv", "train-rle.csv") if (root / n).is_file()), None)
+    rle = pd.read_csv(_require(table or root / "stage_2_train.csv", "SIIM-ACR Pneumothorax labels "
+                                                                      "(stage_2_train.csv or train-rle.csv)"))
+    rle.columns = [c.strip() for c in rle.columns]      # one Kaggle file names its column " EncodedPixels"
     positive = rle.assign(pos=rle["EncodedPixels"].astype(str).str.strip() != "-1")
     per_image = positive.groupby("ImageId", sort=False)["pos"].max().reset_index()
-    files = _find_files(root / "dicom-images-train", ".dcm")
-    frame = pd.DataFrame({"src": [files.get(i, str(root / "dicom-images-train" / f"{i}.dcm"))
-                                  for i in per_image["ImageId"]],
+    files = _find_files(root, ".dcm")     # the DICOMs sit in nested study/series folders
+    frame = pd.DataFrame({"src": [files.get(i, str(root / f"{i}.dcm")) for i in per_image["ImageId"]],
                           "image": [f"images/{i}.png" for i in per_image["ImageId"]],
                           "Pneumothorax": per_image["pos"].astype(int)})
     return gloria_split(frame)
@@ -195,13 +202,14 @@ TABLES: dict[str, Callable[[Path], dict[str, pd.DataFrame]]] = {
     "chexpert5x200": chexpert5x200_tables}
 
 
-def prepare(dataset: str, root: str | Path, out: str | Path, size: int = SHORT_SIDE, workers: int = 1) -> dict:
+def prepare(dataset: str, root: str | Path, out: str | Path, size: int = SHORT_SIDE, workers: int = 1,
+            interpolation: str = "linear") -> dict:
     """Convert the images of ``dataset`` and write its CSVs; returns {csv name: rows}."""
     root, out = Path(root), Path(out)
     tables = TABLES[dataset](_require(root, f"the {dataset} download"))
     out.mkdir(parents=True, exist_ok=True)
     every = pd.concat(tables.values())
-    kept = set(convert_all(every, out, size, workers)["image"])
+    kept = set(convert_all(every, out, size, workers, interpolation)["image"])
     counts = {}
     for name, frame in tables.items():
         frame = frame[frame["image"].isin(kept)].drop(columns="src")
@@ -220,8 +228,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", required=True, help="folder for images/ and the CSVs")
     parser.add_argument("--size", type=int, default=SHORT_SIDE, help="short side in pixels (the original's 512)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--interpolation", choices=sorted(INTERPOLATION), default="linear",
+                        help="linear: what the original did (it meant lanczos, see above)")
     args = parser.parse_args(argv)
-    return prepare(args.dataset, args.root, args.out, args.size, args.workers)
+    return prepare(args.dataset, args.root, args.out, args.size, args.workers, args.interpolation)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,10 @@ def test_dicom_conversion_inverts_monochrome1_resizes_and_stretches(tmp_path):
     assert m2.min() == 0 and m2.max() == 255                                  # min-max to uint8
     assert m2[0, 0] < m2[0, -1] and m1[0, 0] > m1[0, -1]                      # MONOCHROME1: low value = bright
     np.testing.assert_allclose(m1.astype(int), 255 - m2.astype(int), atol=1)
+    write_dicom(tmp_path / "wide.dcm", ramp(30, 52))
+    assert convert_image(tmp_path / "wide.dcm", 20).shape == (20, 34)     # 34.67 truncated, as the original
+    assert not np.array_equal(convert_image(tmp_path / "wide.dcm", 20),
+                              convert_image(tmp_path / "wide.dcm", 20, "lanczos"))
 
 
 def _rsna(root, n=20):
