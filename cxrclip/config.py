@@ -17,7 +17,9 @@ class SourceConfig:
     train_csv: str | None = None        # custom (CGMH format): image (list), text_label (list)
     valid_csv: str | None = None
     image_root: str | None = None       # custom: folder the CSV's image paths are relative to
-    prompt_file: str | None = None      # {label: {pos, neg, unc}}; None -> plain template sentences
+    prompt_file: str | None = None      # {label: {pos, neg, unc}} (the original's train_prompts_all.json);
+    #                                     required by label-only sources; "templates" = invented sentences
+    holdout_csv: str | None = None      # chexpert: GLoRIA's chexpert_5x200.csv, whose patients are left out
     tasks: list[str] = field(default_factory=list)  # custom: the label set negatives are drawn from
     num_negs: int = 0                   # chest14: 3 in the paper; custom: 0 by default
 
@@ -30,6 +32,8 @@ class DataConfig:
     max_length: int = 256
     batch_size: int = 128               # per process (the paper: 128 global)
     eval_batch_size: int = 256
+    val_loss: Literal["per_dataset", "pooled"] = "per_dataset"  # best checkpoint: mean of the sources' mean
+    #                                   batch losses (the original), or the mean over all validation samples
 
 
 @dataclass
@@ -53,6 +57,7 @@ class EvalConfig:
     retrieval_layout: Literal["mimic", "openi", "csv"] = "mimic"  # csv: the original's mimic_cxr_test/openi_test
     retrieval_split: str = "test"       # mimic only (OpenI is all test)
     retrieval_image_root: str | None = None  # csv: folder its image paths are relative to (default: the CSV's)
+    openi_projections: str | None = None  # openi: Kaggle's indiana_projections.csv (else first image = frontal)
     zeroshot_root: str | None = None    # MIMIC/CheXpert-layout root: binary zero-shot per class on its test split
     zeroshot_layout: Literal["mimic", "chexpert"] = "mimic"
     zeroshot_csv: str | None = None     # or a classification CSV (RSNA / SIIM / VinDr test, see data.py)
@@ -60,13 +65,14 @@ class EvalConfig:
     zeroshot_label_names: list[str] = field(default_factory=list)  # names of a list-valued 'label' (VinDr's 20)
     zeroshot_classes: list[str] = field(default_factory=lambda: ["Atelectasis", "Cardiomegaly", "Consolidation",
                                                                  "Edema", "Pleural Effusion"])
+    #                                   [] with zeroshot_csv: every column of the CSV but 'image' 
     binary_prompts: dict[str, list[str]] = field(default_factory=dict)  # {class: [negative, positive]};
     #                                   default ["No <class>", "<class>"]; RSNA: ["No evidence of pneumonia",
     #                                   "Findings suggesting pneumonia."]
     chexpert5x200_csv: str | None = None  # GLoRIA's csv: Path, Report Impression, 5 class columns; zero-shot and,
     #                                   when it has 'Report Impression', image<->text retrieval
     chexpert5x200_image_root: str | None = None
-    class_prompts: str | None = None    # {class: [prompt, ...]} ensembles for 5x200; None -> templates
+    class_prompts: str | None = None    # {class: [prompt, ...]} for 5x200; None -> the published 489 prompts
 
 
 @dataclass

@@ -2,8 +2,10 @@
 
 Sources (concatenated for training, as in the paper's M / M+C / M+C+C14 settings):
   mimic     image-text: a study's views and its report sections (FINDINGS / IMPRESSION).
-  chexpert  label-only: texts composed from a prompt file (pos / neg / unc sentences); one sample per study.
-  chest14   label-only: positives + 3 sampled negatives ("Effusion" -> "Pleural Effusion"); 80/20 by patient.
+  chexpert  label-only: texts composed from a prompt file (pos / neg / unc sentences); one sample per study;
+            the patients of GLoRIA's chexpert_5x200.csv (the zero-shot test set) removed when it is given.
+  chest14   label-only: positives (or "No Finding") + 3 sampled negatives ("Effusion" -> "Pleural Effusion");
+            train_val_list only, 80/20 by patient as the original (``chest14_split``).
   custom    label-only, the CGMH fork's format: a CSV with ``image`` (list of paths) and ``text_label`` (list of
             positive labels), a user label list and prompt file from the config.
 Two images = two distinct views of the study when it has several, else two augmentations of one image.
@@ -25,6 +27,7 @@ import pandas as pd
 import torch
 import torchvision.transforms as T
 from PIL import Image
+from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
 
 from cxrclip import prompts as P
@@ -158,11 +161,18 @@ def _frontal_first(view: pd.Series) -> pd.Series:
     return (~view.astype(str).str.upper().isin(["PA", "AP"])).astype(int)
 
 
-def chexpert_samples(root: str | Path, split: str) -> list[Sample]:
+def chexpert_samples(root: str | Path, split: str, holdout_csv: str | Path | None = None) -> list[Sample]:
     """One sample per CheXpert study (``patientNNNNN/studyN``) with all its views, frontal first, so the two
     training images are two distinct views when the study has several. CheXpert labels a study, so its views carry
-    the same labels; views whose labels differ are kept as separate samples rather than merged or dropped."""
+    the same labels; views whose labels differ are kept as separate samples rather than merged or dropped.
+    ``holdout_csv``: GLoRIA's chexpert_5x200.csv; its patients are left out (as the original), said on stdout."""
     frame = chexpert.read_index(root, split=split, uncertain="keep", blank="keep")
+    if holdout_csv:
+        held = chexpert5x200_patients(holdout_csv)
+        out = frame["patient_id"].isin(held)
+        print(f"chexpert {split}: {int(out.sum())} images of {frame.loc[out, 'patient_id'].nunique()} patients "
+              f"of {Path(holdout_csv).name} left out (the zero-shot test set)")
+        frame = frame[~out]
     labels = [label for label in CHEXPERT_LABELS if label in frame]
     frame = frame.assign(_lateral=(frame["frontal_lateral"].astype(str).str.lower() != "frontal").astype(int))
     frame = frame.sort_values(["study_id", "_lateral", "path"], kind="stable")
@@ -174,13 +184,42 @@ def chexpert_samples(root: str | Path, split: str) -> list[Sample]:
     return samples
 
 
-def chest14_samples(root: str | Path, split: str, seed: int = 0) -> list[Sample]:
-    """ChestX-ray14 with the paper's own 80/20 patient split of all images (random_state 0)."""
-    frame = splits.patient_holdout(nih.read_index(root).assign(split="train"), 0.2, seed=seed)
+def read_chexpert5x200(csv: str | Path) -> pd.DataFrame:
+    """GLoRIA's chexpert_5x200.csv (``Path``, the 5 class columns, optional ``Report Impression``) + ``patient_id``
+    (the third-to-last component of ``Path``, e.g. ``patient64541``)."""
+    frame = pd.read_csv(csv)
+    if "Path" not in frame:
+        raise ValueError(f"{csv}: missing column 'Path' (GLoRIA's chexpert_5x200.csv format)")
+    parts = frame["Path"].astype(str).str.replace("\\", "/", regex=False).str.split("/")
+    short = parts.str.len() < 3
+    if short.any():
+        raise ValueError(f"{csv}: line {int(short.to_numpy().argmax()) + 2}: Path {frame['Path'][short].iloc[0]!r} "
+                         "has no patient folder (expected .../patientNNNNN/studyN/view.jpg)")
+    return frame.assign(patient_id=parts.str[-3])
+
+
+def chexpert5x200_patients(csv: str | Path) -> set[str]:
+    return set(read_chexpert5x200(csv)["patient_id"])
+
+
+def chest14_split(frame: pd.DataFrame) -> pd.DataFrame:
+    """The original's ChestX-ray14 split: the official train_val_list images only (the test_list is never used),
+    then ``train_test_split`` of the unique patients (in table order; test_size 0.2, random_state 0) -> 'train' /
+    'val'. ``frame``: ``nih.read_index`` (its split is replaced by the shipped official lists)."""
+    frame = splits.assign_split(frame, splits.nih_official())
+    frame = frame[frame["split"] == "train"].copy()
+    _, val_patients = train_test_split(frame["patient_id"].unique(), test_size=0.2, random_state=0)
+    frame.loc[frame["patient_id"].isin(set(val_patients)), "split"] = "val"
+    return frame
+
+
+def chest14_samples(root: str | Path, split: str) -> list[Sample]:
+    """ChestX-ray14 ``split`` of ``chest14_split``; an image without findings has positives ["No Finding"]."""
+    frame = chest14_split(nih.read_index(root))
     frame = frame[frame["split"] == split]
     names = [P.chest14_name(label) for label in NIH_LABELS]
     flags = frame[NIH_LABELS].to_numpy() > 0
-    return [Sample(images=[path], positives=[n for n, f in zip(names, row) if f])
+    return [Sample(images=[path], positives=[n for n, f in zip(names, row) if f] or [P.NO_FINDING])
             for path, row in zip(frame["path"], flags)]
 
 
@@ -206,6 +245,42 @@ def _as_list(value) -> list[str]:
     if isinstance(value, str) and value.strip().startswith("["):
         return [str(v) for v in ast.literal_eval(value)]
     return [] if pd.isna(value) else [str(value)]
+
+
+def openi_frontal(frame: pd.DataFrame, projections_csv: str | Path | None = None) -> pd.DataFrame:
+    """OpenI retrieval pairs as the original: one frontal image per report (``openi.read_reports(per="image")``).
+
+    Frontal = ``projection == "Frontal"`` in ``projections_csv`` (Kaggle's ``indiana_projections.csv``: ``filename``
+    such as ``1_IM-0001-4001.dcm.png``, ``projection``) when given; otherwise the report's first listed image (the
+    NLMCXR XML lists the frontal view first). The first frontal image of each report is kept."""
+    if projections_csv:
+        table = pd.read_csv(projections_csv)
+        missing = {"filename", "projection"} - set(table.columns)
+        if missing:
+            raise ValueError(f"{projections_csv}: missing column(s) {sorted(missing)}; expected filename, projection")
+        ids = "CXR" + table["filename"].astype(str).str.replace(r"(\.dcm)?\.png$", "", regex=True)
+        frontal = set(ids[table["projection"].astype(str).str.lower() == "frontal"])
+        frame = frame[frame["image_id"].isin(frontal)]
+    return frame.drop_duplicates("report_id").reset_index(drop=True)
+
+
+def eval_image_paths(cells: pd.Series, root: str | Path, source: str | Path) -> list[str]:
+    """An evaluation CSV's ``image`` column -> one path per row under ``root``. A cell may hold a path or a
+    Python-literal list of paths (the original's CSVs, the CGMH fork's test CSV): its first path is used (the one
+    the original evaluates); rows with more than one path are counted on stdout."""
+    paths, several = [], 0
+    for line, cell in enumerate(cells, start=2):
+        try:
+            items = _as_list(cell)
+        except (ValueError, SyntaxError) as err:
+            raise ValueError(f"{source}: line {line}: cannot parse image cell {cell!r}: {err}") from err
+        if not items:
+            raise ValueError(f"{source}: line {line}: empty image cell")
+        several += len(items) > 1
+        paths.append(str(Path(root) / items[0]))
+    if several:
+        print(f"{source}: {several} rows list several images; the first of each is evaluated")
+    return paths
 
 
 def read_classification_csv(path: str | Path, classes: Sequence[str], label_names: Sequence[str] | None = None,
@@ -236,4 +311,4 @@ def read_classification_csv(path: str | Path, classes: Sequence[str], label_name
                                  "class(es); name list-valued labels with label_names")
     else:
         raise ValueError(f"{path}: needs one column per class {classes} or a 'label' column")
-    return [str(root / p) for p in frame["image"]], labels
+    return eval_image_paths(frame["image"], root, path), labels

@@ -10,10 +10,16 @@ numbers only show that the pipeline runs and learns; they are not a reproduction
 """
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 from pathlib import Path
+
+if __package__ in (None, ""):  # `cd cxrclip && python demo.py ...` runs as from the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from shared.cli import run_from_repo_root
+    run_from_repo_root(__name__)
+
+import argparse
+import time
 from typing import Sequence
 
 from shared.demo import fresh_twin, write_summary

@@ -53,11 +53,13 @@ def embed_texts(model, tokenizer, texts: Sequence[str], device, batch_size: int 
     return torch.cat(out) if out else torch.empty(0)
 
 
-def retrieval(image_emb: torch.Tensor, texts: Sequence[str], text_emb_fn) -> dict[str, dict[str, float]]:
-    """``texts[i]`` is image i's report; ``text_emb_fn(unique_texts)`` embeds the de-duplicated texts."""
+def retrieval(image_emb: torch.Tensor, texts: Sequence[str], text_emb_fn) -> dict:
+    """``texts[i]`` is image i's report; ``text_emb_fn(unique_texts)`` embeds the de-duplicated texts.
+    -> {"i2t": scores, "t2i": scores, "similarity": (images, unique texts), "texts": unique, "target": (images,)}
+    (the last three for a retrieval strip)."""
     unique, index = dedup_texts(texts)
     similarity = (image_emb @ text_emb_fn(unique).T).numpy()
-    return image_text_retrieval(similarity, index)
+    return {**image_text_retrieval(similarity, index), "similarity": similarity, "texts": unique, "target": index}
 
 
 def binary_zeroshot(image_emb: torch.Tensor, labels: np.ndarray, classes: Sequence[str], text_emb_fn,
@@ -75,18 +77,16 @@ def binary_zeroshot(image_emb: torch.Tensor, labels: np.ndarray, classes: Sequen
     return classification_table(labels, probs, list(classes))
 
 
+def ensemble_scores(image_emb: torch.Tensor, class_prompts: dict[str, list[str]], text_emb_fn) -> np.ndarray:
+    """(images, classes): the mean cosine over each class's prompts (CheXpert5x200's score; argmax predicts)."""
+    return np.stack([(image_emb @ text_emb_fn(prompts).T).mean(1).numpy() for prompts in class_prompts.values()],
+                    axis=1)
+
+
 def ensemble_zeroshot(image_emb: torch.Tensor, targets: np.ndarray, class_prompts: dict[str, list[str]],
                       text_emb_fn) -> pd.DataFrame:
     """CheXpert5x200: mean cosine over each class's prompts, argmax, per-class/macro/micro accuracy."""
-    classes = list(class_prompts)
-    scores = np.stack([(image_emb @ text_emb_fn(class_prompts[c]).T).mean(1).numpy() for c in classes], axis=1)
-    return multiclass_accuracy(targets, scores, classes)
-
-
-def template_class_prompts(classes: Sequence[str]) -> dict[str, list[str]]:
-    """A small prompt ensemble per class when no ensemble file is configured (not GLoRIA's list)."""
-    return {c: [c, f"There is {c.lower()}.", f"Findings consistent with {c.lower()}.", f"{c} is present."]
-            for c in classes}
+    return multiclass_accuracy(targets, ensemble_scores(image_emb, class_prompts, text_emb_fn), list(class_prompts))
 
 
 def load_class_prompts(path: str | Path) -> dict[str, list[str]]:

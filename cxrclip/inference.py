@@ -9,9 +9,16 @@ Default: the 14 CheXpert findings. Each label's text is the label itself.
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # `cd cxrclip && python inference.py ...` runs as from the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from shared.cli import run_from_repo_root
+    run_from_repo_root(__name__)
+
 import argparse
 import json
-from pathlib import Path
 
 import torch
 

@@ -5,9 +5,16 @@ tube/line findings, say) is just another prompt file plus a task list in the con
 
 Training texts (random; ``rng`` given):
   CheXpert  one sentence per labelled finding: "pos" for 1, "neg" for 0, "unc" for -1; blanks dropped; shuffled.
-  Chest14   the positives + ``num_negs`` (3) negatives sampled from the tasks that are not positive; "Effusion" is
-            named "Pleural Effusion" (and underscores become spaces) so the sentences read like reports.
+  Chest14   the positives (["No Finding"] for an image without findings, its Finding Labels) + ``num_negs`` (3)
+            negatives sampled from the 14 tasks that are not positive; only "Effusion" is renamed "Pleural
+            Effusion" (the original's train_prompts_all.json keeps "Pleural_Thickening" with its underscore).
   custom    (CGMH) positives + ``num_negs`` (default 0) negatives from the configured tasks; no uncertain labels.
+The original's prompt file (``train_prompts_all.json``, 21 labels) is read as it is. ``"templates"`` instead of a
+file gives plain invented sentences (``template_prompts``; demo and tests only — not the paper's text).
+
+CheXpert5x200 zero-shot: ``chexpert5x200_class_prompts()`` = every combination of the shipped word lists
+(``prompts/chexpert5x200_class_prompt_words.json``), the published 489-prompt ensemble.
+
 Validation texts (deterministic; ``rng=None``): the positives, or "No Finding" when there are none; the first
 sentence of each; no shuffling.
 
@@ -18,6 +25,7 @@ that comes out empty (no positives and no negatives drawn, e.g. CGMH with ``num_
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -26,14 +34,17 @@ from typing import Iterable, Mapping, Sequence
 
 from shared.data.labels import NIH_LABELS
 
+PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
+CHEXPERT5X200_WORDS = PROMPT_DIR / "chexpert5x200_class_prompt_words.json"
+TEMPLATES = "templates"   # data.sources.N.prompt_file value: invented sentences instead of a file
 NO_FINDING = "No Finding"
 NO_FINDING_SENTENCE = "No acute cardiopulmonary abnormality."  # when the prompt file has no "No Finding" entry
 KINDS = ("pos", "neg", "unc")
 
 
 def chest14_name(label: str) -> str:
-    """NIH label -> the name used in texts ("Effusion" -> "Pleural Effusion", underscores -> spaces)."""
-    return "Pleural Effusion" if label == "Effusion" else label.replace("_", " ")
+    """NIH label -> its key in the prompt file: only "Effusion" -> "Pleural Effusion" (as the original)."""
+    return "Pleural Effusion" if label == "Effusion" else label
 
 
 CHEST14_TASKS = [chest14_name(label) for label in NIH_LABELS]
@@ -43,7 +54,7 @@ def template_prompts(labels: Iterable[str]) -> dict[str, dict[str, list[str]]]:
     """Plain report-style sentences for any label set, used when no prompt file is configured."""
     prompts = {}
     for label in labels:
-        name = label.lower()
+        name = label.replace("_", " ").lower()
         prompts[label] = {
             "pos": [f"There is {name}.", f"Findings consistent with {name}.", f"{label} is present."],
             "neg": [f"No {name}.", f"There is no evidence of {name}.", f"{label} is absent."],
@@ -114,3 +125,11 @@ def positives_text(positives: Sequence[str], prompts: Mapping, rng: random.Rando
 
 def validation_text(positives: Sequence[str], prompts: Mapping) -> str:
     return compose(prompts, list(positives) or [NO_FINDING])
+
+
+def chexpert5x200_class_prompts(path: str | Path = CHEXPERT5X200_WORDS) -> dict[str, list[str]]:
+    """{class: prompts} of the published CheXpert5x200 zero-shot: every combination of a class's word lists, in
+    the file's key order, joined by spaces and stripped (210 / 15 / 192 / 18 / 54; repeats kept)."""
+    words = json.loads(Path(path).read_text())
+    return {cls: [" ".join(combo).strip() for combo in itertools.product(*lists.values())]
+            for cls, lists in words.items()}

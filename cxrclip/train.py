@@ -1,15 +1,24 @@
 """Pre-train CXR-CLIP: ``python -m cxrclip.train -cfg cxrclip/configs/r50_m.yaml [--set key=value ...]``.
 
 AdamW, per-step linear warmup (1 epoch) then half-cosine to 0, AMP, DDP under torchrun; the checkpoint with the
-lowest mean validation loss is kept (runs/cxrclip/<name>/<timestamp>/checkpoints/best.pt). Under DDP the validation
+lowest validation loss is kept (runs/cxrclip/<name>/<timestamp>/checkpoints/best.pt): the loss of each source is
+the mean over its batches, and the sources are averaged with equal weight, as the original
+(``data.val_loss=pooled``: the mean over all validation samples). Under DDP the validation
 batches are shared out among the ranks and scored without the all-gather, so the validation loss is the
 single-process one.
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # `cd cxrclip && python train.py ...` runs as from the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from shared.cli import run_from_repo_root
+    run_from_repo_root(__name__)
+
 import argparse
 import shutil
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -33,7 +42,7 @@ def read_source(source: SourceConfig, train: bool) -> list[Sample]:
     if source.name == "mimic":
         return mimic_samples(source.root, split)
     if source.name == "chexpert":
-        return chexpert_samples(source.root, split)
+        return chexpert_samples(source.root, split, source.holdout_csv)
     if source.name == "chest14":
         return chest14_samples(source.root, split)
     csv = source.train_csv if train else source.valid_csv
@@ -42,14 +51,24 @@ def read_source(source: SourceConfig, train: bool) -> list[Sample]:
     return custom_samples(csv, source.image_root)
 
 
-def source_prompts(source: SourceConfig) -> dict | None:
-    """The prompt table of a label-only source (None for image-text sources)."""
+ORIGINAL_PROMPTS_URL = "https://github.com/kakaobrain/cxr-clip/blob/main/datasets/train_prompts_all.json"
+
+
+def source_prompts(source: SourceConfig, index: int) -> dict | None:
+    """The prompt table of a label-only source (None for image-text sources); ``index`` names its config key."""
     if source.name == "mimic":
         return None
-    if source.prompt_file:
-        return P.load_prompts(source.prompt_file)
-    labels = {"chexpert": CHEXPERT_LABELS, "chest14": P.CHEST14_TASKS, "custom": source.tasks}[source.name]
-    return P.template_prompts(labels)
+    key = f"data.sources.{index}.prompt_file"
+    if source.prompt_file == P.TEMPLATES:
+        labels = {"chexpert": CHEXPERT_LABELS, "chest14": P.CHEST14_TASKS, "custom": source.tasks}[source.name]
+        return P.template_prompts(labels)
+    if not source.prompt_file or not Path(source.prompt_file).is_file():
+        where = f"{source.prompt_file} not found" if source.prompt_file else "not set"
+        raise FileNotFoundError(
+            f"{key} {where}: the {source.name!r} source makes its texts from a prompt file; the paper's is the "
+            f"original's train_prompts_all.json ({ORIGINAL_PROMPTS_URL}; see cxrclip/README.md), or set "
+            f"{key}={P.TEMPLATES} for invented sentences")
+    return P.load_prompts(source.prompt_file)
 
 
 def build_datasets(cfg: TrainConfig, train: bool) -> tuple[ConcatDataset, list[str]]:
@@ -58,12 +77,12 @@ def build_datasets(cfg: TrainConfig, train: bool) -> tuple[ConcatDataset, list[s
     transform = train_transform(cfg.data.image_size, encoder) if train else eval_transform(cfg.data.image_size,
                                                                                             encoder)
     parts, texts = [], []
-    for source in cfg.data.sources:
+    for index, source in enumerate(cfg.data.sources):
         samples = read_source(source, train)
         if not samples:
             raise ValueError(f"source {source.name!r} ({source.root or source.train_csv}) has no "
                              f"{'training' if train else 'validation'} samples")
-        prompts = source_prompts(source)
+        prompts = source_prompts(source, index)
         if prompts is None:
             parts.append(PairDataset(samples, transform, train))
             texts += [s for sample in samples for s in sample.sections]
@@ -109,23 +128,34 @@ def val_loader_for_rank(val_set, batch_size: int, collate_fn, num_workers: int =
     return DataLoader(val_set, batch_sampler=batches, num_workers=num_workers, collate_fn=collate_fn)
 
 
-def make_evaluate(val_loader: DataLoader, criterion, device):
-    """Mean validation loss over samples. Under DDP each rank scores its share of the batches (see
-    ``val_loader_for_rank``) without the all-gather and the sums are all-reduced: the value equals the
-    single-process one whatever the number of processes."""
+def make_evaluate(val_loaders: dict[str, DataLoader], criterion, device, average: str = "per_dataset"):
+    """Validation loss of each source (``val/loss_<source>``: the mean over its batches) and ``val/loss``, the
+    checkpoint criterion: as the original, the equal-weight mean of the sources' losses (``average="pooled"``: the
+    mean over all validation samples instead, so the largest source dominates). Under DDP each rank scores its
+    share of every source's batches (see ``val_loader_for_rank``) without the all-gather and the sums are
+    all-reduced: the values equal the single-process ones whatever the number of processes."""
     def evaluate(model) -> dict[str, float]:
-        total, count = 0.0, 0
-        for batch in val_loader:
-            batch = move_to_device(batch, device)
-            loss, _ = clip_step(model, batch, criterion, gather=False)
-            total += loss.item() * batch["images"].shape[0]
-            count += batch["images"].shape[0]
+        sums = torch.zeros(len(val_loaders), 4, dtype=torch.float64, device=device)  # batch losses, batches,
+        for row, loader in enumerate(val_loaders.values()):                          # sample losses, samples
+            for batch in loader:
+                batch = move_to_device(batch, device)
+                loss, _ = clip_step(model, batch, criterion, gather=False)
+                n = batch["images"].shape[0] // 2
+                sums[row] += torch.tensor([loss.item(), 1.0, loss.item() * n, n], dtype=torch.float64, device=device)
         if is_distributed():
-            sums = torch.tensor([total, float(count)], dtype=torch.float64, device=device)
             dist.all_reduce(sums)
-            total, count = sums.tolist()
-        return {"val/loss": total / max(count, 1)}
+        per_source = (sums[:, 0] / sums[:, 1].clamp(min=1)).tolist()
+        metrics = {f"val/loss_{name}": value for name, value in zip(val_loaders, per_source)}
+        metrics["val/loss"] = (sum(per_source) / len(per_source) if average == "per_dataset"
+                               else (sums[:, 2].sum() / sums[:, 3].sum().clamp(min=1)).item())
+        return metrics
     return evaluate
+
+
+def source_names(sources: list[SourceConfig]) -> list[str]:
+    """Metric names of the sources: their names, numbered when one occurs twice (``custom0``, ``custom1``)."""
+    names = [source.name for source in sources]
+    return [f"{name}{i}" if names.count(name) > 1 else name for i, name in enumerate(names)]
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -155,12 +185,13 @@ def train_run(cfg: TrainConfig, run_dir: Path) -> Path:
                       loss_fn=lambda m, batch: clip_step(m, batch, criterion))
     train_loader = trainer.make_loader(train_set, cfg.data.batch_size, shuffle=True, drop_last=len(train_set) >
                                        cfg.data.batch_size, collate_fn=TextCollator(tokenizer, cfg.data.max_length))
-    val_loader = val_loader_for_rank(val_set, cfg.data.eval_batch_size, num_workers=cfg.engine.num_workers,
-                                     collate_fn=TextCollator(tokenizer, cfg.data.max_length, train=False))
+    val_collate = TextCollator(tokenizer, cfg.data.max_length, train=False)
+    val_loaders = {name: val_loader_for_rank(part, cfg.data.eval_batch_size, val_collate, cfg.engine.num_workers)
+                   for name, part in zip(source_names(cfg.data.sources), val_set.datasets)}
     warmup = int(cfg.optim.warmup_epochs * trainer.steps_per_epoch(train_loader))
     trainer.scheduler = cosine_schedule(optimizer, total_steps=trainer.total_steps(train_loader), min_lr=0.0,
                                         warmup_steps=warmup)
-    trainer.evaluate = make_evaluate(val_loader, criterion, trainer.device)
+    trainer.evaluate = make_evaluate(val_loaders, criterion, trainer.device, cfg.data.val_loss)
     best = trainer.fit(train_loader)
     trainer.log(f"best validation: {best}")
     return run_dir

@@ -64,3 +64,24 @@ def test_missing_data_and_bad_config_are_clear(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train.main(["-cfg", "cxrclip/configs/demo.yaml", "--set", "loss.icl=1"])
     assert "unknown key 'loss.icl'" in capsys.readouterr().err
+
+
+def test_per_folder_form_works_from_the_repository_root(tmp_path):
+    """`cd cxrclip && python train.py -cfg configs/demo.yaml` reads the config where you are and the config's
+    paths from the repository root, as every method's CLIs do."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(train.__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if k not in ("CXR_TRACEBACK", "PYTHONPATH")}
+    proc = subprocess.run([sys.executable, "train.py", "-cfg", "configs/demo.yaml", "--set",
+                           "data.sources.0.root=data/no_such_twin", f"output_root={tmp_path}"],
+                          cwd=repo / "cxrclip", env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert str(repo / "data" / "no_such_twin") in proc.stderr      # resolved from the root, not from cxrclip/
+    for script in ("test.py",):  # the other CLIs share its header and weights options
+        proc = subprocess.run([sys.executable, script, "--help"], cwd=repo / "cxrclip", env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0 and "--weights" in proc.stdout, (script, proc.stderr)

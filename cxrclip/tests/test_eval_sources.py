@@ -94,8 +94,13 @@ def test_zero_shot_on_a_classification_csv_and_retrieval_on_openi_csv_and_5x200(
     ev.zeroshot_root, ev.zeroshot_csv, ev.zeroshot_classes = None, str(rsna), ["Pneumonia"]
     ev.binary_prompts = {"Pneumonia": rsna_prompts}
     ev.chexpert5x200_csv = str(five)
+    figures = tmp_path / "figures"
+    figures.mkdir()
     with pytest.warns(UserWarning, match="1 of 6 images have no report text"):     # the "" report is said
-        metrics = evaluate_all(model, tokenizer, cfg, torch.device("cpu"))
+        metrics = evaluate_all(model, tokenizer, cfg, torch.device("cpu"), figures_dir=figures)
+    pictures = {"retrieval_strip.png", "chexpert5x200_confusion.png", "chexpert5x200_retrieval_strip.png"}
+    assert {p.name for p in figures.iterdir()} == pictures
+    assert all(Image.open(figures / name).size[0] > 300 for name in pictures)
     assert set(metrics["zeroshot_auroc"]) == {"Pneumonia", "mean"} and _finite(metrics["zeroshot_auroc"])
     for key in ("retrieval_i2t", "retrieval_t2i", "chexpert5x200_retrieval_i2t", "chexpert5x200_retrieval_t2i"):
         assert _finite(metrics[key]) and 0.0 <= metrics[key]["R@1"] <= 1.0, key

@@ -5,6 +5,7 @@ import math
 import os
 import socket
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -12,6 +13,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from cxrclip.loss import CXRClipLoss
+from cxrclip.train import clip_step
 
 
 def embeddings(b=6, d=8, seed=0):
@@ -114,8 +116,8 @@ class TinyClip(torch.nn.Module):
                 F.normalize((self.text(input_ids) * attention_mask[..., None]).sum(1), dim=-1), torch.tensor(10.0))
 
 
-def _val_items(n=7):
-    g = torch.Generator().manual_seed(5)
+def _val_items(n=7, seed=5):
+    g = torch.Generator().manual_seed(seed)
     return [{"image1": torch.randn(3, 2, 2, generator=g), "image2": torch.randn(3, 2, 2, generator=g),
              "text1": torch.randint(1, 20, (4,), generator=g), "text2": torch.randint(1, 20, (4,), generator=g)}
             for _ in range(n)]
@@ -127,17 +129,40 @@ def _collate(items):
             "input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
-def _validation_loss() -> float:
-    from cxrclip.train import make_evaluate, val_loader_for_rank
-    loader = val_loader_for_rank(_val_items(), 3, _collate)  # 7 samples: batches of 3, 3, 1
+def _val_loaders(rank=None, world=None):
+    from cxrclip.train import val_loader_for_rank
+    # two sources of uneven size: 7 samples (batches of 3, 3, 1) and 4 (3, 1)
+    return {name: val_loader_for_rank(_val_items(n, seed), 3, _collate, rank=rank, world=world)
+            for name, n, seed in (("big", 7, 5), ("small", 4, 6))}
+
+
+def _validation_loss(average: str = "per_dataset") -> dict:
+    from cxrclip.train import make_evaluate
     with torch.no_grad():
-        return make_evaluate(loader, CXRClipLoss(), torch.device("cpu"))(TinyClip())["val/loss"]
+        return make_evaluate(_val_loaders(), CXRClipLoss(), torch.device("cpu"), average)(TinyClip())
+
+
+def test_validation_loss_averages_the_sources_with_equal_weight():
+    """As the original: each source's loss is the mean over its batches; val/loss the mean over the sources."""
+    model, criterion = TinyClip(), CXRClipLoss()
+    by_hand = {}
+    with torch.no_grad():
+        for name, loader in _val_loaders(0, 1).items():
+            losses = [clip_step(model, batch, criterion, gather=False)[0].item() for batch in loader]
+            sizes = [batch["images"].shape[0] // 2 for batch in loader]
+            by_hand[name] = (np.mean(losses), np.dot(losses, sizes), sum(sizes))
+    metrics = _validation_loss()
+    assert metrics["val/loss_big"] == pytest.approx(by_hand["big"][0])
+    assert metrics["val/loss"] == pytest.approx((by_hand["big"][0] + by_hand["small"][0]) / 2)
+    pooled = (by_hand["big"][1] + by_hand["small"][1]) / (by_hand["big"][2] + by_hand["small"][2])
+    assert _validation_loss("pooled")["val/loss"] == pytest.approx(pooled)
+    assert pooled != pytest.approx(metrics["val/loss"])
 
 
 def _val_worker(rank, world, port, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    out[rank] = _validation_loss()
+    out[rank] = _validation_loss()["val/loss"]
     dist.destroy_process_group()
 
 
@@ -145,7 +170,7 @@ def _val_worker(rank, world, port, out):
 def test_distributed_validation_loss_equals_single_process():
     """Each rank scores its share of the single-process batches without the all-gather (the all-gathered loss over
     an unsharded loader came out higher under DDP)."""
-    single = _validation_loss()
+    single = _validation_loss()["val/loss"]
     manager = mp.Manager()
     out = manager.dict()
     mp.spawn(_val_worker, args=(2, _free_port(), out), nprocs=2, join=True)
