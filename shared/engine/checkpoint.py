@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from contextlib import suppress
@@ -28,6 +29,20 @@ class WeightsMismatchError(CheckpointError):
         self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
 
 
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (full disk, read-only folder); the previous file is untouched."""
+
+
+def _write_failure(path: Path, err: BaseException) -> str:
+    cause = err.strerror if isinstance(err, OSError) and err.strerror else f"{type(err).__name__}: {err}"
+    try:
+        free = f"{shutil.disk_usage(path.parent if path.parent.exists() else path.anchor).free / 2**20:.0f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    return (f"cannot write checkpoint {path} ({cause}; {free} there): free disk space or move the runs root to "
+            "a writable disk, then --resume the run (the previous checkpoint is intact)")
+
+
 class LoadResult(NamedTuple):
     missing: list[str]
     unexpected: list[str]
@@ -42,17 +57,22 @@ def save_checkpoint(obj: Any, path: str | Path) -> Path:
     removes the temporary file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise CheckpointWriteError(_write_failure(path, err)) from err
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(obj, fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with suppress(OSError):
             os.unlink(tmp)
+        if isinstance(err, (OSError, RuntimeError)):  # a full disk surfaces as torch's "unexpected pos" RuntimeError
+            raise CheckpointWriteError(_write_failure(path, err)) from err
         raise
     with suppress(OSError):  # make the rename durable where the platform allows it
         dir_fd = os.open(path.parent, os.O_RDONLY)
