@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--resume", default=None, help="run directory to resume")
     cfg, args = parse_config(TrainConfig, argv, parser=parser, example="optim.lr=1e-4 engine.epochs=2")
     seed_everything(cfg.engine.seed, cfg.engine.deterministic)
-    run_dir = create_run_dir("cxrclip", cfg.name, root=cfg.output_root, resume=args.resume)
+    run_dir = create_run_dir("cxrclip", cfg.name, root=cfg.output_root, resume=args.resume, root_key="output_root")
     try:
         return train_run(cfg, run_dir)
     except BaseException:

@@ -4,7 +4,7 @@
     cd ham && python train.py -cfg configs/demo.yaml
 
 Writes ``runs/ham/<config>/<timestamp>/`` (or ``--run-dir``; an existing run directory resumes from its
-checkpoints/last.pt): config.yaml, log.txt, metrics.jsonl, checkpoints/{last,best}.pt. Then run ``ham.test``.
+checkpoints/last.pt; ``--resume RUN`` continues a run and refuses a directory that does not exist): config.yaml, log.txt, metrics.jsonl, checkpoints/{last,best}.pt. Then run ``ham.test``.
 """
 from __future__ import annotations
 
@@ -145,8 +145,10 @@ def visdom_grid(trainer: Trainer, batch, out, max_images: int = 4) -> None:
 
 def main(argv=None) -> Path:
     parser = argparse.ArgumentParser(description="Train HAM (Ouyang et al., TMI 2021)")
-    parser.add_argument("--run-dir", "--resume", default=None,
-                        help="run directory (resumes when it has checkpoints/last.pt)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--resume", default=None, help="run directory to continue (must exist), or 'latest'")
+    where.add_argument("--run-dir", default=None,
+                       help="run directory to write (created; resumes when it has checkpoints/last.pt)")
     cfg, args = parse_config(HAMConfig, argv, parser=parser, example="optim.lr=1e-4 engine.epochs=2")
     config_name = Path(args.config).stem
 
@@ -162,7 +164,7 @@ def main(argv=None) -> Path:
         run_dir = Path(args.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
     else:
-        run_dir = create_run_dir("ham", config_name, root=cfg.runs_root)
+        run_dir = create_run_dir("ham", config_name, root=cfg.runs_root, resume=args.resume)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     scheduler = step_schedule(optimizer, cfg.optim.step_epochs, cfg.optim.gamma)
     d = cfg.data
