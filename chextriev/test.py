@@ -265,11 +265,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--run", required=True, help="run directory written by chextriev.train")
     parser.add_argument("--checkpoint", default=None, help="checkpoint file (default: RUN/checkpoints/best.pt)")
     cfg, args = parse_config(ChextrievConfig, argv, parser=parser)
-    try:
-        run_test(cfg, args.run, args.checkpoint)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    run_test(cfg, args.run, args.checkpoint)   # user errors become one `prog: error:` line in cli_exit
     print(f"\nwrote {Path(args.run) / 'retrieval'} and {Path(args.run) / 'results.json'}")
     return 0
 

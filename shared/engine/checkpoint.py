@@ -83,17 +83,30 @@ def save_checkpoint(obj: Any, path: str | Path) -> Path:
     return path
 
 
+def load_failure(path: Path, err: BaseException, trust_hint: str = "") -> str:
+    """Why ``torch.load`` refused ``path``, in one line: pickled objects (``trust_hint`` says how to allow them)
+    or a file that is not a complete PyTorch checkpoint (truncated download, another file type)."""
+    text = str(err)
+    if "Unsupported global" in text or "GLOBAL" in text:   # weights_only met a pickled class: a real checkpoint
+        what = "holds pickled Python objects, which weights_only loading refuses"
+        return f"cannot load checkpoint {path}: it {what}" + (f"; {trust_hint}" if trust_hint else "")
+    first = text.splitlines()[0][:120] if text else ""
+    return (f"cannot load checkpoint {path}: not a complete PyTorch checkpoint ({type(err).__name__}: {first}); "
+            "the file is truncated (re-download or re-copy it) or of another type")
+
+
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     """``torch.load(path, weights_only=True)`` with one clear error naming the file when missing or corrupt."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"checkpoint not found: {path}; check the path (--weights / --run)")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # UnpicklingError, RuntimeError (zip), EOFError ...
-        raise CheckpointError(f"cannot load checkpoint {path} with weights_only=True "
-                              f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-                              "the file is truncated/corrupt or holds pickled objects") from err
+        raise CheckpointError(load_failure(path, err)) from err
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"cannot load checkpoint {path}: it holds a {type(obj).__name__}, not a state dict or "
+                              "a checkpoint dict; give a checkpoint written by this project's train")
     return obj
 
 
