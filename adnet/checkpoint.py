@@ -36,6 +36,8 @@ from typing import Iterable, Mapping
 
 import torch
 
+from shared.engine.checkpoint import load_failure
+
 from .model import ADNet, build_model
 
 __all__ = ["CheckpointKeyError", "extract_state_dict", "original_to_ours", "ours_to_original", "is_ours",
@@ -159,7 +161,7 @@ def read_checkpoint(path: str | Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling errors are many types; name the file
-        raise CheckpointKeyError(f"{path}: cannot be read as a PyTorch checkpoint ({type(err).__name__}: {err})") from err
+        raise CheckpointKeyError(load_failure(path, err)) from err
 
 
 def load_state_dict_file(path: str | Path, ema: bool = False) -> dict[str, torch.Tensor]:

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
+from .data.images import ImageReadError
 from .engine.checkpoint import CheckpointError
 from .engine.logger import append_to_run_log, forget_run_log
 from .engine.trainer import NonFiniteLossError
@@ -33,7 +34,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_OPTIONS = frozenset({"-cfg", "--config"})
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError, CheckpointError,
-                                                 NonFiniteLossError)
+                                                 NonFiniteLossError, ImageReadError)
 # OSErrors a user fixes on their side: a full disk or quota, a read-only or forbidden folder.
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 DEBUG_FLAG = "--debug"

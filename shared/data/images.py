@@ -40,6 +40,10 @@ __all__ = ["ImageReadError", "load_image", "to_rgb", "to_uint8", "verify_images"
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 
 
+FIX_HINT = ("replace or re-copy the file (data.verify_images=true checks every listed image before training, "
+            "data.on_bad_image=warn skips such files)")
+
+
 class ImageReadError(OSError):
     """An image file is missing, unreadable or in an unsupported format; the message names the file."""
 
@@ -201,9 +205,9 @@ def load_image(path: str | os.PathLike, high_bit_depth: str = "minmax") -> np.nd
     except ImageReadError:
         raise
     except (FileNotFoundError, IsADirectoryError):
-        raise ImageReadError(f"image file not found: {path}") from None
+        raise ImageReadError(f"image file not found: {path}; {FIX_HINT}") from None
     except Exception as exc:  # PIL/pydicom raise many types; always name the file
-        raise ImageReadError(f"cannot decode image {path}: {type(exc).__name__}: {exc}") from exc
+        raise ImageReadError(f"cannot decode image {path} ({type(exc).__name__}: {exc}); {FIX_HINT}") from exc
     if out.ndim != 2 or out.size == 0:
         raise ImageReadError(f"image {path} decoded to shape {out.shape}, expected a non-empty 2-D image")
     return np.ascontiguousarray(out)
