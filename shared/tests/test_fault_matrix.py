@@ -33,6 +33,7 @@ class Method:
     lr_keys: tuple[str, ...] = ("optim.lr",)
     train_flags: tuple[str, ...] = ()
     extra: tuple[str, ...] = field(default_factory=tuple)
+    iters_key: str = "engine.max_iters"
 
     def config(self) -> str:
         return str(REPO / self.name / "configs" / "demo.yaml")
@@ -50,9 +51,10 @@ METHODS = {
     "ham": Method("ham", "nih", ("data.root",), "runs_root", ("engine.max_iters=2", "engine.epochs=1"),
                   lambda cfg, w, out: ["-cfg", cfg, "-w", str(w), "--out", str(out)]),
     "agcnn": Method("agcnn", "nih", ("data.root",), "runs",
-                    ("train.mode=joint", "train.joint_stage.max_iters=2", "train.joint_stage.epochs=1"),
+                    ("train.mode=joint", "train.joint_stage.max_iters=2", "train.joint_stage.epochs=1",
+                     "train.joint_stage.batch_size=4"),
                     lambda cfg, w, out: ["-cfg", cfg, "--weights", str(w), "--out", str(out)],
-                    lr_keys=("train.joint_stage.lr",)),
+                    lr_keys=("train.joint_stage.lr",), iters_key="train.joint_stage.max_iters"),
     "chextriev": Method("chextriev", "prepared", ("data.prepared",), "runs_root",
                         ("engine.max_iters=2", "engine.epochs=1"),
                         lambda cfg, w, out: ["-cfg", cfg, "--run", str(out), "--checkpoint", str(w)]),
@@ -90,7 +92,7 @@ def twins(tmp_path_factory):
             if kind == "nih":
                 made[kind] = generate("nih", base / "nih", n=80, size=64, seed=0)
             elif kind == "mimic":
-                made[kind] = generate("mimic", base / "mimic", n=60, size=48, seed=1)
+                made[kind] = generate("mimic", base / "mimic", n=120, size=48, seed=1)
             else:
                 from chextriev.prepare import prepare
                 twin = generate("imagenome", base / "imagenome", n=60, size=64, seed=3)
@@ -143,12 +145,22 @@ def test_corrupt_image(name, twins, tmp_path, capsys):
     verification or the loader)."""
     m = METHODS[name]
     root = copy_of(twins, m, tmp_path)
-    for image in images_of(root):
+    images = images_of(root)
+    if name == "chextriev":   # a prepared directory lists the images where they are: point it at copies
+        import pandas as pd
+        index = pd.read_csv(root / "index.csv")
+        images = [tmp_path / "images" / Path(p).name for p in index["path"]]
+        (tmp_path / "images").mkdir()
+        for src, dst in zip(index["path"], images):
+            shutil.copy(src, dst)
+        index["path"] = [str(p) for p in images]
+        index.to_csv(root / "index.csv", index=False)
+    for image in images:
         image.write_bytes(image.read_bytes()[:40])
-    for cache in root.rglob("cache"):   # a prepared pixel cache would hide the files
+    for cache in [*root.rglob("cache"), *root.rglob("feature_cache")]:   # a cache would hide the broken files
         shutil.rmtree(cache)
     code, err = cli(name, "train", m.train_argv(root, tmp_path / "runs"), capsys)
-    assert_one_error_line(code, err, str(root))
+    assert_one_error_line(code, err, str(tmp_path), "cannot decode")
 
 
 # ------------------------------------------------------------------------------------------- checkpoint faults
@@ -213,7 +225,7 @@ def test_read_only_runs_root(name, twins, tmp_path, capsys, monkeypatch):
 def test_nan_loss_stops_in_one_line_and_keeps_the_log(name, twins, tmp_path, capsys):
     m = METHODS[name]
     runs = tmp_path / "runs"
-    code, err = cli(name, "train", m.train_argv(twins(m.data), runs, "engine.max_iters=4",
+    code, err = cli(name, "train", m.train_argv(twins(m.data), runs, f"{m.iters_key}=4",
                                                 *[f"{key}=1.0e+30" for key in m.lr_keys]), capsys)
     line = assert_one_error_line(code, err, "non-finite")
     logs = list(runs.rglob("log.txt"))
