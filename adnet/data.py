@@ -90,7 +90,7 @@ def check_layout(data: DataConfig) -> None:
 # ------------------------------------------------------------------------------------------------ readers
 def _read_nih(data: DataConfig) -> pd.DataFrame:
     from shared.data import nih
-    frame = nih.read_index(data.nih_root, no_finding="zero")
+    frame = nih.read_index(data.nih_root, no_finding="zero", on_missing=data.on_missing)
     unlisted = frame["split"] == "unlisted"
     if unlisted.any():   # neither official list: not part of the protocol (the reader warned with the count)
         frame = frame.loc[~unlisted].reset_index(drop=True)
@@ -101,13 +101,13 @@ def _read_mimic(data: DataConfig) -> pd.DataFrame:
     from shared.data import mimic, splits
     subjects = splits.chexclusion_test_subjects(data.chexclusion_test_subjects)
     return mimic.read_index(data.mimic_root, labeler="negbio", uncertain="zeros", blank="zeros",
-                            test_subjects=subjects, image_ext=data.mimic_image_ext)
+                            test_subjects=subjects, image_ext=data.mimic_image_ext, on_missing=data.on_missing)
 
 
 def _read_chexpert(data: DataConfig, labels: Sequence[str] = CHEXPERT_COMPETITION) -> pd.DataFrame:
     from shared.data import chexpert
     kw = dict(labels=list(labels), frontal_only=True, uncertain=dict(CHEXPERT_UNCERTAIN), uncertain_default="zeros",
-              blank="zeros")
+              blank="zeros", on_missing=data.on_missing)
     train = chexpert.read_index(data.chexpert_root, "train", **kw)
     test = chexpert.read_index(data.chexpert_root, "valid", **kw)
     test = test.assign(split="test")            # the official valid.csv is ADNet's test set

@@ -30,6 +30,7 @@ class DataConfig:
     max_length: int = 256
     batch_size: int = 128               # per process (the paper: 128 global)
     eval_batch_size: int = 256
+    on_missing: Literal["error", "warn"] = "error"   # a listed image absent: stop naming it, or warn + skip
 
 
 @dataclass

@@ -136,9 +136,9 @@ class TextCollator:
 
 
 # ------------------------------------------------------------------------------------------ source readers
-def mimic_samples(root: str | Path, split: str) -> list[Sample]:
+def mimic_samples(root: str | Path, split: str, on_missing: str = "error") -> list[Sample]:
     """One sample per MIMIC study of ``split`` (train / val / test) with a non-empty report section."""
-    frame = mimic.read_index(root, with_reports=True)
+    frame = mimic.read_index(root, with_reports=True, on_missing=on_missing)
     frame = frame[frame["split"] == split]
     samples, empty = [], 0
     for _, study in frame.groupby("study_id", sort=True):
@@ -158,11 +158,11 @@ def _frontal_first(view: pd.Series) -> pd.Series:
     return (~view.astype(str).str.upper().isin(["PA", "AP"])).astype(int)
 
 
-def chexpert_samples(root: str | Path, split: str) -> list[Sample]:
+def chexpert_samples(root: str | Path, split: str, on_missing: str = "error") -> list[Sample]:
     """One sample per CheXpert study (``patientNNNNN/studyN``) with all its views, frontal first, so the two
     training images are two distinct views when the study has several. CheXpert labels a study, so its views carry
     the same labels; views whose labels differ are kept as separate samples rather than merged or dropped."""
-    frame = chexpert.read_index(root, split=split, uncertain="keep", blank="keep")
+    frame = chexpert.read_index(root, split=split, uncertain="keep", blank="keep", on_missing=on_missing)
     labels = [label for label in CHEXPERT_LABELS if label in frame]
     frame = frame.assign(_lateral=(frame["frontal_lateral"].astype(str).str.lower() != "frontal").astype(int))
     frame = frame.sort_values(["study_id", "_lateral", "path"], kind="stable")
@@ -174,9 +174,10 @@ def chexpert_samples(root: str | Path, split: str) -> list[Sample]:
     return samples
 
 
-def chest14_samples(root: str | Path, split: str, seed: int = 0) -> list[Sample]:
+def chest14_samples(root: str | Path, split: str, seed: int = 0, on_missing: str = "error") -> list[Sample]:
     """ChestX-ray14 with the paper's own 80/20 patient split of all images (random_state 0)."""
-    frame = splits.patient_holdout(nih.read_index(root).assign(split="train"), 0.2, seed=seed)
+    frame = nih.read_index(root, on_missing=on_missing).assign(split="train")
+    frame = splits.patient_holdout(frame, 0.2, seed=seed)
     frame = frame[frame["split"] == split]
     names = [P.chest14_name(label) for label in NIH_LABELS]
     flags = frame[NIH_LABELS].to_numpy() > 0

@@ -78,6 +78,7 @@ class DataConfig:
     box_outside: str = "error"        # a box beyond its image after scaling: error, or clip (counted warning)
     use_crf: bool = False             # dense-CRF refinement of the training box masks (needs pydensecrf2)
     chexpert_uncertain: str = "zeros"
+    on_missing: Literal["error", "warn"] = "error"   # a listed image absent: stop naming it, or warn + skip
     max_images: int = 0               # >0: keep the first N images of each list (smoke runs); the training
     #                                   box-supervised images are those left in the truncated train list
 
@@ -131,7 +132,7 @@ def _boxes_from_frame(df: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
 
 def _chexpert_index(cfg: DataConfig, root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     from shared.data import chexpert
-    frame = chexpert.read_index(root, split="all", uncertain=cfg.chexpert_uncertain)
+    frame = chexpert.read_index(root, split="all", uncertain=cfg.chexpert_uncertain, on_missing=cfg.on_missing)
     for csv_name, ham_name in CHEXPERT_TO_HAM.items():   # "Pleural Effusion" -> "Pleural_Effusion", ...
         frame[ham_name] = frame[csv_name].fillna(0.0).astype(np.float32)
     frame.attrs["label_columns"] = list(HAM_CHEXPERT_CLASSES)
@@ -151,7 +152,7 @@ def load_index(cfg: DataConfig) -> tuple[pd.DataFrame, dict[str, dict[str, np.nd
         boxes_df = ham_boxes("nih", box_path) if box_path.exists() else ham_boxes("nih")
         classes = list(NIH_LABELS)
     elif cfg.layout == "nih":
-        frame = nih.read_index(root, check_files=True)
+        frame = nih.read_index(root, check_files=True, on_missing=cfg.on_missing)
         boxes_df = nih.read_boxes(cfg.boxes or root)
         classes = list(NIH_LABELS)
     elif cfg.layout == "chexpert":

@@ -93,10 +93,11 @@ def twins(tmp_path_factory):
                 made[kind] = generate("nih", base / "nih", n=80, size=64, seed=0)
             elif kind == "mimic":
                 made[kind] = generate("mimic", base / "mimic", n=120, size=48, seed=1)
+            elif kind == "imagenome":
+                made[kind] = generate("imagenome", base / "imagenome", n=60, size=64, seed=3)
             else:
                 from chextriev.prepare import prepare
-                twin = generate("imagenome", base / "imagenome", n=60, size=64, seed=3)
-                made[kind] = prepare(twin, twin, base / "prepared", workers=1)
+                made[kind] = prepare(get("imagenome"), get("imagenome"), base / "prepared", workers=1)
         return made[kind]
     return get
 
@@ -161,6 +162,26 @@ def test_corrupt_image(name, twins, tmp_path, capsys):
         shutil.rmtree(cache)
     code, err = cli(name, "train", m.train_argv(root, tmp_path / "runs"), capsys)
     assert_one_error_line(code, err, str(tmp_path), "cannot decode")
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_missing_image(name, twins, tmp_path, capsys):
+    """A listed image that is absent stops the reader (CheXtriev's: prepare) naming it and data.on_missing."""
+    m = METHODS[name]
+    if name == "chextriev":
+        root = tmp_path / "imagenome"
+        shutil.copytree(twins("imagenome"), root)
+        victim = images_of(root)[0]
+        victim.unlink()
+        code, err = cli(name, "prepare", ["--mimic", str(root), "--imagenome", str(root), "--out",
+                                          str(tmp_path / "prepared"), "--workers", "1"], capsys)
+        assert_one_error_line(code, err, victim.name, "--on-missing")
+        return
+    root = copy_of(twins, m, tmp_path)
+    victim = images_of(root)[0]
+    victim.unlink()
+    code, err = cli(name, "train", m.train_argv(root, tmp_path / "runs"), capsys)
+    assert_one_error_line(code, err, victim.name, "data.on_missing=warn")
 
 
 # ------------------------------------------------------------------------------------------- checkpoint faults
