@@ -23,6 +23,7 @@ import torch
 
 from shared.cli import cli_exit
 from shared.config import parse_config, to_dict
+from shared.data import DataError
 from shared.engine import Trainer, create_run_dir, seed_everything, step_schedule
 
 from ham.config import HAMConfig, build_model
@@ -173,6 +174,9 @@ def main(argv=None) -> Path:
                            crf=crf_table_for(d, boxes), **box_args(d))
     splits.notes.extend(train_set.notes)
     val_sets = eval_sets(cfg, splits.val, splits.val_box_ids, classes, boxes) if splits.val is not None else None
+    if val_sets is not None and len(val_sets[0]) == 0:   # found now, not after a training epoch
+        raise DataError(f"the validation split has no images (data.val={d.val!r}, data.test={d.test!r} under "
+                        f"{d.root}): check the split lists, or set data.honest_validation=true")
     holder: dict = {}
 
     def evaluate(model):

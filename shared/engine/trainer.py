@@ -343,7 +343,9 @@ class Trainer:
                              f"{self._resumed_shape}: the continuation will not match an uninterrupted run")
         self._loader_shape = (batch_size, cfg.grad_accum, n_batches)
         if n_batches == 0:
-            raise ValueError("train loader is empty (dataset smaller than one batch with drop_last?)")
+            raise ValueError(f"the training split has no batch ({len(getattr(train_loader, 'dataset', []))} samples, "
+                             f"batch size {batch_size}, drop_last): check the data's split lists, or lower the "
+                             "batch size")
         try:
             while not self._done():
                 self._train_epoch(train_loader, n_batches)

@@ -184,6 +184,32 @@ def test_missing_image(name, twins, tmp_path, capsys):
     assert_one_error_line(code, err, victim.name, "data.on_missing=warn")
 
 
+def _empty_evaluation_split(name: str, root: Path) -> None:
+    """The split the method validates on (ADNet, HAM: the test list, faithfully) holds no image."""
+    import pandas as pd
+    if name in ("adnet", "ham", "agcnn"):
+        (root / "test_list.txt").write_text("")
+        return
+    path, column, split = ((root / "mimic-cxr-2.0.0-split.csv", "split", "validate") if name == "cxrclip"
+                           else (root / "index.csv", "split", "val"))
+    frame = pd.read_csv(path, dtype=str)
+    frame.loc[frame[column] == split, column] = "train"
+    frame.to_csv(path, index=False)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_empty_split(name, twins, tmp_path, capsys):
+    """Found before any training step: one line naming the empty split, and no run left behind with weights."""
+    m = METHODS[name]
+    root = copy_of(twins, m, tmp_path)
+    _empty_evaluation_split(name, root)
+    runs = tmp_path / "runs"
+    code, err = cli(name, "train", m.train_argv(root, runs), capsys)
+    line = assert_one_error_line(code, err)
+    assert " empty" in line or " no " in line, line
+    assert not list(runs.rglob("*.pt"))
+
+
 # ------------------------------------------------------------------------------------------- checkpoint faults
 def _checkpoint_files(tmp_path: Path) -> dict[str, Path]:
     good = tmp_path / "good.pt"
