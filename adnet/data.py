@@ -35,6 +35,7 @@ from torchvision import transforms as T
 from shared.data import DataError
 from shared.data.cache import find_caches
 from shared.data.dataset import ImageDataset
+from shared.data.images import check_frame_images
 from shared.data.labels import CHEXPERT_COMPETITION, MIMIC_LABELS, NIH_LABELS
 from shared.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform as shared_eval_transform
 
@@ -152,7 +153,7 @@ def build_frame(data: DataConfig) -> tuple[pd.DataFrame, list[str]]:
     """The setting's index frame (split 'train' / 'test', plus 'val' when honest) and its label columns."""
     check_layout(data)
     reader = {"nih": _read_nih, "mimic": _read_mimic, "chexpert": _read_chexpert, "all": _read_all}[data.dataset]
-    frame = reader(data)
+    frame = check_frame_images(reader(data), data.verify_images, data.on_bad_image)
     labels = label_names(data)
     if data.honest_validation:
         from shared.data.splits import patient_holdout

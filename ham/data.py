@@ -44,7 +44,7 @@ from torchvision.transforms import InterpolationMode
 
 from shared.data import nih
 from shared.data._common import DataError
-from shared.data.images import load_image, to_rgb
+from shared.data.images import check_frame_images, load_image, to_rgb
 from shared.data.labels import NIH_LABELS, NIH_NO_FINDING
 from shared.data.splits import HAM_CHEXPERT_CLASSES, assign_split, ham_boxes, ham_imagesets, nih_official
 from shared.data.transforms import HALF_MEAN, HALF_STD
@@ -79,6 +79,8 @@ class DataConfig:
     use_crf: bool = False             # dense-CRF refinement of the training box masks (needs pydensecrf2)
     chexpert_uncertain: str = "zeros"
     on_missing: Literal["error", "warn"] = "error"   # a listed image absent: stop naming it, or warn + skip
+    verify_images: bool = False   # decode every listed image once before training (parallel, progress bar)
+    on_bad_image: Literal["error", "warn"] = "error"   # an undecodable image: stop naming it, or warn + skip
     max_images: int = 0               # >0: keep the first N images of each list (smoke runs); the training
     #                                   box-supervised images are those left in the truncated train list
 
@@ -160,7 +162,8 @@ def load_index(cfg: DataConfig) -> tuple[pd.DataFrame, dict[str, dict[str, np.nd
         classes = list(HAM_CHEXPERT_CLASSES)
     else:
         raise DataError(f"unknown data.layout {cfg.layout!r}; expected ham, nih or chexpert")
-    return frame.reset_index(drop=True), _boxes_from_frame(boxes_df), classes
+    frame = check_frame_images(frame.reset_index(drop=True), cfg.verify_images, cfg.on_bad_image)
+    return frame, _boxes_from_frame(boxes_df), classes
 
 
 # ----------------------------------------------------------------------------------------------- splits

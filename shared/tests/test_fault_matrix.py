@@ -184,6 +184,23 @@ def test_missing_image(name, twins, tmp_path, capsys):
     assert_one_error_line(code, err, victim.name, "data.on_missing=warn")
 
 
+@pytest.mark.parametrize("name", ["adnet", "ham", "agcnn"])
+def test_verify_images_before_training(name, twins, tmp_path, capsys):
+    """data.verify_images=true finds an undecodable image before any training step; data.on_bad_image=warn skips
+    it (counted in the warning) and trains."""
+    m = METHODS[name]
+    root = copy_of(twins, m, tmp_path)
+    victim = images_of(root)[1]
+    victim.write_bytes(victim.read_bytes()[:60])
+    runs = tmp_path / "runs"
+    code, err = cli(name, "train", m.train_argv(root, runs, "data.verify_images=true"), capsys)
+    assert_one_error_line(code, err, victim.name, "data.on_bad_image=warn")
+    assert not list(runs.rglob("*.pt"))
+    with pytest.warns(UserWarning, match="1 of .* cannot be decoded"):
+        code, err = cli(name, "train", m.train_argv(root, runs, "data.on_bad_image=warn"), capsys)
+    assert code == 0, err[-2000:]
+
+
 def _empty_evaluation_split(name: str, root: Path) -> None:
     """The split the method validates on (ADNet, HAM: the test list, faithfully) holds no image."""
     import pandas as pd
