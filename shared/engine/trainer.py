@@ -528,9 +528,20 @@ class Trainer:
     def _is_better(self, value: float) -> bool:
         return self._better(value, self.best_metric)
 
+    def _sync_buffers(self) -> None:
+        """Give every rank rank 0's buffers (BatchNorm running statistics): DDP broadcasts them before each
+        forward, but the forward then updates them from each rank's own batch, so without this the ranks would
+        each evaluate a slightly different model, none of them exactly the one best.pt saves (rank 0's)."""
+        if not self.distributed:
+            return
+        for module in (self.model, self.ema.module if self.ema is not None else None):
+            for buffer in (module.buffers() if module is not None else ()):
+                torch.distributed.broadcast(buffer.data, src=0)
+
     def _validate(self) -> None:
         if self.evaluate is None or self.last_val_step == self.global_step:
             return
+        self._sync_buffers()
         monitor = self.cfg.monitor
         source = None
         if self.ema is not None:
