@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import torch.distributed as dist
 
 from shared.tests.test_fault_matrix import ALL, METHODS, twins  # noqa: F401 - the fixture is used by name
@@ -26,12 +27,14 @@ def test_method_trains_under_torchrun(name, twins, tmp_path):  # noqa: F811
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", CUDA_VISIBLE_DEVICES="", HF_HUB_OFFLINE="1")
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     runs = tmp_path / "runs"
-    argv = m.train_argv(twins(m.data), runs, f"{m.iters_key}=2")
+    epochs_key = m.iters_key.replace("max_iters", "epochs")
+    argv = m.train_argv(twins(m.data), runs, f"{m.iters_key}=2", f"{epochs_key}=3")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                            "-m", f"{name}.train", *argv], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     checkpoints = list(runs.rglob("last.pt"))
     assert checkpoints, proc.stdout[-2000:]
+    assert all(torch.load(p, weights_only=True)["global_step"] == 2 for p in checkpoints)   # a second DDP step
     events = [json.loads(line) for path in runs.rglob("metrics.jsonl") for line in path.read_text().splitlines()]
     assert any(e["split"] == "val" for e in events)
