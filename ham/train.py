@@ -4,7 +4,8 @@
     cd ham && python train.py -cfg configs/demo.yaml
 
 Writes ``runs/ham/<config>/<timestamp>/`` (or ``--run-dir``; an existing run directory resumes from its
-checkpoints/last.pt; ``--resume RUN`` continues a run and refuses a directory that does not exist): config.yaml, log.txt, metrics.jsonl, checkpoints/{last,best}.pt. Then run ``ham.test``.
+checkpoints/last.pt; ``--resume RUN`` continues a run and refuses a directory that does not exist):
+config.yaml, log.txt, metrics.jsonl, checkpoints/{last,best}.pt. Then run ``ham.test``.
 """
 from __future__ import annotations
 

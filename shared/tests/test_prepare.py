@@ -119,4 +119,5 @@ def test_verify_lists_undecodable_images_in_one_line(tmp_path, capsys):
     victim.write_bytes(victim.read_bytes()[:60])
     assert run_cli("python -m shared.data.prepare", lambda: main(argv)) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("python -m shared.data.prepare: error: 1 of 12") and victim.name in err[0]
+    assert len(err) == 1 and victim.name in err[0]
+    assert err[0].startswith("python -m shared.data.prepare: error: 1 of 12")
