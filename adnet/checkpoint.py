@@ -43,6 +43,8 @@ from typing import Iterable, Mapping
 
 import torch
 
+from shared.engine.checkpoint import load_failure
+
 from .model import ADNet, build_model
 
 __all__ = ["CheckpointKeyError", "extract_state_dict", "original_to_ours", "ours_to_original", "is_ours",
@@ -192,10 +194,7 @@ def read_checkpoint(path: str | Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling errors are many types; name the file
-        first = (str(err).strip().splitlines() or [""])[0]
-        raise CheckpointKeyError(f"{path}: cannot be read as an ADNet checkpoint (a state dict saved with torch.save;"
-                                 f" the file is truncated or holds pickled objects): {type(err).__name__}: {first}"
-                                 ) from err
+        raise CheckpointKeyError(load_failure(path, err)) from err
 
 
 def load_state_dict_file(path: str | Path, ema: bool = False) -> dict[str, torch.Tensor]:

@@ -42,6 +42,9 @@ class DataConfig:
     chexpert_root: str = "data/chexpert"
     chexclusion_test_subjects: str = "data/mimic-cxr-jpg/testSet_SubjID.csv"   # CheXclusion's MIMIC test subjects
     mimic_image_ext: str = ".jpg"
+    on_missing: Literal["error", "warn"] = "error"   # a listed image absent: stop naming it, or warn + skip
+    verify_images: bool = False   # decode every listed image once before training (parallel, progress bar)
+    on_bad_image: Literal["error", "warn"] = "error"   # an undecodable image: stop naming it, or warn + skip
     use_cache: bool = True                       # read <root>/cache (`prepare --cache`) when present: no decoding
     mimic_squash: int = 384                      # MIMIC images squashed to NxN first (the original's pre-resized
                                                  # 384x384 copies, aspect not kept); 0 = native aspect ratio

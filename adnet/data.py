@@ -35,6 +35,7 @@ from torchvision import transforms as T
 from shared.data import DataError
 from shared.data.cache import find_caches
 from shared.data.dataset import ImageDataset
+from shared.data.images import check_frame_images
 from shared.data.labels import CHEXPERT_COMPETITION, MIMIC_LABELS, NIH_LABELS
 from shared.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform as shared_eval_transform
 
@@ -90,7 +91,7 @@ def check_layout(data: DataConfig) -> None:
 # ------------------------------------------------------------------------------------------------ readers
 def _read_nih(data: DataConfig) -> pd.DataFrame:
     from shared.data import nih
-    frame = nih.read_index(data.nih_root, no_finding="zero")
+    frame = nih.read_index(data.nih_root, no_finding="zero", on_missing=data.on_missing)
     unlisted = frame["split"] == "unlisted"
     if unlisted.any():   # neither official list: not part of the protocol (the reader warned with the count)
         frame = frame.loc[~unlisted].reset_index(drop=True)
@@ -101,13 +102,13 @@ def _read_mimic(data: DataConfig) -> pd.DataFrame:
     from shared.data import mimic, splits
     subjects = splits.chexclusion_test_subjects(data.chexclusion_test_subjects)
     return mimic.read_index(data.mimic_root, labeler="negbio", uncertain="zeros", blank="zeros",
-                            test_subjects=subjects, image_ext=data.mimic_image_ext)
+                            test_subjects=subjects, image_ext=data.mimic_image_ext, on_missing=data.on_missing)
 
 
 def _read_chexpert(data: DataConfig, labels: Sequence[str] = CHEXPERT_COMPETITION) -> pd.DataFrame:
     from shared.data import chexpert
     kw = dict(labels=list(labels), frontal_only=True, uncertain=dict(CHEXPERT_UNCERTAIN), uncertain_default="zeros",
-              blank="zeros")
+              blank="zeros", on_missing=data.on_missing)
     train = chexpert.read_index(data.chexpert_root, "train", **kw)
     test = chexpert.read_index(data.chexpert_root, "valid", **kw)
     test = test.assign(split="test")            # the official valid.csv is ADNet's test set
@@ -152,7 +153,7 @@ def build_frame(data: DataConfig) -> tuple[pd.DataFrame, list[str]]:
     """The setting's index frame (split 'train' / 'test', plus 'val' when honest) and its label columns."""
     check_layout(data)
     reader = {"nih": _read_nih, "mimic": _read_mimic, "chexpert": _read_chexpert, "all": _read_all}[data.dataset]
-    frame = reader(data)
+    frame = check_frame_images(reader(data), data.verify_images, data.on_bad_image)
     labels = label_names(data)
     if data.honest_validation:
         from shared.data.splits import patient_holdout

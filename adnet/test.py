@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from shared.cli import run_cli
+from shared.cli import cli_exit, run_cli
 from shared.config import add_config_args, load_config
 from shared.engine import select_device
 from shared.metrics.classification import render_table
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
         run_dir = output_dir(cfg, args.weights, args.run_dir, "eval")
         out = evaluate_run(cfg, args.weights, run_dir, extra_rules=rules, ten_crop=args.ten_crop)
         print(f"results: {out['run_dir'] / 'results.json'}")
-    return run_cli("adnet.test", action)
+    return run_cli("python -m adnet.test", action)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli_exit("python -m adnet.test", main)

@@ -23,7 +23,7 @@ if __package__ in (None, ""):  # `cd adnet && python train.py ...` runs as from 
 import torch
 import torch.nn.functional as F
 
-from shared.cli import run_cli
+from shared.cli import cli_exit, run_cli
 from shared.config import parse_config, to_dict
 from shared.data import DataError
 from shared.engine import (Trainer, all_gather_concat, cosine_schedule, create_run_dir, is_main_process,
@@ -100,8 +100,9 @@ def main(argv=None) -> int:
     parser.add_argument("--resume", default=None, help="run directory to continue")
     parser.add_argument("--no-test", action="store_true", help="skip the test pass after training")
     cfg, args = parse_config(ADNetConfig, argv, parser=parser, example="optim.lr=1e-4 engine.epochs=2")
-    return run_cli("adnet.train", lambda: print(f"run directory: {run(cfg, args.resume, not args.no_test)}"))
+    return run_cli("python -m adnet.train",
+                   lambda: print(f"run directory: {run(cfg, args.resume, not args.no_test)}"))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli_exit("python -m adnet.train", main)

@@ -41,6 +41,8 @@ class DataConfig:
     val_fraction: float = 0.1                  # official split: patient-disjoint validation carve-out
     split_seed: int = 0
     on_missing: Literal["error", "warn"] = "error"   # images listed but absent: fail, or warn + count in results
+    verify_images: bool = False   # decode every listed image once before training (parallel, progress bar)
+    on_bad_image: Literal["error", "warn"] = "error"   # an undecodable image: stop naming it, or warn + skip
     use_cache: bool = True                     # read <root>/cache (`prepare --cache`) when present: no decoding
     resize: int = 256                          # resize to resize x resize (aspect not kept, as the paper)
     image_size: int = 224                      # random-resized crop (train) / center crop (test)

@@ -17,6 +17,7 @@ from torchvision import transforms as T
 from shared.data import nih, splits
 from shared.data.cache import find_caches
 from shared.data.dataset import ImageDataset
+from shared.data.images import check_frame_images
 from shared.data.labels import NIH_NO_FINDING, NIH_WANG_ORDER
 from shared.data.transforms import IMAGENET_MEAN, IMAGENET_STD, interpolation_mode
 
@@ -65,6 +66,7 @@ def build_frame(cfg: DataConfig, num_classes: int) -> pd.DataFrame:
             raise FileNotFoundError(msg + "; set data.on_missing=warn to skip them (they are counted in results)")
         warnings.warn(msg + "; skipped", stacklevel=2)
         frame = frame[present].reset_index(drop=True)
+    frame = check_frame_images(frame, cfg.verify_images, cfg.on_bad_image)
     if NIH_NO_FINDING in columns:
         frame[NIH_NO_FINDING] = (frame[list(NIH_WANG_ORDER)].sum(axis=1) == 0).astype(np.float32)
     frame.attrs["label_columns"] = columns

@@ -32,10 +32,10 @@ import torch
 import torch.nn.functional as F
 
 from shared.cli import cli_exit
-from shared.config import ConfigError, parse_config, save_config, to_dict
+from shared.config import ConfigError, parse_config, to_dict
 from shared.data.labels import NIH_WANG_ORDER
-from shared.engine import (EngineConfig, Trainer, all_gather_concat, create_run_dir, seed_everything, step_schedule,
-                           unwrap_model)
+from shared.engine import (EngineConfig, Trainer, all_gather_concat, create_run_dir, record_config, seed_everything,
+                           step_schedule, unwrap_model)
 from shared.metrics.classification import per_class_auroc
 
 from agcnn.config import Config, StageConfig
@@ -226,7 +226,7 @@ def train(cfg: Config, run_dir: Path, sets: dict | None = None) -> AGCNN:
     seed_everything(cfg.engine.seed, deterministic=cfg.engine.deterministic)
     model = build_model(cfg)
     sets = datasets(cfg) if sets is None else sets
-    save_config(cfg, run_dir / "config.yaml")
+    record_config(run_dir, to_dict(cfg))   # a resume with --set keeps config.yaml, logs the changes beside it
     summaries = [run_stage(model, cfg, sets, run_dir, stage) for stage in stage_plan(cfg)]
     (run_dir / "stages.json").write_text(json.dumps(summaries, indent=2, default=float) + "\n")
     return model
@@ -256,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         run_dir = Path(args.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
     else:
-        run_dir = create_run_dir(METHOD, cfg.name, root=cfg.runs, resume=args.resume)
+        run_dir = create_run_dir(METHOD, cfg.name, root=cfg.runs, resume=args.resume, root_key="runs")
     print(f"run directory: {run_dir}", flush=True)
     train(cfg, run_dir)
     print(f"done; weights: {final_checkpoint(run_dir, cfg)}", flush=True)

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from shared.cli import cli_exit
 from shared.data import imagenome
-from shared.data._common import DataError, find_file, read_csv
+from shared.data._common import DataError, apply_missing, find_file, read_csv
 from shared.data.labels import IMAGENOME_ANATOMIES, IMAGENOME_FINDINGS
 
 POLICIES = ("yes_wins", "last_wins")
@@ -181,8 +181,11 @@ def _parse_chunks(frame: pd.DataFrame, partial: Path, policy: str, workers: int)
 
 def prepare(mimic_root: str | os.PathLike, imagenome_root: str | os.PathLike, out: str | os.PathLike,
             policy: str = "yes_wins", check_files: bool = True, workers: int = 8,
-            adjacency_split: str = "train", threshold: float = 0.5) -> Path:
-    """Run the whole preparation (see the module docstring); returns ``out``."""
+            adjacency_split: str = "train", threshold: float = 0.5, on_missing: str = "error") -> Path:
+    """Run the whole preparation (see the module docstring); returns ``out``.
+
+    ``on_missing``: a scene graph whose image file is absent stops the preparation naming the files ("error", as
+    every reader does), or is listed in excluded.csv with a warning that counts them ("warn")."""
     if policy not in POLICIES:
         raise ValueError(f"label policy must be one of {POLICIES}, got {policy!r}")
     mimic_root, imagenome_root, out = Path(mimic_root), Path(imagenome_root), Path(out)
@@ -201,9 +204,9 @@ def prepare(mimic_root: str | os.PathLike, imagenome_root: str | os.PathLike, ou
         excluded.append((image_id, "not in the MIMIC split file"))
     if check_files:
         present = np.array([os.path.isfile(p) for p in frame["path"]])
-        for image_id in frame.loc[~present, "image_id"]:
-            excluded.append((image_id, "image file missing"))
-        frame = frame.loc[present].reset_index(drop=True)
+        frame = apply_missing(frame, present, on_missing, f"MIMIC-CXR-JPG images of {imagenome_root}",
+                              fix="pass --on-missing warn (on_missing='warn')")
+        excluded += [(image_id, "image file missing") for image_id in frame.attrs.pop("missing_ids", [])]
     if frame.empty:
         raise DataError(f"no usable scene graph in {imagenome_root} matches an image of {mimic_root}")
     parts = _parse_chunks(frame, out / ".partial", policy, workers)
@@ -297,13 +300,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--label-policy", choices=POLICIES, default="yes_wins",
                    help="yes_wins (fixed, default) or last_wins (the original's behaviour)")
     p.add_argument("--no-check-files", action="store_true", help="do not require the JPEGs to exist")
+    p.add_argument("--on-missing", choices=("error", "warn"), default="error",
+                   help="an image file listed but absent: stop naming it (default), or warn and exclude it")
     p.add_argument("--workers", type=int, default=8)
     args = p.parse_args(argv)
     try:
         out = prepare(args.mimic, args.imagenome, args.out, args.label_policy, not args.no_check_files,
-                      args.workers)
+                      args.workers, on_missing=args.on_missing)
     except (DataError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"python -m chextriev.prepare: error: {err}", file=sys.stderr)
         return 2
     meta = json.loads((out / "meta.json").read_text())
     print(f"kept {meta['images']} images {meta['per_split']}, excluded {meta['excluded']} (see "

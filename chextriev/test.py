@@ -278,11 +278,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         cfg = load_config(ChextrievConfig, config, args.overrides)
     except ConfigError as err:
         parser.error(str(err))
-    try:
-        run_test(cfg, args.run, args.checkpoint)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    run_test(cfg, args.run, args.checkpoint)   # user errors become one `prog: error:` line in cli_exit
     print(f"\nwrote {Path(args.run) / 'retrieval'} and {Path(args.run) / 'results.json'}")
     return 0
 

@@ -29,7 +29,7 @@ import torch
 
 from shared.cli import cli_exit
 from shared.config import parse_config
-from shared.engine import Trainer, create_run_dir, seed_everything
+from shared.engine import Trainer, barrier, create_run_dir, is_main_process, seed_everything
 from shared.metrics.classification import per_class_auroc
 
 from chextriev.config import ChextrievConfig
@@ -101,10 +101,15 @@ def make_datasets(cfg: ChextrievConfig, prepared: Prepared, model: torch.nn.Modu
     cnn = frozen_cnn(model)
     key = cache_key(cfg.model.backbone, cnn, mode, size, ids, boxes=prepared.boxes, dtype=cfg.data.cache_dtype,
                     sizes=original_sizes(prepared.frame))
-    cache = build_feature_cache(cnn, everything, root / key, cfg.data.cache_batch_size,
-                                device=device, meta={"backbone": cfg.model.backbone,
-                                                     "pretrained_path": cfg.model.pretrained_path},
-                                dtype=cfg.data.cache_dtype)
+
+    def build():
+        return build_feature_cache(cnn, everything, root / key, cfg.data.cache_batch_size, device=device,
+                                   meta={"backbone": cfg.model.backbone, "pretrained_path": cfg.model.pretrained_path},
+                                   dtype=cfg.data.cache_dtype)
+    if is_main_process():   # under torchrun one process writes the cache, the others open it once it exists
+        build()
+    barrier()
+    cache = build()
     return {s: CachedDataset(d, cache) for s, d in sets.items()}
 
 

@@ -35,6 +35,8 @@ from typing import Collection
 import torch
 from torch import nn
 
+from shared.engine.checkpoint import CheckpointError, load_failure
+
 ORIGINAL_PREFIXES = {
     "image_encoder.image_encoder.": "image_encoder.swin.",
     "text_encoder.text_encoder.": "text_encoder.bert.",
@@ -134,17 +136,17 @@ def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> dict[str, t
     """The model state dict of a released (or our own) checkpoint file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise FileNotFoundError(f"checkpoint not found: {path}; check --weights")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
-    except Exception as err:  # noqa: BLE001 - torch raises several types for refused pickles
-        if trust_pickle:
-            raise
-        raise RuntimeError(f"{path}: refused by weights_only loading ({type(err).__name__}). Released CXR-CLIP "
-                           "checkpoints pickle their config; if you trust the file, pass --trust-checkpoint "
-                           "(trust_pickle=True).") from err
+    except Exception as err:  # noqa: BLE001 - torch raises several types for refused pickles and broken files
+        raise CheckpointError(load_failure(path, err, trust_hint="released CXR-CLIP checkpoints pickle their "
+                                           "config: if you trust the file, pass --trust-checkpoint")) from err
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
+    if not isinstance(obj, dict) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} holds no model state dict (a dict of tensors, or one under 'model'); "
+                              "give a CXR-CLIP checkpoint (--weights) or use --run RUN_DIR")
     return obj
 
 
@@ -157,6 +159,6 @@ def load_weights(model: nn.Module, path: str | Path, trust_pickle: bool = False,
     missing = [k for k in result.missing_keys
                if not image_only or k.startswith(("image_encoder.", "image_projection."))]
     if missing or result.unexpected_keys:
-        raise RuntimeError(f"{path} does not fit the model: missing keys {missing[:20]}"
+        raise CheckpointError(f"{path} does not fit the model: missing keys {missing[:20]}"
                            f"{' ...' if len(missing) > 20 else ''}; unexpected keys {result.unexpected_keys[:20]}"
                            f"{' ...' if len(result.unexpected_keys) > 20 else ''}")

@@ -34,6 +34,7 @@ class DataConfig:
     eval_batch_size: int = 256
     val_loss: Literal["per_dataset", "pooled"] = "per_dataset"  # best checkpoint: mean of the sources' mean
     #                                   batch losses (the original), or the mean over all validation samples
+    on_missing: Literal["error", "warn"] = "error"   # a listed image absent: stop naming it, or warn + skip
 
 
 @dataclass

@@ -139,9 +139,9 @@ class TextCollator:
 
 
 # ------------------------------------------------------------------------------------------ source readers
-def mimic_samples(root: str | Path, split: str) -> list[Sample]:
+def mimic_samples(root: str | Path, split: str, on_missing: str = "error") -> list[Sample]:
     """One sample per MIMIC study of ``split`` (train / val / test) with a non-empty report section."""
-    frame = mimic.read_index(root, with_reports=True)
+    frame = mimic.read_index(root, with_reports=True, on_missing=on_missing)
     frame = frame[frame["split"] == split]
     samples, empty = [], 0
     for _, study in frame.groupby("study_id", sort=True):
@@ -161,12 +161,13 @@ def _frontal_first(view: pd.Series) -> pd.Series:
     return (~view.astype(str).str.upper().isin(["PA", "AP"])).astype(int)
 
 
-def chexpert_samples(root: str | Path, split: str, holdout_csv: str | Path | None = None) -> list[Sample]:
+def chexpert_samples(root: str | Path, split: str, holdout_csv: str | Path | None = None,
+                     on_missing: str = "error") -> list[Sample]:
     """One sample per CheXpert study (``patientNNNNN/studyN``) with all its views, frontal first, so the two
     training images are two distinct views when the study has several. CheXpert labels a study, so its views carry
     the same labels; views whose labels differ are kept as separate samples rather than merged or dropped.
     ``holdout_csv``: GLoRIA's chexpert_5x200.csv; its patients are left out (as the original), said on stdout."""
-    frame = chexpert.read_index(root, split=split, uncertain="keep", blank="keep")
+    frame = chexpert.read_index(root, split=split, uncertain="keep", blank="keep", on_missing=on_missing)
     if holdout_csv:
         held = chexpert5x200_patients(holdout_csv)
         out = frame["patient_id"].isin(held)
@@ -213,9 +214,9 @@ def chest14_split(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def chest14_samples(root: str | Path, split: str) -> list[Sample]:
+def chest14_samples(root: str | Path, split: str, on_missing: str = "error") -> list[Sample]:
     """ChestX-ray14 ``split`` of ``chest14_split``; an image without findings has positives ["No Finding"]."""
-    frame = chest14_split(nih.read_index(root))
+    frame = chest14_split(nih.read_index(root, on_missing=on_missing))
     frame = frame[frame["split"] == split]
     names = [P.chest14_name(label) for label in NIH_LABELS]
     flags = frame[NIH_LABELS].to_numpy() > 0

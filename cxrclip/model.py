@@ -113,6 +113,10 @@ class BertTextEncoder(nn.Module):
         super().__init__()
         self.bert = _hf_model(BertModel, BertConfig, pretrained, overrides, load_pretrained,
                               "model.text.pretrained", "BERT (Bio_ClinicalBERT)", "emilyalsentzer/Bio_ClinicalBERT")
+        # Every pooling below reads the hidden states: BERT's pooler never gets a gradient. Frozen, so DDP does not
+        # wait for one (it stopped torchrun at step 2); kept, so checkpoints keep the original's keys.
+        if getattr(self.bert, "pooler", None) is not None:
+            self.bert.pooler.requires_grad_(False)
         self.pooling = pooling
         self.out_dim = self.bert.config.hidden_size
 

@@ -37,14 +37,14 @@ from shared.data.labels import CHEXPERT_LABELS
 from shared.engine import (Trainer, cosine_schedule, create_run_dir, get_rank, get_world_size, is_distributed,
                            is_main_process, move_to_device, seed_everything)
 
-def read_source(source: SourceConfig, train: bool) -> list[Sample]:
+def read_source(source: SourceConfig, train: bool, on_missing: str = "error") -> list[Sample]:
     split = "train" if train else "val"  # the shared readers name splits train / val / test
     if source.name == "mimic":
-        return mimic_samples(source.root, split)
+        return mimic_samples(source.root, split, on_missing=on_missing)
     if source.name == "chexpert":
-        return chexpert_samples(source.root, split, source.holdout_csv)
+        return chexpert_samples(source.root, split, source.holdout_csv, on_missing=on_missing)
     if source.name == "chest14":
-        return chest14_samples(source.root, split)
+        return chest14_samples(source.root, split, on_missing=on_missing)
     csv = source.train_csv if train else source.valid_csv
     if not csv:
         raise ValueError(f"source 'custom' needs {'train_csv' if train else 'valid_csv'}")
@@ -78,7 +78,7 @@ def build_datasets(cfg: TrainConfig, train: bool) -> tuple[ConcatDataset, list[s
                                                                                             encoder)
     parts, texts = [], []
     for index, source in enumerate(cfg.data.sources):
-        samples = read_source(source, train)
+        samples = read_source(source, train, cfg.data.on_missing)
         if not samples:
             raise ValueError(f"source {source.name!r} ({source.root or source.train_csv}) has no "
                              f"{'training' if train else 'validation'} samples")
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--resume", default=None, help="run directory to resume")
     cfg, args = parse_config(TrainConfig, argv, parser=parser, example="optim.lr=1e-4 engine.epochs=2")
     seed_everything(cfg.engine.seed, cfg.engine.deterministic)
-    run_dir = create_run_dir("cxrclip", cfg.name, root=cfg.output_root, resume=args.resume)
+    run_dir = create_run_dir("cxrclip", cfg.name, root=cfg.output_root, resume=args.resume, root_key="output_root")
     try:
         return train_run(cfg, run_dir)
     except BaseException:

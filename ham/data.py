@@ -44,7 +44,7 @@ from torchvision.transforms import InterpolationMode
 
 from shared.data import nih
 from shared.data._common import DataError
-from shared.data.images import load_image, to_rgb
+from shared.data.images import check_frame_images, load_image, to_rgb
 from shared.data.labels import NIH_LABELS, NIH_NO_FINDING, NIH_WANG_ORDER
 from shared.data.splits import HAM_CHEXPERT_CLASSES, assign_split, ham_boxes, ham_imagesets, nih_official
 from shared.data.transforms import HALF_MEAN, HALF_STD
@@ -80,6 +80,9 @@ class DataConfig:
     chexpert_uncertain: str = "zeros"
     nih_class_order: Literal["wang", "alphabetical"] = "wang"   # NIH classes (heads, tables, log lines) in the
     #                                   original's Wang order (its released models' cls_fc rows); alphabetical = ours before
+    on_missing: Literal["error", "warn"] = "error"   # a listed image absent: stop naming it, or warn + skip
+    verify_images: bool = False   # decode every listed image once before training (parallel, progress bar)
+    on_bad_image: Literal["error", "warn"] = "error"   # an undecodable image: stop naming it, or warn + skip
     max_images: int = 0               # >0: keep the first N images of each list (smoke runs); the training
     #                                   box-supervised images are those left in the truncated train list
 
@@ -133,7 +136,7 @@ def _boxes_from_frame(df: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
 
 def _chexpert_index(cfg: DataConfig, root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     from shared.data import chexpert
-    frame = chexpert.read_index(root, split="all", uncertain=cfg.chexpert_uncertain)
+    frame = chexpert.read_index(root, split="all", uncertain=cfg.chexpert_uncertain, on_missing=cfg.on_missing)
     for csv_name, ham_name in CHEXPERT_TO_HAM.items():   # "Pleural Effusion" -> "Pleural_Effusion", ...
         frame[ham_name] = frame[csv_name].fillna(0.0).astype(np.float32)
     frame.attrs["label_columns"] = list(HAM_CHEXPERT_CLASSES)
@@ -158,7 +161,7 @@ def load_index(cfg: DataConfig) -> tuple[pd.DataFrame, dict[str, dict[str, np.nd
         boxes_df = ham_boxes("nih", box_path) if box_path.exists() else ham_boxes("nih")
         classes = nih_classes(cfg)
     elif cfg.layout == "nih":
-        frame = nih.read_index(root, check_files=True)
+        frame = nih.read_index(root, check_files=True, on_missing=cfg.on_missing)
         boxes_df = nih.read_boxes(cfg.boxes or root)
         classes = nih_classes(cfg)
     elif cfg.layout == "chexpert":
@@ -166,7 +169,8 @@ def load_index(cfg: DataConfig) -> tuple[pd.DataFrame, dict[str, dict[str, np.nd
         classes = list(HAM_CHEXPERT_CLASSES)
     else:
         raise DataError(f"unknown data.layout {cfg.layout!r}; expected ham, nih or chexpert")
-    return frame.reset_index(drop=True), _boxes_from_frame(boxes_df), classes
+    frame = check_frame_images(frame.reset_index(drop=True), cfg.verify_images, cfg.on_bad_image)
+    return frame, _boxes_from_frame(boxes_df), classes
 
 
 # ----------------------------------------------------------------------------------------------- splits

@@ -38,7 +38,7 @@ def load_run(cfg_path, weights, run, overrides=()):
         run = Path(run)
         cfg = load_config(HAMConfig, run / "config.yaml", overrides)
         ckpt = Path(weights) if weights else (run / "checkpoints" / "best.pt")
-        if not ckpt.exists():
+        if not weights and not ckpt.exists():   # an explicit --weights is never replaced by another file
             ckpt = run / "checkpoints" / "last.pt"
         return cfg, ckpt, run, run.parent.name
     if not cfg_path or not weights:
@@ -47,8 +47,9 @@ def load_run(cfg_path, weights, run, overrides=()):
 
 
 def load_model(cfg: HAMConfig, ckpt: Path, num_classes: int, device) -> torch.nn.Module:
-    if not ckpt.exists():
-        raise FileNotFoundError(f"checkpoint not found: {ckpt}")
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {ckpt}; check --weights (or --run RUN_DIR, which uses "
+                                "RUN/checkpoints/best.pt)")
     model_cfg = ModelConfig(**{**cfg.model.__dict__, "pretrained": False, "pretrained_path": None,
                                "init_weights": None})
     model = build_model(model_cfg, num_classes)

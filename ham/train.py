@@ -4,7 +4,8 @@
     cd ham && python train.py -cfg configs/demo.yaml
 
 Writes ``runs/ham/<config>/<timestamp>/`` (or ``--run-dir``; an existing run directory resumes from its
-checkpoints/last.pt): config.yaml, log.txt, metrics.jsonl, checkpoints/{last,best}.pt. Then run ``ham.test``.
+checkpoints/last.pt; ``--resume RUN`` continues a run and refuses a directory that does not exist):
+config.yaml, log.txt, metrics.jsonl, checkpoints/{last,best}.pt. Then run ``ham.test``.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import torch
 
 from shared.cli import cli_exit
 from shared.config import parse_config, to_dict
+from shared.data import DataError
 from shared.engine import (Trainer, create_run_dir, is_main_process, load_checkpoint, save_checkpoint, seed_everything,
                            step_schedule)
 
@@ -169,8 +171,10 @@ def visdom_grid(trainer: Trainer, batch, out, max_images: int = 4) -> None:
 
 def main(argv=None) -> Path:
     parser = argparse.ArgumentParser(description="Train HAM (Ouyang et al., TMI 2021)")
-    parser.add_argument("--run-dir", "--resume", default=None,
-                        help="run directory (resumes when it has checkpoints/last.pt)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--resume", default=None, help="run directory to continue (must exist), or 'latest'")
+    where.add_argument("--run-dir", default=None,
+                       help="run directory to write (created; resumes when it has checkpoints/last.pt)")
     cfg, args = parse_config(HAMConfig, argv, parser=parser, example="optim.lr=1e-4 engine.epochs=2")
     config_name = Path(args.config).stem
 
@@ -186,7 +190,7 @@ def main(argv=None) -> Path:
         run_dir = Path(args.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
     else:
-        run_dir = create_run_dir("ham", config_name, root=cfg.runs_root)
+        run_dir = create_run_dir("ham", config_name, root=cfg.runs_root, resume=args.resume)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     scheduler = step_schedule(optimizer, cfg.optim.step_epochs, cfg.optim.gamma)
     d = cfg.data
@@ -195,6 +199,9 @@ def main(argv=None) -> Path:
                            crf=crf_table_for(d, boxes), **box_args(d))
     splits.notes.extend(train_set.notes)
     val_sets = eval_sets(cfg, splits.val, splits.val_box_ids, classes, boxes) if splits.val is not None else None
+    if val_sets is not None and len(val_sets[0]) == 0:   # found now, not after a training epoch
+        raise DataError(f"the validation split has no images (data.val={d.val!r}, data.test={d.test!r} under "
+                        f"{d.root}): check the split lists, or set data.honest_validation=true")
     holder: dict = {}
 
     def evaluate(model):

@@ -4,9 +4,12 @@
         cli_exit("python -m ham.train", main)
 
 ``main()`` itself still raises (tests and notebooks see the exception); only the command line turns the errors a
-user can fix — a missing file, a bad config key or value, a data-layout problem (:class:`DataError` and
-:class:`ConfigError` are ``ValueError``\\ s), a checkpoint that does not fit — into ``<prog>: error: <message>``
-on stderr and exit status 2, as argparse does for a bad flag. Set ``CXR_TRACEBACK=1`` to get the traceback.
+user can fix — a missing file, a bad config key or value, a data-layout problem or an undecodable image
+(:class:`DataError` and :class:`ConfigError` are ``ValueError``\\ s), a checkpoint that is missing, corrupt or does
+not fit, an unwritable or full disk, a non-finite loss — into one line ``<prog>: error: <what>, <which file/key>,
+<what to do>`` on stderr and exit status 2, as argparse does for a bad flag. The same line is appended to the
+``log.txt`` of the run the command opened, so the run records why it stopped. Anything else is a bug: exit status 1
+with its traceback. ``--debug`` (or ``CXR_TRACEBACK=1``) shows the traceback of a user error too.
 
 Script mode (``cd ham && python train.py -cfg configs/demo.yaml``) behaves exactly like running from the repository
 root: each CLI's header calls :func:`run_from_repo_root`, which makes the path arguments you typed absolute and then
@@ -14,35 +17,63 @@ changes to the root, so the configs' data paths and the default ``runs/`` resolv
 """
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
+from .data.images import ImageReadError
 from .engine.checkpoint import CheckpointError
+from .engine.logger import append_to_run_log, forget_run_log
+from .engine.trainer import NonFiniteLossError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Options whose value is a path even when it does not exist yet where you are (a mistyped config is then reported
 # under the name you meant, not under the repository root).
 CONFIG_OPTIONS = frozenset({"-cfg", "--config"})
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError, CheckpointError)
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError, CheckpointError,
+                                                 NonFiniteLossError, ImageReadError)
+# OSErrors a user fixes on their side: a full disk or quota, a read-only or forbidden folder.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+DEBUG_FLAG = "--debug"
+
+
+def user_error_message(err: BaseException, errors: tuple[type[BaseException], ...] = USER_ERRORS) -> str | None:
+    """The one-line message of a user-fixable error, or None for a bug (which keeps its traceback)."""
+    if isinstance(err, OSError) and not isinstance(err, FileNotFoundError) and err.errno in DISK_ERRNOS:
+        where = f" {err.filename}" if err.filename else ""
+        return (f"cannot write{where} ({err.strerror}): free space on that disk or choose a writable folder "
+                "(the config's runs root / --out)")
+    if not isinstance(err, errors):
+        return None
+    message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)   # KeyError quotes its message
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())   # one line, always
 
 
 def run_cli(prog: str, action: Callable[[], object], errors: tuple[type[BaseException], ...] = USER_ERRORS) -> int:
-    """Run ``action``; a user-fixable error -> one line on stderr and 2, success -> 0 (or the int it returns)."""
+    """Run ``action``; a user-fixable error -> one line on stderr (and in the run's log.txt) and 2, success -> 0
+    (or the int it returns). A bug propagates with its traceback (exit status 1)."""
+    forget_run_log()
     try:
         result = action()
-    except errors as err:
-        if os.environ.get("CXR_TRACEBACK"):
+    except Exception as err:
+        message = user_error_message(err, errors)
+        if message is None or os.environ.get("CXR_TRACEBACK"):
             raise
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err   # KeyError quotes its message
-        print(f"{prog}: error: {message}", file=sys.stderr)
+        line = f"{prog}: error: {message}"
+        print(line, file=sys.stderr)
+        append_to_run_log(line)
         return 2
     return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
 def cli_exit(prog: str, main: Callable[[], object]) -> NoReturn:
+    """``sys.exit(run_cli(prog, main))``; ``--debug`` anywhere on the command line shows tracebacks instead."""
+    if DEBUG_FLAG in sys.argv[1:]:
+        sys.argv.remove(DEBUG_FLAG)
+        os.environ["CXR_TRACEBACK"] = "1"
     sys.exit(run_cli(prog, main))
 
 

@@ -394,6 +394,8 @@ def add_config_args(parser: argparse.ArgumentParser, required: bool = True,
     parser.add_argument("-cfg", "--config", required=required, help="YAML config file")
     parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help=f"override config keys, e.g. --set {example}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an error instead of its one-line message")
     return parser
 
 

@@ -73,8 +73,8 @@ def test_train_cli_refuses_other_label_policy(prepared_dir, capsys):
 
 
 def test_test_cli_missing_checkpoint(prepared_dir, tmp_path, capsys):
-    code = cx_test.main(["-cfg", str(CONFIGS / "demo.yaml"), "--run", str(tmp_path), "--set",
-                      f"data.prepared={prepared_dir}"])
+    argv = ["-cfg", str(CONFIGS / "demo.yaml"), "--run", str(tmp_path), "--set", f"data.prepared={prepared_dir}"]
+    code = run_cli("python -m chextriev.test", lambda: cx_test.main(argv))
     assert code == 2 and "checkpoint not found" in capsys.readouterr().err
 
 

@@ -80,8 +80,10 @@ def walk_files(directory: Path, suffixes: tuple[str, ...]) -> set[str]:
     return found
 
 
-def apply_missing(frame: pd.DataFrame, present: np.ndarray, on_missing: str, what: str) -> pd.DataFrame:
-    """Raise (naming the first missing files) or warn-and-skip the rows whose file is absent."""
+def apply_missing(frame: pd.DataFrame, present: np.ndarray, on_missing: str, what: str,
+                  fix: str = "set data.on_missing=warn") -> pd.DataFrame:
+    """Raise (naming the first missing files and ``fix``, how to skip them) or warn-and-skip the rows whose file
+    is absent (``attrs["skipped_missing"]`` counts them, ``attrs["missing_ids"]`` names them)."""
     check_on_missing(on_missing)
     present = np.asarray(present, dtype=bool)
     n_missing = int((~present).sum())
@@ -90,11 +92,13 @@ def apply_missing(frame: pd.DataFrame, present: np.ndarray, on_missing: str, wha
     examples = frame.loc[~present, "path"].head(5).tolist()
     msg = f"{what}: {n_missing} of {len(frame)} image files missing, e.g. {examples}"
     if on_missing == "error":
-        raise FileNotFoundError(msg + " (pass on_missing='warn' to skip them with a warning)")
+        raise FileNotFoundError(f"{msg}; restore them, or {fix} to skip them with a warning")
     warnings.warn(msg + f"; skipped {n_missing} rows", stacklevel=3)
     out = frame.loc[present].reset_index(drop=True)
     out.attrs.update(frame.attrs)
     out.attrs["skipped_missing"] = n_missing
+    if "image_id" in frame:
+        out.attrs["missing_ids"] = frame.loc[~present, "image_id"].tolist()
     return out
 
 

@@ -22,8 +22,9 @@ preamble)              than the content leaves it grey, as a viewer shows it); w
 =====================  ==========================================================================================
 
 Any failure raises :class:`ImageReadError` naming the file. ``to_rgb(array)`` turns the result into a 3-channel
-``PIL.Image`` (the input every torchvision transform expects). ``verify_images(paths)`` opens every file's header
-in a thread pool and reports every unreadable one at once.
+``PIL.Image`` (the input every torchvision transform expects). ``verify_images(paths)`` decodes every file once in
+a thread pool (progress bar) and reports every unreadable one at once; ``check_frame_images(frame, verify,
+on_bad_image)`` applies a method's ``data.verify_images`` / ``data.on_bad_image`` keys to an index frame.
 """
 from __future__ import annotations
 
@@ -35,9 +36,14 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["ImageReadError", "load_image", "to_rgb", "to_uint8", "verify_images", "DICOM_SUFFIXES"]
+__all__ = ["ImageReadError", "load_image", "to_rgb", "to_uint8", "verify_images", "check_frame_images",
+           "DICOM_SUFFIXES"]
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
+
+
+FIX_HINT = ("replace or re-copy the file (ADNet, HAM, AG-CNN: data.verify_images=true decodes every listed image "
+            "before training, data.on_bad_image=warn skips undecodable ones)")
 
 
 class ImageReadError(OSError):
@@ -201,9 +207,9 @@ def load_image(path: str | os.PathLike, high_bit_depth: str = "minmax") -> np.nd
     except ImageReadError:
         raise
     except (FileNotFoundError, IsADirectoryError):
-        raise ImageReadError(f"image file not found: {path}") from None
+        raise ImageReadError(f"image file not found: {path}; {FIX_HINT}") from None
     except Exception as exc:  # PIL/pydicom raise many types; always name the file
-        raise ImageReadError(f"cannot decode image {path}: {type(exc).__name__}: {exc}") from exc
+        raise ImageReadError(f"cannot decode image {path} ({type(exc).__name__}: {exc}); {FIX_HINT}") from exc
     if out.ndim != 2 or out.size == 0:
         raise ImageReadError(f"image {path} decoded to shape {out.shape}, expected a non-empty 2-D image")
     return np.ascontiguousarray(out)
@@ -224,39 +230,58 @@ def to_rgb(array: np.ndarray) -> Image.Image:
 
 
 def _check_one(path: str) -> str | None:
+    """None when ``path`` decodes (the same full decode training does), else why not."""
     try:
-        p = Path(path)
-        if not p.is_file():
-            return "missing"
-        if _is_dicom(p):
-            import pydicom
-            pydicom.dcmread(str(p), force=True, stop_before_pixels=True)
-        else:
-            with Image.open(p) as img:
-                img.verify()
-    except Exception as exc:  # noqa: BLE001 - reported, not swallowed
-        return f"{type(exc).__name__}: {exc}"
+        load_image(path)
+    except ImageReadError as exc:
+        return str(exc.__cause__ or "").strip() or ("missing" if not os.path.isfile(path) else str(exc))
     return None
 
 
-def verify_images(paths: Iterable[str | os.PathLike], workers: int = 8, on_error: str = "error") -> list[str]:
-    """Open every file's header (PIL ``verify`` / DICOM header) in a thread pool.
+def verify_images(paths: Iterable[str | os.PathLike], workers: int = 8, on_error: str = "error",
+                  progress: bool = True) -> list[str]:
+    """Decode every file once (:func:`load_image`) in a thread pool, with a progress bar.
 
     Returns the list of bad paths. ``on_error="error"`` raises one :class:`ImageReadError` listing the first
     bad files and their count; ``on_error="warn"`` warns with the count and returns them.
     """
     import warnings
 
+    from tqdm.auto import tqdm
+
+    if on_error not in ("error", "warn"):
+        raise ValueError(f"on_error must be 'error' or 'warn', got {on_error!r}")
     paths: Sequence[str] = [str(p) for p in paths]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(pool.map(_check_one, paths, chunksize=64))
+        results = list(tqdm(pool.map(_check_one, paths), total=len(paths), desc="verify images", unit="img",
+                            disable=not progress or None))
     bad = [(p, r) for p, r in zip(paths, results) if r is not None]
     if bad:
         listing = "; ".join(f"{p} ({r})" for p, r in bad[:5])
-        msg = f"{len(bad)} of {len(paths)} image files are unreadable, e.g. {listing}"
+        msg = f"{len(bad)} of {len(paths)} image files cannot be decoded, e.g. {listing}"
         if on_error == "error":
-            raise ImageReadError(msg)
-        if on_error != "warn":
-            raise ValueError(f"on_error must be 'error' or 'warn', got {on_error!r}")
-        warnings.warn(msg, stacklevel=2)
+            raise ImageReadError(f"{msg}; replace them, or set data.on_bad_image=warn to skip them")
+        warnings.warn(msg + "; skipped", stacklevel=2)
     return [p for p, _ in bad]
+
+
+def check_frame_images(frame, verify: bool = False, on_bad_image: str = "error", workers: int = 8,
+                       path_column: str = "path"):
+    """An index frame after a method's ``data.verify_images`` / ``data.on_bad_image`` keys.
+
+    Every listed image is decoded once before training when ``verify`` is true or ``on_bad_image`` is "warn"
+    (skipping needs to know which files are bad): "error" stops naming the files, "warn" drops their rows with
+    a warning that counts them (``attrs["skipped_bad_images"]``). Otherwise the frame is returned as is and a bad
+    file stops training when it is read, naming it.
+    """
+    if on_bad_image not in ("error", "warn"):
+        raise ValueError(f"data.on_bad_image must be 'error' or 'warn', got {on_bad_image!r}")
+    if not verify and on_bad_image == "error":
+        return frame
+    bad = set(verify_images(frame[path_column], workers=workers, on_error=on_bad_image))
+    if not bad:
+        return frame
+    out = frame.loc[~frame[path_column].astype(str).isin(bad)].reset_index(drop=True)
+    out.attrs.update(frame.attrs)
+    out.attrs["skipped_bad_images"] = len(bad)
+    return out

@@ -23,6 +23,10 @@ What it does:
 
 ``prepare(dataset, root, out, size, ...) -> dict`` is the same as a function; it returns counts
 {"images", "written", "skipped", "copied", "cache"}.
+
+``--verify`` (no ``--out``) only checks: every image the dataset's reader lists (every image file under ``--root``
+when the reader cannot index it) is decoded once, in parallel with a progress bar; undecodable files end in one
+error line listing them (exit status 2), else it prints how many decode. ``verify(dataset, root)`` as a function.
 """
 from __future__ import annotations
 
@@ -40,7 +44,7 @@ from PIL import Image
 from shared.cli import cli_exit
 from shared.data.cache import MODES, ImageCache, ordered_parallel_map, resize_image
 
-__all__ = ["prepare", "DATASETS", "IMAGE_SUFFIXES"]
+__all__ = ["prepare", "verify", "DATASETS", "IMAGE_SUFFIXES"]
 
 DATASETS = ("nih", "chexpert", "mimic", "imagenome", "openi")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -232,12 +236,28 @@ def prepare(dataset: str, root, out, size: int = 512, mode: str = "shorter", cac
     return counts
 
 
+def verify(dataset: str, root, workers: int | None = None, progress: bool = True) -> int:
+    """Decode every image of ``root`` once (see ``--verify``); returns how many; raises ImageReadError listing the
+    undecodable ones."""
+    from shared.data.images import verify_images
+    root = Path(root).expanduser().resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset root {root} does not exist")
+    frame = _index_frame(dataset, root)
+    paths = list(frame["path"]) if frame is not None and "path" in frame else [
+        str(root / r) for r in _walk(root, None) if r.suffix.lower() in IMAGE_SUFFIXES]
+    verify_images(paths, workers=(os.cpu_count() or 1) if workers is None else workers, progress=progress)
+    return len(paths)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m shared.data.prepare", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True, choices=DATASETS)
     p.add_argument("--root", required=True, help="the dataset as downloaded (never modified)")
-    p.add_argument("--out", required=True, help="where the prepared copy goes (same layout)")
+    p.add_argument("--out", default=None, help="where the prepared copy goes (same layout; required unless --verify)")
+    p.add_argument("--verify", action="store_true",
+                   help="only decode every listed image once and report the undecodable ones (no --out)")
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--mode", choices=MODES, default="shorter",
                    help="shorter: shorter side = size, aspect kept (default); square: size x size")
@@ -246,6 +266,11 @@ def main(argv=None):
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
+    if a.verify:
+        print(f"all {verify(a.dataset, a.root, a.workers, progress=not a.no_progress)} images of {a.root} decode")
+        return
+    if a.out is None:
+        p.error("--out is required (or --verify)")
     counts = prepare(a.dataset, a.root, a.out, a.size, a.mode, a.cache, a.cache_dir, a.workers,
                      progress=not a.no_progress)
     print(f"prepared {counts['images']} images into {a.out}: {counts['written']} written, {counts['skipped']} "

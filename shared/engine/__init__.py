@@ -71,8 +71,14 @@ Run directory and files
 -----------------------
 ``create_run_dir(method, config_name, root="runs", resume=None)`` -> ``root/method/config_name/YYYYmmdd-HHMMSS/``
 (``-1``, ``-2`` suffix on collision; under torchrun rank 0 creates it and broadcasts it). ``resume=<dir>``
-returns that directory; ``resume="latest"`` the newest run of that method/config with a ``checkpoints/last.pt``.
-Resuming with a different config or loader shape (batch size, grad_accum, batches per epoch) logs a warning. The Trainer writes ``config.yaml`` (from ``config=``), ``log.txt`` (human),
+returns that directory (a missing one is an error, never a new run); ``resume="latest"`` the newest run of that
+method/config with a ``checkpoints/last.pt``; an unwritable ``root`` is one error naming ``root_key``. Any start
+in a run directory (``create_run_dir(resume=...)``, ``Trainer.fit``) removes the ``checkpoints/.*.tmp`` files of a
+save a kill interrupted (``remove_orphaned_temp_files``). Resuming with a different config or loader shape (batch
+size, grad_accum, batches per epoch) logs a warning; ``config.yaml`` keeps the config of the first start and the
+changed keys are appended to ``config_overrides.yaml`` (``record_config``). A failed checkpoint write (full disk,
+read-only folder) is a ``CheckpointWriteError`` naming the file and the free space; the old file stays. The
+Trainer writes ``config.yaml`` (from ``config=``), ``log.txt`` (human),
 ``metrics.jsonl`` (one JSON object per event: ``step`` (optimizer steps), ``epoch`` (0-based), ``split``
 (``train``/``val``/...), ``time`` and the values; NaN written as null; train events carry ``loss``, the
 ``loss_fn`` logs and ``lr``), optional ``tensorboard/`` and visdom (env ``VISDOM_SERVER``/``VISDOM_PORT``; never
@@ -99,7 +105,7 @@ Other helpers: ``select_device``, ``is_main_process``, ``get_rank``, ``get_world
 ``unwrap_model``, ``move_to_device``, ``ModelEMA(model, decay)``, ``cosine_schedule(opt, total_steps, min_lr,
 warmup_steps)`` (per iteration), ``step_schedule(opt, step_epochs, gamma)`` (per epoch; int or milestones).
 """
-from .checkpoint import (CheckpointError, LoadResult, WeightsMismatchError, get_rng_state, load_checkpoint,
+from .checkpoint import (CheckpointError, CheckpointWriteError, LoadResult, WeightsMismatchError, get_rng_state, load_checkpoint,
                          load_model_weights, save_checkpoint, set_rng_state, weights_from_checkpoint)
 from .config import EngineConfig
 from .data import ResumableSampler, SeededDataset, make_loader, move_to_device
@@ -108,7 +114,8 @@ from .distributed import (all_gather_concat, barrier, broadcast_object, get_rank
 from .ema import ModelEMA
 from .logger import RunLogger
 from .schedules import cosine_schedule, step_schedule
-from .trainer import NonFiniteLossError, Trainer, create_run_dir, seed_everything, select_device
+from .trainer import (NonFiniteLossError, Trainer, create_run_dir, record_config, remove_orphaned_temp_files,
+                      seed_everything, select_device)
 
 __all__ = [
     "EngineConfig", "Trainer", "create_run_dir", "save_checkpoint", "load_checkpoint", "load_model_weights",
@@ -116,5 +123,6 @@ __all__ = [
     "cosine_schedule", "step_schedule", "ResumableSampler", "SeededDataset", "make_loader", "move_to_device",
     "NonFiniteLossError", "CheckpointError", "WeightsMismatchError", "LoadResult", "all_gather_concat",
     "broadcast_object", "barrier", "get_rank", "get_world_size", "init_distributed", "is_distributed",
-    "unwrap_model", "get_rng_state", "set_rng_state", "RunLogger",
+    "unwrap_model", "get_rng_state", "set_rng_state", "RunLogger", "CheckpointWriteError", "record_config",
+    "remove_orphaned_temp_files",
 ]

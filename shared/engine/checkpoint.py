@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from contextlib import suppress
@@ -28,6 +29,20 @@ class WeightsMismatchError(CheckpointError):
         self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
 
 
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (full disk, read-only folder); the previous file is untouched."""
+
+
+def _write_failure(path: Path, err: BaseException) -> str:
+    cause = err.strerror if isinstance(err, OSError) and err.strerror else f"{type(err).__name__}: {err}"
+    try:
+        free = f"{shutil.disk_usage(path.parent if path.parent.exists() else path.anchor).free / 2**20:.0f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    return (f"cannot write checkpoint {path} ({cause}; {free} there): free disk space or move the runs root to "
+            "a writable disk, then --resume the run (the previous checkpoint is intact)")
+
+
 class LoadResult(NamedTuple):
     missing: list[str]
     unexpected: list[str]
@@ -42,17 +57,22 @@ def save_checkpoint(obj: Any, path: str | Path) -> Path:
     removes the temporary file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise CheckpointWriteError(_write_failure(path, err)) from err
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(obj, fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with suppress(OSError):
             os.unlink(tmp)
+        if isinstance(err, (OSError, RuntimeError)):  # a full disk surfaces as torch's "unexpected pos" RuntimeError
+            raise CheckpointWriteError(_write_failure(path, err)) from err
         raise
     with suppress(OSError):  # make the rename durable where the platform allows it
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -63,17 +83,30 @@ def save_checkpoint(obj: Any, path: str | Path) -> Path:
     return path
 
 
+def load_failure(path: Path, err: BaseException, trust_hint: str = "") -> str:
+    """Why ``torch.load`` refused ``path``, in one line: pickled objects (``trust_hint`` says how to allow them)
+    or a file that is not a complete PyTorch checkpoint (truncated download, another file type)."""
+    text = str(err)
+    if "Unsupported global" in text or "GLOBAL" in text:   # weights_only met a pickled class: a real checkpoint
+        what = "holds pickled Python objects, which weights_only loading refuses"
+        return f"cannot load checkpoint {path}: it {what}" + (f"; {trust_hint}" if trust_hint else "")
+    first = text.splitlines()[0][:120] if text else ""
+    return (f"cannot load checkpoint {path}: not a complete PyTorch checkpoint ({type(err).__name__}: {first}); "
+            "the file is truncated (re-download or re-copy it) or of another type")
+
+
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     """``torch.load(path, weights_only=True)`` with one clear error naming the file when missing or corrupt."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"checkpoint not found: {path}; check the path (--weights / --run)")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # UnpicklingError, RuntimeError (zip), EOFError ...
-        raise CheckpointError(f"cannot load checkpoint {path} with weights_only=True "
-                              f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-                              "the file is truncated/corrupt or holds pickled objects") from err
+        raise CheckpointError(load_failure(path, err)) from err
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"cannot load checkpoint {path}: it holds a {type(obj).__name__}, not a state dict or "
+                              "a checkpoint dict; give a checkpoint written by this project's train")
     return obj
 
 

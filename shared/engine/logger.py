@@ -13,6 +13,27 @@ from typing import Any
 from tqdm.auto import tqdm
 
 
+_current_log: Path | None = None   # log.txt of the run this process opened last (for run_cli's error line)
+
+
+def forget_run_log() -> None:
+    """Start of a command: no run log yet."""
+    global _current_log
+    _current_log = None
+
+
+def append_to_run_log(line: str) -> None:
+    """Append ``line`` (time-stamped) to the log.txt of the run this process opened, if any (best effort: the
+    error being reported may be that this disk is full or read-only)."""
+    if _current_log is None:
+        return
+    try:
+        with open(_current_log, "a", encoding="utf-8") as fh:
+            fh.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {line}\n")
+    except OSError:
+        pass
+
+
 def _json_value(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None  # NaN / inf -> null, so metrics.jsonl stays standard JSON
@@ -35,6 +56,8 @@ class RunLogger:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.run_dir / "log.txt"
         self.metrics_path = self.run_dir / "metrics.jsonl"
+        global _current_log
+        _current_log = self.log_path
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter

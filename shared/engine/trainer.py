@@ -82,12 +82,14 @@ def select_device(spec: str = "auto") -> torch.device:
     return torch.device(spec)
 
 
-def create_run_dir(method: str, config_name: str, root: str | Path = "runs", resume: str | Path | None = None) -> Path:
+def create_run_dir(method: str, config_name: str, root: str | Path = "runs", resume: str | Path | None = None,
+                   root_key: str = "runs_root") -> Path:
     """``root/method/config_name/YYYYmmdd-HHMMSS/`` (with ``checkpoints/``), or ``resume`` when given.
 
-    ``resume``: an existing run directory, or ``"latest"`` for the newest run under ``root/method/config_name``
-    that has a ``checkpoints/last.pt``. Under torchrun, initialises the process group and broadcasts rank 0's
-    directory to every rank.
+    ``resume``: an existing run directory (a missing one is a FileNotFoundError: a mistyped path never starts a
+    new run), or ``"latest"`` for the newest such run under ``root/method/config_name``
+    (its orphaned temp files are removed). ``root_key``: the config key of ``root``, named when it is not writable.
+    Under torchrun, initialises the process group and broadcasts rank 0's directory to every rank.
     """
     init_distributed()
     if resume is not None and str(resume) == "latest":
@@ -105,27 +107,62 @@ def create_run_dir(method: str, config_name: str, root: str | Path = "runs", res
     if resume is not None:
         path = Path(resume)
         if not path.is_dir():
-            raise FileNotFoundError(f"run directory to resume not found: {path}")
+            raise FileNotFoundError(f"run directory to resume not found: {path}; give a run directory written by "
+                                    f"this method's train (under {Path(root) / method / config_name}) or "
+                                    "--resume latest")
         if is_main_process():
-            (path / "checkpoints").mkdir(exist_ok=True)
+            remove_orphaned_temp_files(path)
         barrier()
         return path
     path_str = None
     if is_main_process():
-        base = Path(root) / method / config_name
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        path = base / stamp
-        n = 1
+        path_str = str(_new_run_dir(Path(root) / method / config_name, root_key))
+    return Path(broadcast_object(path_str))
+
+
+def _new_run_dir(base: Path, root_key: str) -> Path:
+    """``base/<timestamp>[-n]/checkpoints``; an unwritable root is one error naming it and ``root_key``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path, n = base / stamp, 1
+    try:
         while True:
             try:
                 path.mkdir(parents=True, exist_ok=False)
                 break
             except FileExistsError:
-                path = base / f"{stamp}-{n}"
-                n += 1
+                path, n = base / f"{stamp}-{n}", n + 1
         (path / "checkpoints").mkdir()
-        path_str = str(path)
-    return Path(broadcast_object(path_str))
+    except OSError as err:
+        raise PermissionError(err.errno, f"cannot create a run directory in {base} ({err.strerror}): set "
+                              f"{root_key} to a writable folder (--set {root_key}=DIR)") from err
+    return path
+
+
+def remove_orphaned_temp_files(run_dir: str | Path) -> list[Path]:
+    """Delete the temporary files of checkpoint saves a kill interrupted (``checkpoints/.*.tmp`` anywhere under
+    ``run_dir``: AG-CNN keeps one checkpoints/ per stage); returns what was removed."""
+    removed = []
+    for stale in Path(run_dir).glob("**/checkpoints/.*.tmp"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+            removed.append(stale)
+    return removed
+
+
+def record_config(run_dir: str | Path, config: Mapping) -> None:
+    """Write ``run_dir/config.yaml`` on the first start. Later starts (``--resume``) with a different config leave
+    it alone — it describes the training that produced the checkpoints — and append the changed keys, with the
+    time, to ``config_overrides.yaml`` beside it."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return
+    original = yaml.safe_load(path.read_text()) or {}
+    changes = _diff_keys(original, config)
+    if changes:
+        with open(path.with_name("config_overrides.yaml"), "a", encoding="utf-8") as fh:
+            fh.write(yaml.safe_dump([{"time": time.strftime("%Y-%m-%d %H:%M:%S"), "changed": changes}],
+                                    sort_keys=False))
 
 
 def _isatty() -> bool:
@@ -288,7 +325,7 @@ class Trainer:
         if rng is not None:
             set_rng_state(rng)
         if self.is_main and self.config is not None:
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.config, sort_keys=False))
+            record_config(self.run_dir, self.config)
         if rng is None:
             self.logger.info(f"start: device={self.device} world_size={self.world_size} amp={self.amp} "
                              f"torch={torch.__version__} run_dir={self.run_dir}")
@@ -306,7 +343,9 @@ class Trainer:
                              f"{self._resumed_shape}: the continuation will not match an uninterrupted run")
         self._loader_shape = (batch_size, cfg.grad_accum, n_batches)
         if n_batches == 0:
-            raise ValueError("train loader is empty (dataset smaller than one batch with drop_last?)")
+            raise ValueError(f"the training split has no batch ({len(getattr(train_loader, 'dataset', []))} samples, "
+                             f"batch size {batch_size}, drop_last): check the data's split lists, or lower the "
+                             "batch size")
         try:
             while not self._done():
                 self._train_epoch(train_loader, n_batches)
@@ -459,7 +498,8 @@ class Trainer:
         last = self.last_path if self.last_path.exists() else None
         msg = (f"non-finite {what} ({loss_value}) at epoch {self.epoch}, batch {batch_index}, after optimizer step "
                f"{self.global_step}; logs={dict(logs or {})}; stopping. Last good checkpoint: "
-               f"{last if last else 'none written yet'}")
+               f"{last if last else 'none written yet'}: lower the learning rate or set engine.clip_grad_norm "
+               f"(or amp=none), then resume with --resume {self.run_dir}")
         self.logger.error(msg)
         self.logger.close()
         raise NonFiniteLossError(msg)
@@ -488,9 +528,20 @@ class Trainer:
     def _is_better(self, value: float) -> bool:
         return self._better(value, self.best_metric)
 
+    def _sync_buffers(self) -> None:
+        """Give every rank rank 0's buffers (BatchNorm running statistics): DDP broadcasts them before each
+        forward, but the forward then updates them from each rank's own batch, so without this the ranks would
+        each evaluate a slightly different model, none of them exactly the one best.pt saves (rank 0's)."""
+        if not self.distributed:
+            return
+        for module in (self.model, self.ema.module if self.ema is not None else None):
+            for buffer in (module.buffers() if module is not None else ()):
+                torch.distributed.broadcast(buffer.data, src=0)
+
     def _validate(self) -> None:
         if self.evaluate is None or self.last_val_step == self.global_step:
             return
+        self._sync_buffers()
         monitor = self.cfg.monitor
         source = None
         if self.ema is not None:
@@ -587,10 +638,8 @@ class Trainer:
         self._save(self.last_path)
 
     def _resume(self) -> dict | None:
-        if self.is_main and self.ckpt_dir.is_dir():  # temp files of a save that a kill interrupted
-            for stale in self.ckpt_dir.glob(".*.tmp"):
-                with contextlib.suppress(OSError):
-                    stale.unlink()
+        if self.is_main:   # temp files of a save that a kill interrupted, on any start in this directory
+            remove_orphaned_temp_files(self.run_dir)
         barrier()
         if not self.last_path.exists():
             return None

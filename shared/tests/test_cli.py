@@ -124,3 +124,45 @@ def test_a_failed_cxrclip_train_leaves_no_empty_run_folder(tmp_path):
         train.main(["-cfg", str(REPO / "cxrclip/configs/demo.yaml"), "--set",
                     f"data.sources.0.root={tmp_path / 'absent'}", f"output_root={tmp_path / 'runs'}"])
     assert not [p for p in (tmp_path / "runs").rglob("*") if p.name != "demo" and p.name != "cxrclip"]
+
+
+def test_disk_errors_and_non_finite_loss_are_user_errors_bugs_are_not(capsys):
+    import errno
+
+    from shared.engine import NonFiniteLossError
+    for err in (OSError(errno.ENOSPC, "No space left on device", "/runs/x/last.pt"),
+                PermissionError(errno.EACCES, "Permission denied", "/runs"),
+                OSError(errno.EROFS, "Read-only file system", "/mnt/ro")):
+        assert run_cli("prog", lambda: (_ for _ in ()).throw(err)) == 2
+        line = capsys.readouterr().err
+        assert line.count("\n") == 1 and err.filename in line and err.strerror in line
+    assert run_cli("prog", lambda: (_ for _ in ()).throw(NonFiniteLossError("non-finite loss (nan)\nat step 3"))) == 2
+    assert capsys.readouterr().err == "prog: error: non-finite loss (nan) at step 3\n"   # always one line
+    with pytest.raises(OSError):   # an OSError that is not the user's disk (e.g. a broken socket) is a bug
+        run_cli("prog", lambda: (_ for _ in ()).throw(OSError(errno.ECONNRESET, "reset")))
+
+
+def test_the_error_line_goes_into_the_log_of_the_run_the_command_opened(tmp_path, capsys):
+    from shared.engine import RunLogger
+
+    def action():
+        RunLogger(tmp_path / "run").info("started")
+        raise ValueError("the validation split has no images")
+    assert run_cli("python -m x.train", action) == 2
+    log = (tmp_path / "run" / "log.txt").read_text().splitlines()
+    assert log[-1].endswith("python -m x.train: error: the validation split has no images")
+    assert run_cli("python -m x.test", lambda: (_ for _ in ()).throw(ValueError("other"))) == 2
+    assert "other" not in (tmp_path / "run" / "log.txt").read_text()   # a later command without a run: no log
+
+
+def test_debug_flag_shows_the_traceback_and_bugs_exit_1(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "CXR_TRACEBACK"}
+    argv = [sys.executable, "-m", "ham.test", "-cfg", "ham/configs/demo.yaml", "-w", str(tmp_path / "absent.pt"),
+            "--set", f"data.root={tmp_path}"]
+    plain = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr
+    debug = subprocess.run(argv + ["--debug"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+    bug = subprocess.run([sys.executable, "-c", "from shared.cli import cli_exit; cli_exit('p', lambda: 1 / 0)"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert bug.returncode == 1 and "ZeroDivisionError" in bug.stderr

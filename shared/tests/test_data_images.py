@@ -133,3 +133,24 @@ def test_to_rgb_and_to_uint8():
     assert to_uint8(np.full((2, 2), 7.0)).tolist() == [[0, 0], [0, 0]]
     with pytest.raises(ValueError):
         to_rgb(np.zeros((2, 2, 4), np.uint8))
+
+
+def test_verify_decodes_fully_and_check_frame_images_skips_or_names(tmp_path):
+    """A PNG cut in its pixel data passes a header check but not a decode: verification finds it; "warn" drops
+    and counts its row, "error" names it; without verification the frame is untouched (read-time error)."""
+    import pandas as pd
+    from shared.data.images import check_frame_images
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png", "c.png"):
+        Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)).save(tmp_path / name)
+    cut = tmp_path / "b.png"
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    frame = pd.DataFrame({"path": [str(tmp_path / n) for n in ("a.png", "b.png", "c.png")], "x": [1, 2, 3]})
+    assert check_frame_images(frame) is frame
+    with pytest.raises(ImageReadError, match=r"1 of 3 .*b\.png.*data.on_bad_image=warn"):
+        check_frame_images(frame, verify=True)
+    with pytest.warns(UserWarning, match="1 of 3"):
+        kept = check_frame_images(frame, on_bad_image="warn")
+    assert kept["x"].tolist() == [1, 3] and kept.attrs["skipped_bad_images"] == 1
+    with pytest.raises(ValueError, match="on_bad_image"):
+        check_frame_images(frame, on_bad_image="skip")

@@ -93,3 +93,50 @@ def test_external_kill9_after_a_checkpoint_then_resume_is_exact(tmp_path, refere
     assert resumed.returncode == 0, resumed.stderr
     assert sorted(p.name for p in last.parent.iterdir()) == ["best.pt", "last.pt"]   # stale temp file removed
     _assert_same_run(reference, run_dir)
+
+
+def _tiny():
+    spec = importlib.util.spec_from_file_location("engine_train_tiny_files", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_any_start_removes_orphaned_temp_checkpoints_and_resume_overrides_are_recorded_beside(tmp_path):
+    """A kill during a save leaves checkpoints/.last.pt.*.tmp: the next start in that directory removes it, a
+    resume or not. Resuming with other settings keeps config.yaml (what trained) and logs the change beside it."""
+    tiny = _tiny()
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    stale = run / "checkpoints" / ".last.pt.abc123.tmp"
+    stale.write_bytes(b"x" * 1000)
+    tiny.main([str(run), "--epochs", "1", "--samples", "16"])             # a fresh start in that directory
+    assert not stale.exists()
+    original = (run / "config.yaml").read_text()
+    stale.write_bytes(b"x")
+    tiny.main([str(run), "--epochs", "2", "--samples", "16"])             # resumes last.pt with epochs=2
+    assert not stale.exists()
+    assert (run / "config.yaml").read_text() == original and "epochs: 1" in original
+    overrides = (run / "config_overrides.yaml").read_text()
+    assert "tiny.epochs: 1 -> 2" in overrides
+
+
+def test_a_failed_checkpoint_write_names_the_file_and_keeps_the_previous_one(tmp_path, monkeypatch):
+    """A full disk (torch.save raising its 'unexpected pos' error, or ENOSPC) is one CheckpointWriteError naming
+    the file and the free space; the previous checkpoint and the directory are as before (no temp file)."""
+    import errno
+
+    from shared.engine import CheckpointError, CheckpointWriteError, save_checkpoint
+    target = tmp_path / "last.pt"
+    save_checkpoint({"step": 1}, target)
+    before = target.read_bytes()
+    for failure in (RuntimeError("[enforce fail at inline_container.cc] . unexpected pos 1938816 vs 1938708"),
+                    OSError(errno.ENOSPC, "No space left on device")):
+        def full_disk(obj, fh, _failure=failure):
+            fh.write(b"partial")
+            raise _failure
+        monkeypatch.setattr(torch, "save", full_disk)
+        with pytest.raises(CheckpointWriteError, match=r"cannot write checkpoint .*last\.pt.*MiB free") as info:
+            save_checkpoint({"step": 2}, target)
+        assert isinstance(info.value, CheckpointError)
+        assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]

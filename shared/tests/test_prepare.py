@@ -104,3 +104,20 @@ def test_mimic_jpeg_exif_and_reports(tmp_path):
         assert (out / f"mimic-cxr-2.0.0-{name}.csv").is_file()
     with pytest.raises(ValueError, match="must differ"):
         prepare("mimic", root, root, size=32)
+
+
+def test_verify_lists_undecodable_images_in_one_line(tmp_path, capsys):
+    """`prepare --verify` decodes every listed image; a truncated one is one error line naming it, exit 2."""
+    from shared.cli import run_cli
+    from shared.data.prepare import main
+    from shared.data.synthetic import generate
+    root = generate("nih", tmp_path / "nih", n=12, size=32, seed=0)
+    argv = ["--dataset", "nih", "--root", str(root), "--verify", "--workers", "2", "--no-progress"]
+    assert run_cli("python -m shared.data.prepare", lambda: main(argv)) == 0
+    assert "all 12 images" in capsys.readouterr().out
+    victim = sorted((root / "images").glob("*.png"))[4]
+    victim.write_bytes(victim.read_bytes()[:60])
+    assert run_cli("python -m shared.data.prepare", lambda: main(argv)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and victim.name in err[0]
+    assert err[0].startswith("python -m shared.data.prepare: error: 1 of 12")

@@ -41,7 +41,9 @@ class NoisyDataset(Dataset):
         return {"x": self.x[i] + self.noise * torch.randn_like(self.x[i]), "y": self.y[i], "index": i}
 
 
-def make_model(dim: int = 6, dropout: float = 0.2) -> nn.Module:
+def make_model(dim: int = 6, dropout: float = 0.2, bn: bool = False) -> nn.Module:
+    if bn:   # BatchNorm: running statistics that each DDP rank updates from its own batches
+        return nn.Sequential(nn.Linear(dim, 16), nn.BatchNorm1d(16), nn.Tanh(), nn.Linear(16, 1))
     return nn.Sequential(nn.Linear(dim, 16), nn.Tanh(), nn.Dropout(dropout), nn.Linear(16, 1))
 
 
@@ -49,6 +51,21 @@ def loss_fn(model, batch):
     pred = model(batch["x"])
     loss = nn.functional.mse_loss(pred, batch["y"])
     return loss, {"mse": loss.item()}
+
+
+def sharded_evaluate(trainer: Trainer, val_set: Dataset):
+    """The way methods evaluate: a train=False loader (each rank a disjoint shard), predictions gathered."""
+    loader = trainer.make_loader(val_set, batch_size=5, shuffle=False, train=False)
+
+    def evaluate(model):
+        err, index = [], []
+        for batch in loader:
+            err.append((model(batch["x"]) - batch["y"]) ** 2)
+            index.append(batch["index"])
+        index = all_gather_concat(torch.cat(index))
+        assert sorted(index.tolist()) == list(range(len(val_set))), index   # every sample exactly once
+        return {"val/loss": float(all_gather_concat(torch.cat(err)).double().mean())}
+    return evaluate
 
 
 def make_evaluate(val_set: Dataset):
@@ -75,13 +92,14 @@ def main(argv=None) -> dict:
     p.add_argument("--sleep", type=float, default=0.0)
     p.add_argument("--samples", type=int, default=64)
     p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--bn", action="store_true", help="BatchNorm model, sharded evaluation of 37 samples")
     args = p.parse_args(argv)
 
     cfg = EngineConfig(epochs=args.epochs, grad_accum=args.accum, ckpt_every_iters=args.ckpt_every,
                        val_every_iters=args.val_every, num_workers=args.workers, ema_decay=args.ema,
                        max_iters=args.max_iters, device="cpu", log_every=2, seed=3)
     seed_everything(cfg.seed)
-    model = make_model(dropout=args.dropout)
+    model = make_model(dropout=args.dropout, bn=args.bn)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.01)
     calls = {"n": 0}
 
@@ -95,6 +113,8 @@ def main(argv=None) -> dict:
 
     trainer = Trainer(model, opt, cfg, args.run_dir, loss_fn=counting_loss,
                       evaluate=make_evaluate(NoisyDataset(32, seed=1, noise=0.0)), config={"tiny": vars(args)})
+    if args.bn:
+        trainer.evaluate = sharded_evaluate(trainer, NoisyDataset(37, seed=1, noise=0.0))
     loader = trainer.make_loader(NoisyDataset(args.samples, seed=0), batch_size=args.batch, shuffle=True, drop_last=True)
     steps_per_epoch = len(loader) // args.accum
     trainer.scheduler = cosine_schedule(opt, total_steps=max(1, args.epochs * steps_per_epoch), min_lr=1e-4,
