@@ -130,8 +130,8 @@ def _pickled_object(path):
 
 
 @pytest.mark.parametrize("make, expected", [(_ham_checkpoint, r"(?s)does not match .*no rule maps \(350\): model\.conv1"),
-                                            (_truncated, "cannot be read as an ADNet checkpoint"),
-                                            (_pickled_object, "cannot be read as an ADNet checkpoint")])
+                                            (_truncated, "not a complete PyTorch checkpoint"),
+                                            (_pickled_object, "holds pickled Python objects")])
 def test_bad_files_are_one_error_naming_the_file(tmp_path, make, expected):
     path = tmp_path / "downloaded.pth.tar"
     make(path)
@@ -139,7 +139,7 @@ def test_bad_files_are_one_error_naming_the_file(tmp_path, make, expected):
     before = state_snapshot(model)
     with pytest.raises(CheckpointKeyError, match=expected) as err:
         adnet.load_weights(model, path)
-    assert str(err.value).startswith(str(path))
+    assert str(path) in str(err.value).splitlines()[0]
     if make is not _ham_checkpoint:
         assert "\n" not in str(err.value)
     assert_unchanged(model, before)
