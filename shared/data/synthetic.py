@@ -46,7 +46,8 @@ What is written (the real layouts; the readers in ``shared.data`` read them with
   1.0/0.0/-1.0/blank; valid has no blanks and no -1) and the JPEGs the Path column names.
 - ``mimic``: mimic-cxr-2.0.0-{chexpert,negbio,split,metadata}.csv, files/pXX/pSUBJECT/sSTUDY/<dicom_id>.jpg and
   the reports files/pXX/pSUBJECT/sSTUDY.txt (FINDINGS: / IMPRESSION:). Labels agree with the report sentences
-  (positive -> 1.0, "possible ..." -> -1.0, "no ..." -> 0.0, not mentioned -> blank).
+  (positive -> 1.0, "possible ..." -> -1.0, "no ..." -> 0.0, not mentioned -> blank). Also testSet_SubjID.csv
+  (CheXclusion's test-subject list, ADNet's MIMIC test set): the twin's official test subjects.
 - ``imagenome``: the ``mimic`` layout plus silver/scene_graph/<dicom_id>_SceneGraph.json for each frontal image
   (18 anatomy objects with x1..y2/width/height at 224 scale and original_x1..y2 in written pixels; attributes
   "anatomicalfinding|yes|lung opacity"-style strings, including "|no|" ones).
@@ -82,6 +83,10 @@ from shared.data.labels import (CHEXPERT_LABELS, IMAGENOME_ANATOMIES, IMAGENOME_
                                 NIH_LABELS)
 
 LAYOUTS = ("nih", "chexpert", "mimic", "imagenome", "openi")
+# The folder each layout gets under a DATA root: the names the reproduce targets expect (`make ... DATA=D`), so a
+# folder of twins (`make twin`, `make demo`) stands in for a folder of the real datasets.
+DATA_FOLDERS = {"nih": "nih", "chexpert": "chexpert", "mimic": "mimic-cxr-jpg", "imagenome": "chest-imagenome",
+                "openi": "openi"}
 _LAYOUT_CODE = {"nih": 1, "chexpert": 2, "mimic": 3, "imagenome": 3, "openi": 5}  # imagenome = mimic images
 
 # Internal finding names. NIH's 14 are NIH's spelling; the last three exist for the CheXpert-style label sets.
@@ -1031,6 +1036,9 @@ def _gen_mimic(root: Path, n, size, seed, workers, scene_graphs=False):
     for name, rows in (("chexpert", lab_rows), ("negbio", neg_rows)):
         df = pd.DataFrame(rows)[["subject_id", "study_id"] + MIMIC_LABELS]
         _write_csv(df, root / f"mimic-cxr-2.0.0-{name}.csv")
+    # CheXclusion's test-subject list (ADNet's MIMIC test set), here the twin's official test subjects
+    test_subjects = sorted({m["subject_id"] for m in meta if m["split"] == "test"})
+    _write_csv(pd.DataFrame({"subject_id": test_subjects}), root / "testSet_SubjID.csv")
     extra = ("Reports: files/pXX/pSUBJECT/sSTUDY.txt; about 10% have only an IMPRESSION section (like some real ones). "
              "Label files agree with the report sentences (positive 1.0, hedged -1.0, negated 0.0, unmentioned blank); "
              "the negbio file calls ~30% of the hedged findings positive. Split: ~70/10/20 by subject.")
