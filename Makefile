@@ -6,7 +6,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA ?= data
-RUNS ?= runs
+SMOKE ?=
+RUNS ?= $(if $(SMOKE),runs_smoke,runs)
 
 .PHONY: help install test test-fast demo results bench clean-runs
 help:
@@ -16,6 +17,9 @@ help:
 	@echo "make results         aggregate every finished run under $(RUNS)/ into RESULTS.md (the demo's: RUNS=demo_out)"
 	@echo "make bench           run the throughput benchmarks in benchmarks/"
 	@echo "make reproduce-<method>-<dataset>   e.g. reproduce-adnet-nih DATA=/path/to/datasets"
+	@echo "   ... SMOKE=1       the same pipeline at toy scale on CPU, random init, no weight files (DATA=data/synthetic)"
+	@echo "make twin            write the synthetic twin of every dataset to $(DATA)/synthetic"
+	@echo "make smoke-reproduce run every reproduce target with SMOKE=1 on the twin (a few minutes)"
 
 # Re-installs only when pyproject.toml changed since the last successful install.
 install: $(STAMP)
@@ -46,3 +50,4 @@ clean-runs:
 	rm -rf $(RUNS)
 
 -include $(wildcard */reproduce.mk)
+include shared/smoke.mk

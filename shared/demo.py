@@ -308,7 +308,11 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--methods", nargs="*", default=list(METHODS), help="methods to run (default: all five)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per method demo")
+    p.add_argument("--twins-only", action="store_true", help="only write the twins (make twin), no pictures or demos")
     a = p.parse_args(argv)
+    if a.twins_only:
+        ensure_twins(Path(a.data), a.n, a.size, a.seed)
+        return 0
     results = run(a.data, a.out, a.n, a.size, a.seed, a.methods, a.timeout)
     return 1 if any(r["status"] not in ("ok", "not implemented yet") for r in results) else 0
 
