@@ -40,3 +40,9 @@ smoke-reproduce: install $(if $(filter command line,$(origin DATA)),,twin)
 # the synthetic twin of every layout under data/synthetic, in the folders a real DATA root has (reused when complete)
 twin: install
 	$(PY) -m shared.demo --data $(DATA)/synthetic --twins-only
+
+# HAM's shipped CheXpert boxes name real images: the twin writes its own in HAM's format, and the config's own
+# box splits (which ham/smoke.yaml replaces with NIH-style ones) come back
+reproduce-ham-chexpert: override HAM_SET += data.boxes=$(HAM_CHEXPERT)/CheXpert-v1.0-small/BBoxes.json \
+  data.box_sizes=$(HAM_CHEXPERT)/CheXpert-v1.0-small/box_sizes.csv 'data.train=split:train - boxes:all' \
+  data.train_boxes=null data.test=boxes:all data.test_boxes=boxes:all

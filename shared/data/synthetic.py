@@ -43,7 +43,9 @@ What is written (the real layouts; the readers in ``shared.data`` read them with
   labels; "Infiltrate" spelling; the real file's header with its 3 empty columns), train_val_list.txt /
   test_list.txt (patient-disjoint, ~80/20, no final newline like the real files), images/*.png.
 - ``chexpert``: CheXpert-v1.0-small/{train,valid}.csv (Path, Sex, Age, Frontal/Lateral, AP/PA, 14 labels with
-  1.0/0.0/-1.0/blank; valid has no blanks and no -1) and the JPEGs the Path column names.
+  1.0/0.0/-1.0/blank; valid has no blanks and no -1) and the JPEGs the Path column names; also
+  CheXpert-v1.0-small/BBoxes.json, the training images' true boxes in HAM's CheXpert box format, with the image
+  size they refer to in box_sizes.csv (HAM's ``data.box_sizes``).
 - ``mimic``: mimic-cxr-2.0.0-{chexpert,negbio,split,metadata}.csv, files/pXX/pSUBJECT/sSTUDY/<dicom_id>.jpg and
   the reports files/pXX/pSUBJECT/sSTUDY.txt (FINDINGS: / IMPRESSION:). Labels agree with the report sentences
   (positive -> 1.0, "possible ..." -> -1.0, "no ..." -> 0.0, not mentioned -> blank). Also testSet_SubjID.csv
@@ -931,9 +933,37 @@ def _gen_chexpert(root: Path, n, size, seed, workers):
     cols = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA"] + CHEXPERT_LABELS
     for split in ("train", "valid"):
         _write_csv(df[df["split"] == split][cols], base / f"{split}.csv")
+    _write_ham_chexpert_boxes(truth, base / "BBoxes.json")
     _finish(root, "chexpert", n, size, seed, messy, truth,
-            "CheXpert-v1.0-small/valid.csv has only 0.0/1.0 (like the real radiologist-labelled validation set).")
+            "CheXpert-v1.0-small/valid.csv has only 0.0/1.0 (like the real radiologist-labelled validation set).\n"
+            "CheXpert-v1.0-small/BBoxes.json: the true boxes of the training images in HAM's CheXpert box format "
+            "(box_sizes.csv: the image size they refer to).")
     return root
+
+
+# the twin's findings under the names of HAM's 9 CheXpert box classes (shared.data.splits.HAM_CHEXPERT_CLASSES)
+_HAM_CHEXPERT_BOX_NAMES = {"Cardiomegaly": "Cardiomegaly", "Effusion": "Pleural_Effusion", "Edema": "Edema",
+                           "Enlarged_CM": "Enlarged_Cardiomediastinum", "Atelectasis": "Atelectasis",
+                           "Pneumonia": "Pneumonia", "Fracture": "Fracture", "Consolidation": "Consolidation",
+                           "Pneumothorax": "Pneumothorax"}
+
+
+def _write_ham_chexpert_boxes(truth: list, path: Path):
+    """HAM's CheXpert ``BBoxes.json`` ({path below CheXpert-v1.0-small/: {class: [[xmin, ymin, xmax, ymax]]}}) for
+    the boxed training images, so HAM's CheXpert setting runs on the twin (``data.boxes``)."""
+    out, sizes = {}, []
+    for rec in truth:
+        rel = rec["path"].split("/", 1)[1]
+        for les in rec["lesions"] if rel.startswith("train/") else ():
+            name = _HAM_CHEXPERT_BOX_NAMES.get(les["finding"])
+            if name:
+                x, y, w, h = les["box"]
+                out.setdefault(rel, {}).setdefault(name, []).append([x, y, x + w, y + h])
+        if rel in out:
+            sizes.append({"image_id": rel, "width": rec["width"], "height": rec["height"]})
+    _write_text(path, json.dumps(out, indent=1))
+    # the size the boxes refer to (HAM's data.box_sizes): here the written image itself
+    _write_csv(pd.DataFrame(sizes, columns=["image_id", "width", "height"]), path.with_name("box_sizes.csv"))
 
 
 # ==================================================================================================== MIMIC
