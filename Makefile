@@ -21,8 +21,13 @@ help:
 	@echo "make twin            write the synthetic twin of every dataset to $(DATA)/synthetic"
 	@echo "make smoke-reproduce run every reproduce target with SMOKE=1 on the twin (a few minutes)"
 
-# Re-installs only when pyproject.toml changed since the last successful install.
+# Re-installs only when pyproject.toml changed since the last successful install. PY=/path/to/python on the
+# command line names an environment you installed yourself: nothing is installed into it.
+ifeq ($(origin PY),command line)
+install: ;
+else
 install: $(STAMP)
+endif
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
