@@ -25,7 +25,7 @@ endif
 
 # Each target in its own make, logged to $(RUNS)/smoke_logs/<target>.log; one line per target, then the failures.
 SMOKE_DATA := $(if $(filter command line,$(origin DATA)),$(DATA),$(DATA)/synthetic)
-.PHONY: smoke-reproduce twin
+.PHONY: smoke-reproduce twin print-smoke-targets
 smoke-reproduce: install $(if $(filter command line,$(origin DATA)),,twin)
 	@test -d "$(SMOKE_DATA)" || { echo "smoke-reproduce: DATA folder not found: $(SMOKE_DATA) (make twin writes data/synthetic; then DATA=data/synthetic)" >&2; exit 2; }
 	@mkdir -p $(RUNS)/smoke_logs; failed=""; \
@@ -46,3 +46,10 @@ twin: install
 reproduce-ham-chexpert: override HAM_SET += data.boxes=$(HAM_CHEXPERT)/CheXpert-v1.0-small/BBoxes.json \
   data.box_sizes=$(HAM_CHEXPERT)/CheXpert-v1.0-small/box_sizes.csv 'data.train=split:train - boxes:all' \
   data.train_boxes=null data.test=boxes:all data.test_boxes=boxes:all
+
+print-smoke-targets:
+	@echo $(SMOKE_TARGETS)
+
+# a misspelt reproduce target: one line with the ones that exist (explicit targets win over this pattern)
+reproduce-%:
+	@echo "make: no target $@; reproduce targets: $(SMOKE_TARGETS) reproduce-chextriev-mimic (see make help)" >&2; exit 2
