@@ -6,7 +6,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA ?= data
-RUNS ?= runs
+SMOKE ?=
+RUNS ?= $(if $(SMOKE),runs_smoke,runs)
 
 .PHONY: help install test test-fast demo results bench clean-runs
 help:
@@ -16,9 +17,17 @@ help:
 	@echo "make results         aggregate every finished run under $(RUNS)/ into RESULTS.md (the demo's: RUNS=demo_out)"
 	@echo "make bench           run the throughput benchmarks in benchmarks/"
 	@echo "make reproduce-<method>-<dataset>   e.g. reproduce-adnet-nih DATA=/path/to/datasets"
+	@echo "   ... SMOKE=1       the same pipeline at toy scale on CPU, random init, no weight files (DATA=data/synthetic)"
+	@echo "make twin            write the synthetic twin of every dataset to $(DATA)/synthetic"
+	@echo "make smoke-reproduce run every reproduce target with SMOKE=1 on the twin (a few minutes)"
 
-# Re-installs only when pyproject.toml changed since the last successful install.
+# Re-installs only when pyproject.toml changed since the last successful install. PY=/path/to/python on the
+# command line names an environment you installed yourself: nothing is installed into it.
+ifeq ($(origin PY),command line)
+install: ;
+else
 install: $(STAMP)
+endif
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
@@ -46,3 +55,4 @@ clean-runs:
 	rm -rf $(RUNS)
 
 -include $(wildcard */reproduce.mk)
+include shared/smoke.mk

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -10,10 +9,10 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from shared.data.labels import NIH_WANG_ORDER
 from shared.metrics.classification import classification_table
+from shared.progress import progress
 
 from .checkpoint import (CheckpointKeyError, extract_state_dict, load_backbone_weights, load_start_weights,
                          load_weights, parse_rename_rules, read_checkpoint)
@@ -106,8 +105,7 @@ def predict(model: torch.nn.Module, loader, device: torch.device, amp_dtype: tor
     its crops' sigmoid probabilities (a probability-averaged ensemble; not for embeddings)."""
     model.eval()
     outs, labels = [], []
-    for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, file=sys.stdout,
-                      disable=None):
+    for batch in progress(loader, desc=desc, unit="batch"):
         x = batch["image"].to(device, non_blocking=True)
         crops = x.shape[1] if x.dim() == 5 else 0
         if crops and embed:

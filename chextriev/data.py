@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from shared.progress import progress
 
 from shared.data.images import load_image
 from shared.data.labels import IMAGENOME_FINDINGS
@@ -228,7 +228,7 @@ def build_feature_cache(cnn: torch.nn.Module, dataset: AnatomyDataset, out_dir: 
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     store = None
     pos = 0
-    for batch in tqdm(loader, desc=f"feature cache ({n} images)", unit="batch", disable=None):
+    for batch in progress(loader, desc=f"feature cache ({n} images)", unit="batch"):
         x = batch["x"].to(device)
         if x.dim() == 5:
             b, k = x.shape[:2]

@@ -2,7 +2,7 @@
 
     python -m chextriev.demo --data data/synthetic --out demo_out
 
-Uses DATA/imagenome (the synthetic ImaGenome + MIMIC-CXR-JPG twin that ``make demo`` writes, whatever its size)
+Uses DATA/chest-imagenome (the synthetic ImaGenome + MIMIC-CXR-JPG twin that ``make demo`` writes, whatever its size)
 and generates it only when no complete twin is there (never overwriting another one), prepares it
 into OUT/prepared, trains configs/demo.yaml (V6 with a small random-init frozen CNN on 48 px crops,
 cached features) into OUT/runs, evaluates retrieval on the synthetic test split and prints the
@@ -50,7 +50,7 @@ def run_demo(data: str | Path, out: str | Path, overrides: Sequence[str] = ()) -
 
     t0 = time.perf_counter()
     data, out = Path(data), Path(out)
-    twin = ensure_twin(data / "imagenome")
+    twin = ensure_twin(data / synthetic.DATA_FOLDERS["imagenome"])
     prepared_dir = out / "prepared"
     shutil.rmtree(prepared_dir, ignore_errors=True)      # fresh: a kept index or feature cache may be stale
     prepare(twin, twin, prepared_dir, workers=2)

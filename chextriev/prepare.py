@@ -35,7 +35,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from shared.progress import Progress
 
 from shared.cli import cli_exit
 from shared.data import imagenome
@@ -156,8 +156,7 @@ def _parse_chunks(frame: pd.DataFrame, partial: Path, policy: str, workers: int)
     stamp.write_text(json.dumps(params))
     n_chunks = (len(frame) + CHUNK - 1) // CHUNK
     done = sum((partial / f"chunk_{c:05d}.npz").exists() for c in range(n_chunks))
-    bar = tqdm(total=len(frame), desc="scene graphs", unit="graph", initial=min(done * CHUNK, len(frame)),
-               disable=None)
+    bar = Progress(total=len(frame), desc="scene graphs", unit="graph", initial=min(done * CHUNK, len(frame)))
     results = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for c in range(n_chunks):

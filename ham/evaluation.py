@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from shared.progress import progress
 
 from shared.metrics.classification import classification_table, per_class_auroc
 from shared.metrics.localization import LocalizationMeter
@@ -37,7 +37,7 @@ def predict(model, loader, device, autocast=None, loss_weights: LossWeights | No
     """Scores of every image of ``loader`` (classification only: no image-size maps)."""
     autocast = autocast or nullcontext
     ys, ss, anos, sums, n = [], [], [], {}, 0
-    for batch in tqdm(loader, desc=desc, leave=False, mininterval=10, disable=None):
+    for batch in progress(loader, desc=desc, unit="batch"):
         x = batch["image"].to(device, non_blocking=True)
         labels = batch["labels"].to(device)
         with autocast():
@@ -63,7 +63,7 @@ def localize(model, loader, device, class_names, threshold: float = 0.999, autoc
     is called for each batch (pictures)."""
     autocast = autocast or nullcontext
     meter = meter or LocalizationMeter(class_names)
-    for batch in tqdm(loader, desc=desc, leave=False, mininterval=10, disable=None):
+    for batch in progress(loader, desc=desc, unit="batch"):
         x = batch["image"].to(device, non_blocking=True)
         with autocast():
             out = model(x, refine=True)

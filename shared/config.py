@@ -1,7 +1,8 @@
 """YAML -> typed (dataclass) configuration.
 
 One published setting = one short YAML file that inherits from a base with ``_base_`` and overrides a few keys;
-``--set a.b=c`` overrides anything from the command line. A config is validated against a dataclass schema:
+``--set a.b=c`` overrides anything from the command line (``--set @overlay.yaml``: a whole file of them). A config
+is validated against a dataclass schema:
 an unknown key, a value of the wrong type, a missing required key, a missing file or a malformed ``_base_``/``--set``
 is a :class:`ConfigError` that names the key and where it came from: the file that set it (a ``_base_`` file
 included) or the ``--set`` item. A ``str`` field given a value YAML reads as a number or boolean (``001``, ``2024``,
@@ -187,12 +188,20 @@ def _load_tree(path: Path, _seen: tuple[Path, ...] = ()) -> tuple[dict, _Provena
 
 
 def apply_overrides(tree: dict, overrides: Sequence[str]) -> dict:
-    """Apply ``a.b=c`` strings; values are parsed as YAML (``1e-4`` -> float, ``[1,2]`` -> list, ``null``)."""
+    """Apply ``a.b=c`` strings; values are parsed as YAML (``1e-4`` -> float, ``[1,2]`` -> list, ``null``).
+
+    ``@FILE.yaml`` merges a YAML file of overrides (nested keys; its own ``_base_`` allowed) at that place in the
+    list, so later items win over it: how ``make ... SMOKE=1`` shrinks any published config (``<method>/smoke.yaml``).
+    """
     return _apply_overrides(tree, _Provenance(), overrides)
 
 
 def _apply_overrides(tree: dict, prov: _Provenance, overrides: Sequence[str]) -> dict:
     for item in overrides:
+        if item.startswith("@"):   # an overlay file: merged like one more _base_, at this point of the list
+            overlay, overlay_prov = _load_tree(Path(item[1:]))
+            tree = _merge(tree, prov, overlay, overlay_prov)
+            continue
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} must look like key.sub=value")

@@ -2,7 +2,9 @@
 
     python -m shared.demo --data data/synthetic --out demo_out [--n 200] [--size 256] [--methods adnet ham]
 
-1. Writes the synthetic twin of every layout to ``<data>/<layout>/`` (nih, chexpert, mimic, imagenome, openi),
+1. Writes the synthetic twin of every layout to ``<data>/<folder>/``, named as a real DATA root names them
+   (``synthetic.DATA_FOLDERS``: nih, chexpert, mimic-cxr-jpg, chest-imagenome, openi; so ``make reproduce-...
+   DATA=data/synthetic SMOKE=1`` reads them),
    reusing a layout that is already complete with the same parameters (a twin with other parameters there is
    replaced, not overwritten file by file). The method demos read these twins (HAM and CXR-CLIP keep their own,
    smaller ones in ``<data>/ham_nih`` and ``<data>/cxrclip_mimic``), so no twin is written twice.
@@ -75,7 +77,7 @@ def ensure_twins(data: Path, n: int, size: int, seed: int, layouts=synthetic.LAY
     """{layout: root}, generating (see :func:`fresh_twin`) the layouts not already complete with these parameters."""
     roots = {}
     for layout in layouts:
-        root = data / layout
+        root = data / synthetic.DATA_FOLDERS[layout]
         if not fresh_twin(root, layout, n, size, seed, workers=min(4, os.cpu_count() or 1), log=log):
             log(f"twin {layout}: reusing {root}")
         roots[layout] = root
@@ -306,7 +308,11 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--methods", nargs="*", default=list(METHODS), help="methods to run (default: all five)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per method demo")
+    p.add_argument("--twins-only", action="store_true", help="only write the twins (make twin), no pictures or demos")
     a = p.parse_args(argv)
+    if a.twins_only:
+        ensure_twins(Path(a.data), a.n, a.size, a.seed)
+        return 0
     results = run(a.data, a.out, a.n, a.size, a.seed, a.methods, a.timeout)
     return 1 if any(r["status"] not in ("ok", "not implemented yet") for r in results) else 0
 

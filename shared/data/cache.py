@@ -216,8 +216,8 @@ class ImageCache:
         jobs = [(p, size, mode) for p in paths]
         results = ordered_parallel_map(_load_resized, jobs, workers)
         if progress:
-            from tqdm import tqdm
-            results = tqdm(results, total=len(jobs), desc=f"cache {out.name}", unit="img", leave=False)
+            from shared.progress import progress as with_progress
+            results = with_progress(results, total=len(jobs), desc=f"cache {out.name}", unit="img")
         with open(tmp / "data.u8", "wb") as f:
             for i, arr in enumerate(results):
                 h, w = arr.shape

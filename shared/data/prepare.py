@@ -201,8 +201,8 @@ def prepare(dataset: str, root, out, size: int = 512, mode: str = "shorter", cac
             todo.append((str(root / r), str(out / r), size, mode, key))
     results = ordered_parallel_map(_prepare_one, todo, workers)
     if progress and todo:
-        from tqdm import tqdm
-        results = tqdm(results, total=len(todo), desc=f"prepare {dataset} {size}px", unit="img")
+        from shared.progress import progress as with_progress
+        results = with_progress(results, total=len(todo), desc=f"prepare {dataset} {size}px", unit="img")
     written = 0
     try:
         for rel, oh, ow, h, w, _ in results:

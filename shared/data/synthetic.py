@@ -43,10 +43,13 @@ What is written (the real layouts; the readers in ``shared.data`` read them with
   labels; "Infiltrate" spelling; the real file's header with its 3 empty columns), train_val_list.txt /
   test_list.txt (patient-disjoint, ~80/20, no final newline like the real files), images/*.png.
 - ``chexpert``: CheXpert-v1.0-small/{train,valid}.csv (Path, Sex, Age, Frontal/Lateral, AP/PA, 14 labels with
-  1.0/0.0/-1.0/blank; valid has no blanks and no -1) and the JPEGs the Path column names.
+  1.0/0.0/-1.0/blank; valid has no blanks and no -1) and the JPEGs the Path column names; also
+  CheXpert-v1.0-small/BBoxes.json, the training images' true boxes in HAM's CheXpert box format, with the image
+  size they refer to in box_sizes.csv (HAM's ``data.box_sizes``).
 - ``mimic``: mimic-cxr-2.0.0-{chexpert,negbio,split,metadata}.csv, files/pXX/pSUBJECT/sSTUDY/<dicom_id>.jpg and
   the reports files/pXX/pSUBJECT/sSTUDY.txt (FINDINGS: / IMPRESSION:). Labels agree with the report sentences
-  (positive -> 1.0, "possible ..." -> -1.0, "no ..." -> 0.0, not mentioned -> blank).
+  (positive -> 1.0, "possible ..." -> -1.0, "no ..." -> 0.0, not mentioned -> blank). Also testSet_SubjID.csv
+  (CheXclusion's test-subject list, ADNet's MIMIC test set): the twin's official test subjects.
 - ``imagenome``: the ``mimic`` layout plus silver/scene_graph/<dicom_id>_SceneGraph.json for each frontal image
   (18 anatomy objects with x1..y2/width/height at 224 scale and original_x1..y2 in written pixels; attributes
   "anatomicalfinding|yes|lung opacity"-style strings, including "|no|" ones).
@@ -82,6 +85,10 @@ from shared.data.labels import (CHEXPERT_LABELS, IMAGENOME_ANATOMIES, IMAGENOME_
                                 NIH_LABELS)
 
 LAYOUTS = ("nih", "chexpert", "mimic", "imagenome", "openi")
+# The folder each layout gets under a DATA root: the names the reproduce targets expect (`make ... DATA=D`), so a
+# folder of twins (`make twin`, `make demo`) stands in for a folder of the real datasets.
+DATA_FOLDERS = {"nih": "nih", "chexpert": "chexpert", "mimic": "mimic-cxr-jpg", "imagenome": "chest-imagenome",
+                "openi": "openi"}
 _LAYOUT_CODE = {"nih": 1, "chexpert": 2, "mimic": 3, "imagenome": 3, "openi": 5}  # imagenome = mimic images
 
 # Internal finding names. NIH's 14 are NIH's spelling; the last three exist for the CheXpert-style label sets.
@@ -926,9 +933,37 @@ def _gen_chexpert(root: Path, n, size, seed, workers):
     cols = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA"] + CHEXPERT_LABELS
     for split in ("train", "valid"):
         _write_csv(df[df["split"] == split][cols], base / f"{split}.csv")
+    _write_ham_chexpert_boxes(truth, base / "BBoxes.json")
     _finish(root, "chexpert", n, size, seed, messy, truth,
-            "CheXpert-v1.0-small/valid.csv has only 0.0/1.0 (like the real radiologist-labelled validation set).")
+            "CheXpert-v1.0-small/valid.csv has only 0.0/1.0 (like the real radiologist-labelled validation set).\n"
+            "CheXpert-v1.0-small/BBoxes.json: the true boxes of the training images in HAM's CheXpert box format "
+            "(box_sizes.csv: the image size they refer to).")
     return root
+
+
+# the twin's findings under the names of HAM's 9 CheXpert box classes (shared.data.splits.HAM_CHEXPERT_CLASSES)
+_HAM_CHEXPERT_BOX_NAMES = {"Cardiomegaly": "Cardiomegaly", "Effusion": "Pleural_Effusion", "Edema": "Edema",
+                           "Enlarged_CM": "Enlarged_Cardiomediastinum", "Atelectasis": "Atelectasis",
+                           "Pneumonia": "Pneumonia", "Fracture": "Fracture", "Consolidation": "Consolidation",
+                           "Pneumothorax": "Pneumothorax"}
+
+
+def _write_ham_chexpert_boxes(truth: list, path: Path):
+    """HAM's CheXpert ``BBoxes.json`` ({path below CheXpert-v1.0-small/: {class: [[xmin, ymin, xmax, ymax]]}}) for
+    the boxed training images, so HAM's CheXpert setting runs on the twin (``data.boxes``)."""
+    out, sizes = {}, []
+    for rec in truth:
+        rel = rec["path"].split("/", 1)[1]
+        for les in rec["lesions"] if rel.startswith("train/") else ():
+            name = _HAM_CHEXPERT_BOX_NAMES.get(les["finding"])
+            if name:
+                x, y, w, h = les["box"]
+                out.setdefault(rel, {}).setdefault(name, []).append([x, y, x + w, y + h])
+        if rel in out:
+            sizes.append({"image_id": rel, "width": rec["width"], "height": rec["height"]})
+    _write_text(path, json.dumps(out, indent=1))
+    # the size the boxes refer to (HAM's data.box_sizes): here the written image itself
+    _write_csv(pd.DataFrame(sizes, columns=["image_id", "width", "height"]), path.with_name("box_sizes.csv"))
 
 
 # ==================================================================================================== MIMIC
@@ -1031,6 +1066,9 @@ def _gen_mimic(root: Path, n, size, seed, workers, scene_graphs=False):
     for name, rows in (("chexpert", lab_rows), ("negbio", neg_rows)):
         df = pd.DataFrame(rows)[["subject_id", "study_id"] + MIMIC_LABELS]
         _write_csv(df, root / f"mimic-cxr-2.0.0-{name}.csv")
+    # CheXclusion's test-subject list (ADNet's MIMIC test set), here the twin's official test subjects
+    test_subjects = sorted({m["subject_id"] for m in meta if m["split"] == "test"})
+    _write_csv(pd.DataFrame({"subject_id": test_subjects}), root / "testSet_SubjID.csv")
     extra = ("Reports: files/pXX/pSUBJECT/sSTUDY.txt; about 10% have only an IMPRESSION section (like some real ones). "
              "Label files agree with the report sentences (positive 1.0, hedged -1.0, negated 0.0, unmentioned blank); "
              "the negbio file calls ~30% of the hedged findings positive. Split: ~70/10/20 by subject.")

@@ -188,6 +188,18 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = True, sampler
                       generator=generator, **loader_kwargs)
 
 
+def batch_size(batch: Any) -> int:
+    """Leading size of the first tensor in a (nested) batch (its images, for the heartbeat's img/s); 0 if none."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.ndim else 0
+    values = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (list, tuple)) else ()
+    for value in values:
+        n = batch_size(value)
+        if n:
+            return n
+    return 0
+
+
 def move_to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
     """Tensors inside (nested) dicts, lists, tuples and namedtuples moved to ``device``; other values untouched.
     Objects with a ``.to(device)`` method (e.g. a tokenizer's BatchEncoding) are moved with it."""

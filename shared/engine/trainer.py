@@ -18,16 +18,16 @@ import numpy as np
 import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 from .checkpoint import (get_rng_state, load_checkpoint, load_model_weights, save_checkpoint, set_rng_state,
                          to_plain, weights_from_checkpoint)
 from .config import EngineConfig
-from .data import ResumableSampler, make_loader, move_to_device
+from .data import ResumableSampler, batch_size, make_loader, move_to_device
 from .distributed import (all_gather_object, all_reduce_max, barrier, broadcast_object, get_local_rank, get_rank,
                           get_world_size, init_distributed, is_distributed, is_main_process, unwrap_model)
 from .ema import ModelEMA
 from .logger import RunLogger
+from shared.progress import Progress
 
 CHECKPOINT_FORMAT = 1
 
@@ -383,8 +383,8 @@ class Trainer:
             self.on_epoch_start(self)   # must depend only on trainer.epoch (it runs again on resume)
         batches = self._epoch_batches(loader, epoch, start)
         self.train_model.train()
-        bar = tqdm(total=n_batches, initial=start, desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True,
-                   leave=False, disable=(not self.is_main) or None, file=sys.stdout)
+        bar = Progress(total=n_batches, initial=start, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+                       disable=not self.is_main)
         group_loss, group_logs, pending = 0.0, {}, 0
         finished_epoch = True
         try:
@@ -408,7 +408,7 @@ class Trainer:
                     group_logs[k] = group_logs.get(k, 0.0) + float(v) / group_size
                 self.step_in_epoch = i + 1
                 pending += 1
-                bar.update(1)
+                bar.update(1, items=batch_size(batch))
                 if not last_in_group:
                     continue
                 pending = 0

@@ -40,6 +40,18 @@ def test_base_inheritance_and_overrides(tmp_path):
     assert cfg.classes == ["a", "b"]
 
 
+def test_overlay_file_merges_where_it_stands_in_the_set_list(tmp_path):
+    child = write(tmp_path / "child.yaml", "name: child\nepochs: 3\noptim: {lr: 2e-4, name: sgd}\n")
+    overlay = write(tmp_path / "smoke.yaml", "epochs: 1\noptim: {lr: 1e-2}\n")
+    cfg = load_config(Cfg, child, ["epochs=9", f"@{overlay}", "optim.name=adamw"])
+    assert cfg.epochs == 1 and cfg.optim.lr == 1e-2 and cfg.optim.name == "adamw"   # nested keys merge
+    write(overlay, "epochs: many\n")
+    with pytest.raises(ConfigError, match="epochs.*smoke.yaml"):
+        load_config(Cfg, child, [f"@{overlay}"])
+    with pytest.raises(ConfigError, match="config file not found: .*nothere.yaml"):
+        load_config(Cfg, child, [f"@{tmp_path / 'nothere.yaml'}"])
+
+
 @dataclass
 class Source:
     root: str = ""

@@ -19,8 +19,10 @@ def test_demo_without_methods_writes_the_contact_sheet(tmp_path, capsys):
                         "summary": "", "out": ""}]
     printed = capsys.readouterr().out
     assert "no_such_method_xyz: not implemented yet" in printed and "| method | status |" in printed
-    for layout in ("nih", "chexpert", "mimic", "imagenome", "openi"):
-        assert (data / layout / ".complete").is_file()
+    # the folder names a real DATA root has, so `make reproduce-... DATA=<data> SMOKE=1` finds every twin
+    for folder in ("nih", "chexpert", "mimic-cxr-jpg", "chest-imagenome", "openi"):
+        assert (data / folder / ".complete").is_file()
+    assert (data / "mimic-cxr-jpg" / "testSet_SubjID.csv").is_file()   # CheXclusion's list, for ADNet's MIMIC row
     with Image.open(out / "contact_sheet.png") as im:
         sheet = np.asarray(im)
     assert sheet.shape[1] == 6 * 256 and sheet.shape[0] > 6 * 256 and sheet.std() > 20
