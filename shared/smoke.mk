@@ -9,7 +9,8 @@
 SMOKE ?=
 SMOKE_TARGETS := reproduce-adnet-nih reproduce-adnet-mimic reproduce-adnet-chexpert reproduce-adnet-all \
   reproduce-ham-nih reproduce-ham-nih-loc reproduce-ham-nih-official reproduce-ham-chexpert reproduce-agcnn-nih \
-  $(addprefix reproduce-chextriev-mimic-,$(CHEXTRIEV_VARIANTS)) reproduce-cxrclip-mimic
+  $(addprefix reproduce-chextriev-mimic-,$(CHEXTRIEV_VARIANTS) $(addsuffix -fixed,$(CHEXTRIEV_VARIANTS))) \
+  reproduce-cxrclip-mimic
 
 ifneq ($(SMOKE),)
 override ADNET_SET += @adnet/smoke.yaml
@@ -52,4 +53,4 @@ print-smoke-targets:
 
 # a misspelt reproduce target: one line with the ones that exist (explicit targets win over this pattern)
 reproduce-%:
-	@echo "make: no target $@; reproduce targets: $(SMOKE_TARGETS) reproduce-chextriev-mimic (see make help)" >&2; exit 2
+	@echo "make: no target $@; reproduce targets: $(SMOKE_TARGETS) reproduce-chextriev-mimic[-fixed] (see make help)" >&2; exit 2
