@@ -20,6 +20,8 @@ help:
 	@echo "   ... SMOKE=1       the same pipeline at toy scale on CPU, random init, no weight files (DATA=data/synthetic)"
 	@echo "make twin            write the synthetic twin of every dataset to $(DATA)/synthetic"
 	@echo "make smoke-reproduce run every reproduce target with SMOKE=1 on the twin (a few minutes)"
+	@echo "make eval-authors-<method> WEIGHTS=FILE DATA=...   the authors' released model (adnet, ham, agcnn, cxrclip) on the published protocol"
+	@echo "bash benchmarks/gpu_check.sh OUT_DIR  the prepared GPU check: memory, img/s, time to reproduce (--smoke on CPU)"
 
 # Re-installs only when pyproject.toml changed since the last successful install. PY=/path/to/python on the
 # command line names an environment you installed yourself: nothing is installed into it.
