@@ -97,7 +97,10 @@ def machine() -> dict:
 
 
 def commit() -> str:
-    """The commit measured: git's HEAD (+ '-dirty'), or GPU_CHECK_COMMIT where the tree travelled without .git."""
+    """The commit measured: GPU_CHECK_COMMIT when set (a copied tree's .git can be stale: one said 33a964e for
+    1814bde on 2026-12-04), else git's HEAD (+ '-dirty')."""
+    if os.environ.get("GPU_CHECK_COMMIT"):
+        return os.environ["GPU_CHECK_COMMIT"]
     try:
         head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                               check=True).stdout.strip()
@@ -105,7 +108,7 @@ def commit() -> str:
                                capture_output=True, text=True).stdout.strip()
         return head + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("GPU_CHECK_COMMIT", "unknown")
+        return "unknown"
 
 
 def run_all(out: Path, smoke: bool, budget_s: float, methods: list[str]) -> dict:
