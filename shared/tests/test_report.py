@@ -135,3 +135,17 @@ def test_aggregate_all(repo, tmp_path):
     assert "Atelectasis" not in text                                # headline rows only
     assert "| auroc | mean | 0.840 | not yet transcribed | not available |" in text
     assert "No finished runs" in report.aggregate(tmp_path / "empty")
+
+
+def test_report_png_draws_published_bars_only_where_a_number_exists():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (some, none) = plt.subplots(2, 1)
+    report.draw_comparison_panel(some, "auroc", [("Mass", 0.8, 0.82), ("Hernia", 0.7, float("nan"))])
+    report.draw_comparison_panel(none, "iou", [("Mass", 0.3, "not available"), ("Nodule", 0.2, None)])
+    bars = lambda ax, lab: [b for c in ax.containers if c.get_label() == lab for b in c]  # noqa: E731
+    assert len(bars(some, "ours")) == 2 and [b.get_height() for b in bars(some, "published")] == [0.82]
+    assert [t.get_text() for t in some.texts] == ["not available"]           # beside Hernia, no zero-height bar
+    assert bars(none, "published") == [] and [t.get_text() for t in none.texts] == ["published: not available"]
+    plt.close(fig)
