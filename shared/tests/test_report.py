@@ -149,3 +149,15 @@ def test_report_png_draws_published_bars_only_where_a_number_exists():
     assert [t.get_text() for t in some.texts] == ["not available"]           # beside Hernia, no zero-height bar
     assert bars(none, "published") == [] and [t.get_text() for t in none.texts] == ["published: not available"]
     plt.close(fig)
+
+
+def test_roc_curves_of_14_classes_differ_in_colour_and_line_style(tmp_path):
+    from shared.plots import curve_styles, roc_plot
+    styles = curve_styles(14)
+    assert len({(s["color"], s["linestyle"]) for s in styles}) == 14
+    assert len({s["linestyle"] for s in styles}) >= 3          # tells curves apart in grey print too
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, (60, 14))
+    y[:, 3] = 0                                                 # a class with one label has no curve, no crash
+    path = roc_plot(y, y + rng.random((60, 14)), [f"c{i}" for i in range(14)], tmp_path / "roc.png", "t")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
