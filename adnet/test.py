@@ -31,6 +31,7 @@ from shared.cli import cli_exit, run_cli
 from shared.config import add_config_args, load_config
 from shared.engine import select_device
 from shared.metrics.classification import render_table
+from shared.plots import roc_plot
 from shared.report import write_results
 
 from adnet.checkpoint import CheckpointKeyError, load_weights
@@ -39,27 +40,6 @@ from adnet.data import build_frame, eval_transform, make_dataset, selection_spli
 from adnet.evaluate import (add_weights_args, auroc_mean, build_from_config, checkpoint_weights, eval_loader,
                             metrics_table, min_size_check, output_dir, predict, release_config,
                             rename_rules_from_args, table_to_metrics)
-
-
-def _roc_plot(y_true: np.ndarray, y_prob: np.ndarray, names, path: Path, title: str) -> None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from sklearn.metrics import roc_curve
-    except ImportError:   # a picture is a nicety, never a failure
-        return
-    fig, ax = plt.subplots(figsize=(6, 6))
-    for j, name in enumerate(names):
-        if 0 < y_true[:, j].sum() < len(y_true):
-            fpr, tpr, _ = roc_curve(y_true[:, j], y_prob[:, j])
-            ax.plot(fpr, tpr, lw=1, label=name)
-    ax.plot([0, 1], [0, 1], "k--", lw=0.5)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
-    ax.legend(fontsize=6, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def evaluate_run(cfg: ADNetConfig, weights: str | Path, run_dir: str | Path, frame=None, labels=None,
@@ -137,7 +117,7 @@ def evaluate_run(cfg: ADNetConfig, weights: str | Path, run_dir: str | Path, fra
         text.append(f"- mean AUROC {variant}: {metrics[f'auroc_{variant}']['mean']:.4f}")
     (run_dir / "test_metrics.md").write_text("\n".join(text) + "\n")
     np.savez_compressed(run_dir / "predictions.npz", prob=prob, labels=true, classes=np.array(labels))
-    _roc_plot(true, prob, labels, run_dir / "roc.png", f"ADNet {cfg.name} ({chosen})")
+    roc_plot(true, prob, labels, run_dir / "roc.png", f"ADNet {cfg.name} ({chosen})")
     print("\n".join(text))
     return {"metrics": metrics, "chosen": chosen, "table": table, "run_dir": run_dir}
 

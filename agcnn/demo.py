@@ -5,7 +5,7 @@
 Uses the NIH twin under DATA/nih when one is there (``make demo`` writes it), else generates one. Trains
 configs/demo.yaml into OUT (global, local on attention crops, fusion), evaluates the test split (per-class AUROC of
 the three branches in the paper's column order, tau sweep), and writes OUT/summary.md, results.json, report.md,
-overlays/*.png (heatmap + box) and tau_sweep.png. Synthetic numbers test the pipeline, never the paper.
+overlays/*.png (heatmap, crop box, true boxes, findings) and tau_sweep.png. Synthetic numbers test the pipeline, never the paper.
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def summarise(out: Path, metrics: dict, seconds: float) -> Path:
              "```", agcnn_test.format_table(rows), "```", "",
              "| tau | local | fusion |", "|---|---|---|"]
     lines += [f"| {t} | {sweep['local'][t]:.3f} | {sweep['fusion'][t]:.3f} |" for t in sweep["local"]]
-    lines += ["", f"Pictures: {out / 'overlays'} (heatmap + box), {out / 'tau_sweep.png'}, {out / 'report.png'}"]
+    lines += ["", f"Pictures: {out / 'overlays'} (heatmap, crop box, true boxes, findings), {out / 'tau_sweep.png'}, {out / 'report.png'}"]
     return write_summary(out, lines, echo=False)
 
 

@@ -60,7 +60,8 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
 @torch.no_grad()
 def run_inference(model, loader, device, taus: Sequence[float], default_tau: float, keep_images: int = 0):
     """Global probs once; local + fusion probs for each tau. Returns (labels, global, {tau: (local, fusion)},
-    fallbacks at the default tau, pictures [(image, heat, box)] for the first ``keep_images`` images)."""
+    fallbacks at the default tau, pictures [(image, heat, box, labels, global probs, dataset index)] for the first
+    ``keep_images`` images)."""
     model.eval()
     taus = sorted(set(float(t) for t in taus) | {float(default_tau)})
     labels, glob = [], []
@@ -78,13 +79,37 @@ def run_inference(model, loader, device, taus: Sequence[float], default_tau: flo
             if t == float(default_tau):
                 fallback.append(out["fallback"].cpu())
                 for i in range(min(len(x), keep_images - len(pictures))):
-                    pictures.append((x[i].cpu(), out["heat"][i].cpu(), out["boxes"][i].cpu()))
+                    pictures.append((x[i].cpu(), out["heat"][i].cpu(), out["boxes"][i].cpu(), batch["labels"][i],
+                                     glob[-1][i], int(batch["index"][i])))
     cat = lambda v: torch.cat(v).numpy()  # noqa: E731
     return (cat(labels), cat(glob), {t: (cat(a), cat(b)) for t, (a, b) in per_tau.items()},
             cat(fallback) if fallback else np.zeros(0, bool), pictures)
 
 
-def save_overlays(pictures, out_dir: Path, tau: float) -> list[Path]:
+def true_boxes(ds, indices, root, resize: int, crop: int) -> dict[int, list[tuple]]:
+    """NIH box-list boxes of the dataset images ``indices`` in the network input's pixels (after Resize(resize) and
+    CenterCrop(crop)): {index: [(label, x0, y0, x1, y1)]}. Empty when the DATA folder has no box list."""
+    from PIL import Image
+
+    from shared.data.nih import BOX_LIST_NAMES, read_boxes
+    if not any((Path(root) / f"{n}{gz}").is_file() for n in BOX_LIST_NAMES for gz in ("", ".gz")):
+        return {}
+    boxes = read_boxes(root).groupby("image_id")
+    out = {}
+    for i in indices:
+        if ds.image_ids[i] not in boxes.groups:
+            continue
+        with Image.open(ds.paths[i]) as im:
+            w, h = im.size
+        off = (resize - crop) / 2
+        out[i] = [(r.label, r.x * resize / w - off, r.y * resize / h - off, (r.x + r.w) * resize / w - off,
+                   (r.y + r.h) * resize / h - off) for r in boxes.get_group(ds.image_ids[i]).itertuples()]
+    return out
+
+
+def save_overlays(pictures, out_dir: Path, tau: float, class_names, truth: dict | None = None) -> list[Path]:
+    """One picture per image: the crop box (lime) and the true NIH boxes (red, named) on the input, the heatmap beside
+    it; the title names the true findings and the model's top 3."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -93,21 +118,29 @@ def save_overlays(pictures, out_dir: Path, tau: float) -> list[Path]:
     from shared.data.transforms import denormalize
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    truth = truth or {}
     paths = []
-    for k, (img, heat, box) in enumerate(pictures):
+    for k, (img, heat, box, labels, probs, index) in enumerate(pictures):
         rgb = denormalize(img).clamp(0, 1).permute(1, 2, 0).numpy()
-        fig, axes = plt.subplots(1, 2, figsize=(6, 3.2))
+        fig, axes = plt.subplots(1, 2, figsize=(7, 4.2), layout="constrained")
         axes[0].imshow(rgb)
-        axes[0].set_title("input + box")
+        listed = "true boxes (red)" if truth.get(index) else "no true box listed"
+        axes[0].set_title(f"input: crop box (lime), {listed}", fontsize=8)
         axes[1].imshow(rgb)
         axes[1].imshow(heat.numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
         axes[1].contour(heat.numpy() > tau, levels=[0.5], colors="white", linewidths=0.8)
-        axes[1].set_title(f"max|f| heatmap, tau={tau}")
+        axes[1].set_title(f"max|f| heatmap, tau={tau}", fontsize=8)
         x0, y0, x1, y1 = box.tolist()
         for ax in axes:
             ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False, ec="lime", lw=1.5))
             ax.axis("off")
-        fig.tight_layout()
+        for label, bx0, by0, bx1, by1 in truth.get(index, []):
+            axes[0].add_patch(Rectangle((bx0, by0), bx1 - bx0, by1 - by0, fill=False, ec="red", lw=1.2))
+            axes[0].text(bx0, by0 - 2, label, color="red", fontsize=7, va="bottom")
+        true = [n for n, y in zip(class_names, labels.tolist()) if y > 0] or ["No Finding"]
+        top = sorted(zip(probs.tolist(), class_names), reverse=True)[:3]
+        fig.suptitle(f"true: {', '.join(true)}\npredicted: " + ", ".join(f"{n} {p:.2f}" for p, n in top),
+                     fontsize=8)
         path = out_dir / f"overlay_{k:02d}.png"
         fig.savefig(path, dpi=100)
         plt.close(fig)
@@ -216,7 +249,8 @@ def evaluate(cfg: Config, weights: Path, out_dir: Path, split: str | None = None
                   headline=["auroc/mean", "auroc_global/mean", "auroc_local/mean"])
     np.savez_compressed(out_dir / "predictions.npz", labels=labels, global_=glob, local=local, fusion=fusion,
                         index=np.arange(len(labels)))
-    save_overlays(pictures, out_dir / "overlays", tau)
+    truth = true_boxes(ds, [p[5] for p in pictures], cfg.data.root, cfg.data.resize, cfg.data.image_size)
+    save_overlays(pictures, out_dir / "overlays", tau, ds.label_columns, truth)
     published = None
     try:
         from shared.report import load_published

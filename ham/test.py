@@ -24,6 +24,7 @@ import torch
 from shared.cli import cli_exit
 from shared.config import ConfigError, add_config_args, load_config
 from shared.engine import make_loader, select_device
+from shared.plots import roc_plot
 from shared.report import write_results
 
 from ham.checkpoint import load_weights
@@ -68,25 +69,6 @@ def localisation_checkpoints(cfg: HAMConfig, ckpt: Path, run_dir: Path | None) -
             if found.is_file():
                 paths[name] = found
     return paths
-
-
-def roc_plot(y_true, y_score, classes, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_curve
-    fig, ax = plt.subplots(figsize=(6, 6))
-    for c, name in enumerate(classes):
-        yt = y_true[:, c]
-        if yt.min() == yt.max():
-            continue
-        fpr, tpr, _ = roc_curve(yt, y_score[:, c])
-        ax.plot(fpr, tpr, lw=1, label=name)
-    ax.plot([0, 1], [0, 1], "k--", lw=0.5)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="HAM: ROC per class")
-    ax.legend(fontsize=6, loc="lower right")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
 
 
 def main(argv=None) -> dict:
@@ -134,7 +116,7 @@ def main(argv=None) -> dict:
         keep = lambda df: df.drop(index=[c for c in df.attrs["excluded"]])  # noqa: E731
         metrics["t_iou"] = keep(t_iou)
         metrics["t_iobb"] = keep(t_iobb)
-    roc_plot(pred.y_true, pred.y_score, classes, out_dir / "roc.png")
+    roc_plot(pred.y_true, pred.y_score, classes, out_dir / "roc.png", "HAM: ROC per class")
     notes = [f"checkpoint {ckpt}", f"{len(cls_set)} test images, {0 if loc_set is None else len(loc_set)} with boxes"]
     if loc_set is not None and set(loc_paths.values()) != {ckpt}:
         notes.append(f"T(IoU) from {loc_paths['tiou']}, T(IoBB) from {loc_paths['tiobb']} (the original's best "

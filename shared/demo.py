@@ -11,11 +11,11 @@
 2. Writes ``<out>/contact_sheet.png``: images of each layout with their true lesion boxes and labels, and
    ``<out>/anatomy.png``: one image with its 18 ImaGenome anatomy boxes.
 3. For each method (adnet, ham, agcnn, chextriev, cxrclip): if the method has a ``demo`` module
-   (``<method>/demo.py``, found without importing the method), runs ``python -m <method>.demo --data <data>
-   --out <out>/<method>`` in a subprocess, streams its output and shows its summary (``<out>/<method>/summary.md``
+   (``<method>/demo.py``, found without importing the method), empties ``<out>/<method>`` (a second ``make demo``
+   reruns from scratch) and runs ``python -m <method>.demo --data <data> --out <out>/<method>`` in a subprocess, streams its output and shows its summary (``<out>/<method>/summary.md``
    when the demo writes one — its first line is the headline shown in the final table — else the last lines it
    printed); otherwise prints "<method>: not implemented yet".
-4. Ends with a table of what ran. Exit status 1 when a method's demo failed, else 0.
+4. Ends with a table of what ran (whole headlines), then where the pictures and pages are. Exit status 1 when a method's demo failed, else 0.
 
 ``shared`` never imports method code: the demos run as separate processes.
 """
@@ -225,9 +225,12 @@ def write_summary(out: str | Path, lines: list[str], echo: bool = True) -> Path:
 
 
 def run_method_demo(method: str, data: Path, out: Path, timeout: float | None, log=print) -> dict:
-    """Run ``python -m <method>.demo --data DATA --out OUT/<method>``; stream its output; return a summary."""
+    """Run ``python -m <method>.demo --data DATA --out OUT/<method>``; stream its output; return a summary.
+
+    OUT/<method> is emptied first: a second ``make demo`` reruns from scratch instead of resuming a finished run."""
     mout = out / method
-    mout.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(mout, ignore_errors=True)
+    mout.mkdir(parents=True)
     cmd = [sys.executable, "-m", f"{method}.demo", "--data", str(data), "--out", str(mout)]
     log(f"\n--- {method}: {' '.join(cmd)}")
     env = dict(os.environ)
@@ -273,6 +276,20 @@ def run_method_demo(method: str, data: Path, out: Path, timeout: float | None, l
     return {"method": method, "status": status, "seconds": round(dt, 1), "summary": first, "out": str(mout)}
 
 
+def closing_table(results: list, pictures: list) -> str:
+    """The table ``make demo`` ends with: full summaries (never cut), then where the pictures and pages are."""
+    rows = ["", "| method | status | seconds | summary |", "|---|---|---|---|"]
+    rows += [f"| {r['method']} | {r['status']} | {r['seconds']:.0f} | {r['summary']} |" for r in results]
+    rows += ["", "Pictures and pages:"] + [f"  {p}" for p in pictures]
+    for r in results:
+        if r["out"]:
+            found = sorted(q for q in Path(r["out"]).rglob("*") if q.suffix in (".png", ".html", ".md"))
+            shown = [str(q) for q in found if q.parent.name != "overlays"]
+            overlays = {str(q.parent) for q in found if q.parent.name == "overlays"}
+            rows += [f"  {r['method']}: {r['out']}"] + [f"    {q}" for q in shown + sorted(overlays)]
+    return "\n".join(rows)
+
+
 def run(data, out, n: int = 200, size: int = 256, seed: int = 0, methods=METHODS, timeout: float | None = 1800,
         log=print) -> list:
     """The whole demo (see the module docstring); returns one summary dict per method."""
@@ -290,9 +307,7 @@ def run(data, out, n: int = 200, size: int = 256, seed: int = 0, methods=METHODS
                             "out": ""})
         else:
             results.append(run_method_demo(m, data, out, timeout, log=log))
-    log("\n| method | status | seconds | summary |\n|---|---|---|---|")
-    for r in results:
-        log(f"| {r['method']} | {r['status']} | {r['seconds']:.0f} | {r['summary'][:100]} |")
+    log(closing_table(results, [sheet, anat]))
     (out / "demo_summary.json").write_text(json.dumps({"data": str(data), "n": n, "size": size, "seed": seed,
                                                        "contact_sheet": str(sheet), "methods": results},
                                                       indent=1) + "\n")

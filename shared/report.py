@@ -329,40 +329,52 @@ def render_markdown(results: Mapping, df: pd.DataFrame, run_dir=None, plot_name:
     return "\n".join(lines) + "\n"
 
 
+def _isnum(v) -> bool:
+    return isinstance(v, (int, float)) and not math.isnan(v)
+
+
+def draw_comparison_panel(ax, panel: str, items: Sequence[tuple]) -> None:
+    """One panel of report.png: (label, ours, published) bars; a missing published number says "not available"."""
+    import numpy as np
+
+    x = np.arange(len(items))
+    has_pub = [_isnum(p) for _, _, p in items]
+    shift = 0.2 if any(has_pub) else 0.0   # no published column: ours sits centred on its label
+    ax.bar(x - shift, [o if _isnum(o) else np.nan for _, o, _ in items], 0.4, label="ours", color="#1f77b4")
+    if any(has_pub):   # published bars only where the paper gives a number
+        ax.bar(x[has_pub] + 0.2, [p for _, _, p in items if _isnum(p)], 0.4, label="published", color="#ff7f0e")
+        for xi in x[[not h for h in has_pub]]:
+            ax.text(xi + 0.2, 0, "not available", ha="center", va="bottom", fontsize=7, rotation=90)
+    # said in the title, where no bar can hide it
+    ax.set_title(panel if any(has_pub) else f"{panel}  (published: not available)", fontsize=10)
+    ax.set_xlim(-0.7, len(items) - 0.3)   # a one-bar panel keeps normal-width bars
+    ax.set_xticks(x)
+    ax.set_xticklabels([lab for lab, _, _ in items], rotation=35, ha="right", fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+
+
 def plot_comparison(df: pd.DataFrame, path, title: str = "") -> Path | None:
     """Grouped bars, ours vs published, one panel per metric (rows with a number in ``ours``). Agg backend."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
-    isnum = lambda v: isinstance(v, (int, float)) and not math.isnan(v)  # noqa: E731
     groups: dict[str, list] = {}
     for (metric, row), r in df.iterrows():
-        if isnum(r["ours"]) or isnum(r["published"]):
+        if _isnum(r["ours"]) or _isnum(r["published"]):
             panel, label = (metric, row) if row else ("(scalar metrics)", metric)
             groups.setdefault(panel, []).append((label, r["ours"], r["published"]))
     if not groups:
         return None
     panels = list(groups.items())[:16]
+    # constrained layout keeps the suptitle, panel titles, rotated labels and outside legends from overlapping
     fig, axes = plt.subplots(len(panels), 1, figsize=(max(6, 0.6 * max(len(g) for _, g in panels) + 3),
-                                                      2.8 * len(panels)), squeeze=False)
+                                                      2.8 * len(panels) + (0.4 if title else 0)),
+                             squeeze=False, layout="constrained")
     for ax, (panel, items) in zip(axes[:, 0], panels):
-        x = np.arange(len(items))
-        ours = [o if isnum(o) else np.nan for _, o, _ in items]
-        pub = [p if isnum(p) else np.nan for _, _, p in items]
-        ax.bar(x - 0.2, ours, 0.4, label="ours", color="#1f77b4")
-        ax.bar(x + 0.2, pub, 0.4, label="published", color="#ff7f0e")
-        for xi, p in zip(x, pub):
-            if np.isnan(p):
-                ax.text(xi + 0.2, 0, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
-        ax.set_xticks(x)
-        ax.set_xticklabels([lab for lab, _, _ in items], rotation=35, ha="right", fontsize=8)
-        ax.set_title(panel, fontsize=10)
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        draw_comparison_panel(ax, panel, items)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
     os.close(fd)

@@ -130,3 +130,18 @@ def test_seed_repository_variant_joint_otsu_avg_c14(twin, tmp_path):
     assert seeded["auroc_global"] == metrics["auroc_global"]
     notes = json.loads((tmp_path / "authors" / "results.json").read_text())["notes"]
     assert any(n.startswith(f"fusion FC: the seed repository's released file {fc}") for n in notes)
+
+
+def test_true_boxes_land_in_the_network_input_pixels(tmp_path):
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from agcnn.test import true_boxes
+    Image.new("L", (200, 100)).save(tmp_path / "a.png")
+    (tmp_path / "BBox_List_2017.csv").write_text("Image Index,Finding Label,Bbox [x,y,w,h],,,\n"
+                                                 "a.png,Mass,100,50,20,10\n")
+    ds = SimpleNamespace(paths=[str(tmp_path / "a.png")], image_ids=["a.png"])
+    (label, *box), = true_boxes(ds, [0], tmp_path, resize=256, crop=224)[0]   # Resize(256) then CenterCrop(224)
+    assert label == "Mass" and box == pytest.approx([112, 112, 137.6, 137.6])
+    assert true_boxes(ds, [0], tmp_path / "no_box_list", 256, 224) == {}

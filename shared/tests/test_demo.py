@@ -79,3 +79,28 @@ def test_a_twin_with_other_parameters_is_replaced_not_overwritten(tmp_path):
     (mine / "keep.txt").write_text("user file")
     demo.fresh_twin(mine, "nih", n=6, size=40, seed=0, log=lambda *_: None)
     assert (mine / "keep.txt").read_text() == "user file"
+
+
+def test_a_second_demo_reruns_from_scratch_and_the_table_is_whole(tmp_path, monkeypatch):
+    pkg = tmp_path / "countmethod"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    long_headline = "AUROC " + "x" * 150
+    (pkg / "demo.py").write_text(
+        "import argparse, pathlib\n"
+        "p = argparse.ArgumentParser(); p.add_argument('--data'); p.add_argument('--out'); a = p.parse_args()\n"
+        "out = pathlib.Path(a.out); runs = len(list(out.glob('run*')))\n"
+        "(out / f'run{runs}').write_text(''); (out / 'roc.png').write_bytes(b'')\n"
+        f"(out / 'summary.md').write_text('{long_headline} runs=' + str(runs) + '\\n')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    data, out = tmp_path / "data", tmp_path / "out"
+    data.mkdir()
+    for _ in range(2):
+        lines = []
+        r = demo.run_method_demo("countmethod", data, out, timeout=120, log=lines.append)
+        assert r["summary"].endswith("runs=0")   # the earlier run's files were gone: a rerun, not a resume
+    table = demo.closing_table([r], [out / "contact_sheet.png"])
+    assert f"{long_headline} runs=0" in table                      # not cut at 100 characters
+    tail = table.splitlines()[table.splitlines().index("Pictures and pages:"):]
+    assert str(out / "contact_sheet.png") in tail[1] and any(str(out / "countmethod" / "roc.png") in t for t in tail)

@@ -135,3 +135,30 @@ def test_aggregate_all(repo, tmp_path):
     assert "Atelectasis" not in text                                # headline rows only
     assert "| auroc | mean | 0.840 | not yet transcribed | not available |" in text
     assert "No finished runs" in report.aggregate(tmp_path / "empty")
+
+
+def test_report_png_draws_published_bars_only_where_a_number_exists():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (some, none) = plt.subplots(2, 1)
+    report.draw_comparison_panel(some, "auroc", [("Mass", 0.8, 0.82), ("Hernia", 0.7, float("nan"))])
+    report.draw_comparison_panel(none, "iou", [("Mass", 0.3, "not available"), ("Nodule", 0.2, None)])
+    bars = lambda ax, lab: [b for c in ax.containers if c.get_label() == lab for b in c]  # noqa: E731
+    assert len(bars(some, "ours")) == 2 and [b.get_height() for b in bars(some, "published")] == [0.82]
+    assert [t.get_text() for t in some.texts] == ["not available"]           # beside Hernia, no zero-height bar
+    assert bars(none, "published") == [] and none.get_title() == "iou  (published: not available)"
+    assert some.get_title() == "auroc"
+    plt.close(fig)
+
+
+def test_roc_curves_of_14_classes_differ_in_colour_and_line_style(tmp_path):
+    from shared.plots import curve_styles, roc_plot
+    styles = curve_styles(14)
+    assert len({(s["color"], s["linestyle"]) for s in styles}) == 14
+    assert len({s["linestyle"] for s in styles}) >= 3          # tells curves apart in grey print too
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, (60, 14))
+    y[:, 3] = 0                                                 # a class with one label has no curve, no crash
+    path = roc_plot(y, y + rng.random((60, 14)), [f"c{i}" for i in range(14)], tmp_path / "roc.png", "t")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
