@@ -135,3 +135,16 @@ def test_aggregate_all(repo, tmp_path):
     assert "Atelectasis" not in text                                # headline rows only
     assert "| auroc | mean | 0.840 | not yet transcribed | not available |" in text
     assert "No finished runs" in report.aggregate(tmp_path / "empty")
+
+
+def test_report_cli_finds_a_root_relative_run_path_from_a_method_folder(repo, tmp_path, monkeypatch):
+    """`cd ham && python train.py` prints runs/... relative to the repository root; the report finds it from ham/."""
+    clone = tmp_path / "clone"
+    run = make_run(clone / "runs", "ham", "nih_cls", "20261121-230000", {"auroc": {"mean": 0.84}}, "HAM-NIH-cls")
+    (clone / "ham").mkdir()
+    monkeypatch.setattr(report, "repo_root", lambda: clone)
+    monkeypatch.chdir(clone / "ham")
+    printed = str(run.relative_to(clone))
+    assert report.main([printed, "--repo-root", str(repo), "--no-plot"]) == 0
+    assert (run / "report.md").exists()
+    assert report.main(["runs/ham/missing", "--repo-root", str(repo)]) == 2
