@@ -149,9 +149,9 @@ def auroc_mean(y_true: np.ndarray, y_prob: np.ndarray) -> float:
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
 
-def add_weights_args(parser) -> None:
+def add_weights_args(parser, required: bool = True) -> None:
     """The weights options every evaluation CLI (adnet.test, adnet.knn) takes, defined once."""
-    parser.add_argument("--weights", required=True, help="our checkpoint (.pt) or an original {name}.pth.tar")
+    parser.add_argument("--weights", required=required, help="our checkpoint (.pt) or an original {name}.pth.tar")
     parser.add_argument("--rename", nargs="+", action="extend", default=[], metavar="REGEX=REPL",
                         help="extra key-renaming rules to the authors' names, for checkpoints with other key names "
                              "(applied before the built-in map; see adnet/README.md)")

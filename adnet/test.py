@@ -1,5 +1,6 @@
 """Evaluate ADNet weights on a setting's test split: per-class AUROC (Wang order for NIH), raw and EMA, macro metrics.
 
+    python -m adnet.test --run runs/adnet/nih_convnext/<ts>       # the run's config.yaml and checkpoints/best.pt
     python -m adnet.test -cfg adnet/configs/nih_convnext.yaml --weights runs/adnet/nih_convnext/<ts>/checkpoints/best.pt
     python -m adnet.test -cfg adnet/configs/nih_convnext.yaml --weights convnext_tiny_ADNet_IN1K_NIH.pth.tar
     python -m adnet.test --weights convnext_tiny_ADNet_IN1K_NIH.pth.tar     # a released file: its setting's config
@@ -124,7 +125,9 @@ def evaluate_run(cfg: ADNetConfig, weights: str | Path, run_dir: str | Path, fra
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m adnet.test", description=__doc__.split("\n\n")[0])
-    add_weights_args(parser)
+    add_weights_args(parser, required=False)
+    parser.add_argument("--run", default=None, help="run directory written by adnet.train: its config.yaml and "
+                        "checkpoints/best.pt (-cfg / --weights override them); results go into it")
     parser.add_argument("--run-dir", default=None,
                         help="where to write results.json (default: the run the weights come from when they are "
                              "RUN/checkpoints/*.pt, else a new <runs_root>/adnet/<config name>_eval/<timestamp>)")
@@ -133,6 +136,11 @@ def main(argv=None) -> int:
                              "floor(test_size / crop_pct) resize (10x the compute)")
     add_config_args(parser, required=False)
     args = parser.parse_args(argv)
+    if args.run:   # the one convention of the five test CLIs: --run RUN alone evaluates that run
+        args.config = args.config or str(Path(args.run) / "config.yaml")
+        args.weights = args.weights or str(Path(args.run) / "checkpoints" / "best.pt")
+    if not args.weights:
+        parser.error("give --run RUN_DIR, or --weights CHECKPOINT (with -cfg CONFIG for a file that is not released)")
     try:   # without -cfg, a released {name}.pth.tar is evaluated with its own setting's config
         cfg = load_config(ADNetConfig, args.config or release_config(args.weights), args.overrides)
     except ValueError as err:      # ConfigError included

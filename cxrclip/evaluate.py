@@ -38,7 +38,9 @@ class _Images(Dataset):
 
 @torch.no_grad()
 def embed_images(model, paths: Sequence[str], transform, device, batch_size: int = 64,
-                 num_workers: int = 0) -> torch.Tensor:
+                 num_workers: int = 0, source: str = "the evaluation set") -> torch.Tensor:
+    if len(paths) == 0:   # one user error line instead of torch.cat's "expected a non-empty list"
+        raise ValueError(f"{source}: no images to evaluate; check the eval split / root / CSV the config names")
     loader = DataLoader(_Images(paths, transform), batch_size=batch_size, num_workers=num_workers)
     return torch.cat([model.encode_image(batch.to(device)).float().cpu() for batch in loader])
 

@@ -90,7 +90,8 @@ def evaluate_all(model, tokenizer, cfg: TrainConfig, device, figures_dir: Path |
     if ev.retrieval_root:
         frame = retrieval_frame(ev.retrieval_root, ev.retrieval_layout, ev.retrieval_split, ev.retrieval_image_root,
                                 ev.openi_projections)
-        image_emb = embed_images(model, frame["path"].tolist(), transform, device)
+        image_emb = embed_images(model, frame["path"].tolist(), transform, device,
+                                 source=f"retrieval ({ev.retrieval_layout} {ev.retrieval_root}, split {ev.retrieval_split})")
         both = retrieval(image_emb, frame["text"].tolist(), text_fn)
         metrics["retrieval_i2t"], metrics["retrieval_t2i"] = both["i2t"], both["t2i"]
         _strip(figures_dir, "retrieval_strip.png", frame["path"].tolist(), both)
@@ -112,7 +113,8 @@ def evaluate_all(model, tokenizer, cfg: TrainConfig, device, figures_dir: Path |
             if missing:
                 raise ValueError(f"zero-shot classes {missing} are not label columns of {ev.zeroshot_root}")
             paths, labels = frame["path"].tolist(), frame[classes].to_numpy()
-        image_emb = embed_images(model, paths, transform, device)
+        image_emb = embed_images(model, paths, transform, device,
+                                 source=f"zero-shot ({ev.zeroshot_csv or ev.zeroshot_root})")
         table = binary_zeroshot(image_emb, labels, classes, text_fn, ev.binary_prompts)
         print("binary zero-shot (p = softmax over the [negative, positive] prompt similarities):\n"
               + render_table(table))
@@ -142,7 +144,7 @@ def _chexpert5x200(model, cfg: TrainConfig, transform, text_fn, device, figures_
         raise ValueError(f"{ev.chexpert5x200_csv}: missing column(s) {missing}")
     root = Path(ev.chexpert5x200_image_root or Path(ev.chexpert5x200_csv).parent)
     paths = eval_image_paths(frame["Path"], root, ev.chexpert5x200_csv)
-    image_emb = embed_images(model, paths, transform, device)
+    image_emb = embed_images(model, paths, transform, device, source=f"CheXpert5x200 ({ev.chexpert5x200_csv})")
     targets = frame[list(prompts)].to_numpy().argmax(1)
     scores = ensemble_scores(image_emb, prompts, text_fn)
     table = multiclass_accuracy(targets, scores, list(prompts))

@@ -447,6 +447,14 @@ def aggregate(runs_root, out=None, root=None) -> str:
     return text
 
 
+def printed_path(path: str) -> str:
+    """``path`` as typed, or under the repository root when only there: the CLIs run from the root and print run
+    paths relative to it, so ``cd ham && python train.py`` prints a path this must find from ``ham/`` too."""
+    if Path(path).is_absolute() or Path(path).exists() or not (repo_root() / path).exists():
+        return path
+    return str(repo_root() / path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m shared.report", description=__doc__.split("\n")[0])
     ap.add_argument("run_dir", nargs="?", help="a run directory holding results.json")
@@ -466,7 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.all is not None:
             text = aggregate(args.all, args.out or "RESULTS.md", root=args.repo_root)
         else:
-            text = report_run(args.run_dir, root=args.repo_root, published_path=args.published,
+            text = report_run(printed_path(args.run_dir), root=args.repo_root, published_path=args.published,
                               plot=not args.no_plot)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -120,6 +120,14 @@ def test_missing_data_names_the_layout(tmp_path, capsys):
 def test_missing_weights_are_clear_errors(tmp_path, capsys):
     rc = adnet_test.main(["-cfg", str(CONFIGS / "demo.yaml"), "--weights", str(tmp_path / "x.pth.tar")])
     assert rc == 2 and "x.pth.tar" in capsys.readouterr().err
+    run = tmp_path / "run"   # --run alone: the run's config.yaml and checkpoints/best.pt
+    run.mkdir()
+    (run / "config.yaml").write_text((CONFIGS / "demo.yaml").read_text())
+    (run / "base.yaml").write_text((CONFIGS / "base.yaml").read_text())   # demo.yaml's _base_
+    rc = adnet_test.main(["--run", str(run)])
+    assert rc == 2 and str(run / "checkpoints" / "best.pt") in capsys.readouterr().err
+    with pytest.raises(SystemExit):   # neither --run nor --weights: a usage error
+        adnet_test.main([])
     from adnet.evaluate import build_from_config
     cfg = load_config(ADNetConfig, CONFIGS / "demo.yaml", [f"model.pretrained_path={tmp_path}/IN1K.pth.tar"])
     with pytest.raises(FileNotFoundError, match="released weights"):

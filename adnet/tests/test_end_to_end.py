@@ -33,8 +33,7 @@ def test_learns_on_the_synthetic_twin(tmp_path):
     assert any("validation split" in n for n in results["notes"])
     # the test CLI on our checkpoint, into another directory
     out = tmp_path / "eval"
-    rc = adnet_test.main(["-cfg", str(run_dir / "config.yaml"), "--weights", str(run_dir / "checkpoints/best.pt"),
-                          "--run-dir", str(out)])
+    rc = adnet_test.main(["--run", str(run_dir), "--run-dir", str(out)])   # its config.yaml and best.pt
     assert rc == 0 and (out / "results.json").is_file() and (out / "roc.png").is_file()
     again = json.loads((out / "results.json").read_text())["metrics"]
     assert again["auroc"]["mean"] == pytest.approx(auroc["mean"], abs=1e-6)     # same weights, same numbers

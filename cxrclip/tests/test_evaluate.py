@@ -104,3 +104,12 @@ def test_demo_prompts_speak_the_twin_reports_language(tmp_path):
         assert not reports[is_positive].str.contains(negative.lower(), regex=False).any(), negative
         findings = frame.loc[is_positive & (frame["findings"] != ""), "findings"]
         assert len(findings) and all(_words(positive) <= _words(text) for text in findings), positive
+
+
+def test_an_empty_evaluation_split_is_one_user_error_naming_it():
+    from cxrclip.evaluate import embed_images
+    from shared.cli import user_error_message
+    with pytest.raises(ValueError, match="no images to evaluate") as err:
+        embed_images(torch.nn.Identity(), [], transform=None, device="cpu", source="zero-shot (empty.csv)")
+    message = user_error_message(err.value)
+    assert message is not None and "zero-shot (empty.csv)" in message and "\n" not in message

@@ -162,3 +162,15 @@ def test_roc_curves_of_14_classes_differ_in_colour_and_line_style(tmp_path):
     y[:, 3] = 0                                                 # a class with one label has no curve, no crash
     path = roc_plot(y, y + rng.random((60, 14)), [f"c{i}" for i in range(14)], tmp_path / "roc.png", "t")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+def test_report_cli_finds_a_root_relative_run_path_from_a_method_folder(repo, tmp_path, monkeypatch):
+    """`cd ham && python train.py` prints runs/... relative to the repository root; the report finds it from ham/."""
+    clone = tmp_path / "clone"
+    run = make_run(clone / "runs", "ham", "nih_cls", "20261121-230000", {"auroc": {"mean": 0.84}}, "HAM-NIH-cls")
+    (clone / "ham").mkdir()
+    monkeypatch.setattr(report, "repo_root", lambda: clone)
+    monkeypatch.chdir(clone / "ham")
+    printed = str(run.relative_to(clone))
+    assert report.main([printed, "--repo-root", str(repo), "--no-plot"]) == 0
+    assert (run / "report.md").exists()
+    assert report.main(["runs/ham/missing", "--repo-root", str(repo)]) == 2
