@@ -199,6 +199,7 @@ def adnet_workloads(cfg, device, smoke: bool) -> Iterator[Workload]:
 def ham_workloads(cfg, device, smoke: bool) -> Iterator[Workload]:
     import torch
     from ham.config import build_model
+    from ham.data import class_names
     from ham.train import make_loss_fn
 
     d = cfg.data
@@ -206,7 +207,7 @@ def ham_workloads(cfg, device, smoke: bool) -> Iterator[Workload]:
         d.img_size = SMOKE["size"]
         cfg.optim.batch_size = cfg.optim.eval_batch_size = SMOKE["batch"]
     cfg.model.pretrained, cfg.model.pretrained_path = False, None
-    classes = 9 if d.layout == "chexpert" else 14
+    classes = len(class_names(d))
     model = build_model(cfg.model, classes).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     boxes = bool(d.train_boxes)   # box-supervised configs: half of each batch carries masks (the mask losses run)

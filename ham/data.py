@@ -150,6 +150,11 @@ def nih_classes(cfg: DataConfig) -> list[str]:
     return list(NIH_WANG_ORDER if cfg.nih_class_order == "wang" else NIH_LABELS)
 
 
+def class_names(cfg: DataConfig) -> list[str]:
+    """The classes HAM trains on for ``cfg.layout``, in its heads' order."""
+    return list(HAM_CHEXPERT_CLASSES) if cfg.layout == "chexpert" else nih_classes(cfg)
+
+
 def load_index(cfg: DataConfig) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]], list[str]]:
     """(index frame, {image_id: {class: (K,4) xywh}}, class names) for ``cfg.layout``."""
     root = Path(cfg.root).expanduser()
@@ -159,18 +164,15 @@ def load_index(cfg: DataConfig) -> tuple[pd.DataFrame, dict[str, dict[str, np.nd
         frame = _read_ham_layout(root)
         box_path = Path(cfg.boxes) if cfg.boxes else root / "Annotations" / "BBoxes.json"
         boxes_df = ham_boxes("nih", box_path) if box_path.exists() else ham_boxes("nih")
-        classes = nih_classes(cfg)
     elif cfg.layout == "nih":
         frame = nih.read_index(root, check_files=True, on_missing=cfg.on_missing)
         boxes_df = nih.read_boxes(cfg.boxes or root)
-        classes = nih_classes(cfg)
     elif cfg.layout == "chexpert":
         frame, boxes_df = _chexpert_index(cfg, root)
-        classes = list(HAM_CHEXPERT_CLASSES)
     else:
         raise DataError(f"unknown data.layout {cfg.layout!r}; expected ham, nih or chexpert")
     frame = check_frame_images(frame.reset_index(drop=True), cfg.verify_images, cfg.on_bad_image)
-    return frame, _boxes_from_frame(boxes_df), classes
+    return frame, _boxes_from_frame(boxes_df), class_names(cfg)
 
 
 # ----------------------------------------------------------------------------------------------- splits

@@ -26,22 +26,16 @@ import torchvision.transforms.v2 as T
 from shared import predict as common
 from shared.config import load_config
 from shared.data.images import to_rgb
-from shared.data.splits import HAM_CHEXPERT_CLASSES
 from shared.data.transforms import HALF_MEAN, HALF_STD
 
 from ham.checkpoint import load_weights
 from ham.config import HAMConfig, ModelConfig, build_model
-from ham.data import nih_classes
+from ham.data import class_names
 
 
 def load_ham_weights(model: torch.nn.Module, path: Path) -> None:
     """The one place predict loads weights: ours or the authors' released .pth (ham.checkpoint, strict)."""
     load_weights(model, path)
-
-
-def class_names(cfg: HAMConfig) -> list[str]:
-    """The classes HAM trains on for the config's layout (as ham.data.load_index names them)."""
-    return list(HAM_CHEXPERT_CLASSES) if cfg.data.layout == "chexpert" else nih_classes(cfg.data)
 
 
 def test_transform(size: int) -> T.Compose:
@@ -53,7 +47,7 @@ def test_transform(size: int) -> T.Compose:
 def load(args: argparse.Namespace) -> common.Predictor:
     files = common.resolve_run(args.run, args.weights, args.config)
     cfg = load_config(HAMConfig, files.config, args.overrides)
-    classes = class_names(cfg)
+    classes = class_names(cfg.data)
     # every weight comes from the checkpoint: no ImageNet file or download
     model = build_model(ModelConfig(**{**cfg.model.__dict__, "pretrained": False, "pretrained_path": None}),
                         len(classes))
