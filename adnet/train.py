@@ -1,4 +1,4 @@
-"""Train ADNet on one setting, then test it and write results.json.
+"""Train ADNet on one setting, then test its best checkpoint and write the report (``--no-test``: train only).
 
     python -m adnet.train -cfg adnet/configs/nih_convnext.yaml --set data.nih_root=/data/nih
     cd adnet && python train.py -cfg configs/demo.yaml --set data.nih_root=../data/synthetic/nih
@@ -7,7 +7,8 @@
 Recipe (spec section 2): AdamW (betas 0.9/0.999, eps 1e-6, wd 1e-4 on all parameters), cosine per iteration to
 ``optim.min_lr`` without warmup, BCEWithLogits (mean), fp16 AMP + GradScaler, EMA per iteration, seed 42, the
 repeated-augmentation sampler for NIH. Checkpoints are selected on ``data.honest_validation ? val : test``
-(``select/auroc_mean``, EMA weights when EMA is on; raw weights logged as raw/...).
+(``select/auroc_mean``, EMA weights when EMA is on; raw weights logged as raw/...). Then, unless ``--no-test``,
+``python -m adnet.test --run RUN`` and ``python -m shared.report RUN`` (results.json, report.md in RUN).
 """
 from __future__ import annotations
 
@@ -23,12 +24,12 @@ if __package__ in (None, ""):  # `cd adnet && python train.py ...` runs as from 
 import torch
 import torch.nn.functional as F
 
-from shared.cli import cli_exit, run_cli
+from shared.cli import add_no_test_flag, cli_exit, run_cli, test_after_training
 from shared.config import parse_config, to_dict
 from shared.data import DataError
-from shared.engine import (Trainer, all_gather_concat, cosine_schedule, create_run_dir, is_main_process,
-                           seed_everything)
+from shared.engine import Trainer, all_gather_concat, cosine_schedule, create_run_dir, seed_everything
 
+from adnet import test as adnet_test
 from adnet.config import ADNetConfig
 from adnet.data import build_frame, eval_transform, make_dataset, selection_split, train_transform
 from adnet.evaluate import auroc_mean, build_from_config, min_size_check
@@ -58,8 +59,8 @@ def make_evaluate(trainer: Trainer, dataset, batch_size: int):
     return evaluate
 
 
-def run(cfg: ADNetConfig, resume: str | None = None, test: bool = True) -> Path:
-    """Train (resuming when asked), then test the best checkpoint; returns the run directory."""
+def run(cfg: ADNetConfig, resume: str | None = None) -> Path:
+    """Train (resuming when asked); returns the run directory (checkpoints/best.pt: the selected weights)."""
     frame, labels = build_frame(cfg.data)
     seed_everything(cfg.engine.seed)
     model, notes = build_from_config(cfg, len(labels))
@@ -88,20 +89,20 @@ def run(cfg: ADNetConfig, resume: str | None = None, test: bool = True) -> Path:
     trainer.scheduler = cosine_schedule(optimizer, total_steps=max(1, trainer.total_steps(loader)), min_lr=o.min_lr,
                                         warmup_steps=o.warmup_steps)
     trainer.fit(loader)
-    if test and is_main_process():
-        from adnet.test import evaluate_run
-        evaluate_run(cfg, run_dir / "checkpoints" / "best.pt", run_dir, frame=frame, labels=labels,
-                     extra_notes=notes)
     return run_dir
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m adnet.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--resume", default=None, help="run directory to continue")
-    parser.add_argument("--no-test", action="store_true", help="skip the test pass after training")
+    add_no_test_flag(parser)
     cfg, args = parse_config(ADNetConfig, argv, parser=parser, example="optim.lr=1e-4 engine.epochs=2")
-    return run_cli("python -m adnet.train",
-                   lambda: print(f"run directory: {run(cfg, args.resume, not args.no_test)}"))
+
+    def action():
+        run_dir = run(cfg, args.resume)
+        print(f"run directory: {run_dir}")
+        test_after_training("adnet", run_dir, args.no_test, adnet_test.main)
+    return run_cli("python -m adnet.train", action)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ validation mean AUROC of its own head; the next stage starts from that checkpoin
 stages again: a finished stage just reloads its best weights, the interrupted one continues from its
 ``checkpoints/last.pt`` (epoch, batch, optimizer, scheduler, RNG). ``--run-dir DIR`` writes into DIR (created if
 needed) and resumes the same way when DIR already holds a run (what ``make reproduce-agcnn-nih`` relies on).
-The resolved config goes to ``RUN/config.yaml`` (``agcnn.test --run RUN`` reads it).
+The resolved config goes to ``RUN/config.yaml`` (``agcnn.test --run RUN`` reads it). Then, unless ``--no-test``,
+``python -m agcnn.test --run RUN`` and ``python -m shared.report RUN`` (results.json, overlays, report.md in RUN).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from shared.cli import cli_exit
+from shared.cli import add_no_test_flag, cli_exit, test_after_training
 from shared.config import ConfigError, parse_config, to_dict
 from shared.data.labels import NIH_WANG_ORDER
 from shared.engine import (EngineConfig, Trainer, all_gather_concat, create_run_dir, record_config, seed_everything,
@@ -245,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--resume", default=None, help="run directory to resume (finished stages are reused)")
     where.add_argument("--run-dir", default=None, help="run directory to write (created; resumes when it holds a run)")
+    add_no_test_flag(parser)
     cfg, args = parse_config(Config, argv, parser=parser, example="train.global_stage.epochs=2 "
                              "train.local_stage.epochs=2 train.fusion_stage.epochs=2 (each stage has its own epochs)")
     try:
@@ -260,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     print(f"run directory: {run_dir}", flush=True)
     train(cfg, run_dir)
     print(f"done; weights: {final_checkpoint(run_dir, cfg)}", flush=True)
+    from agcnn.test import main as test_main   # imported here: agcnn.test imports this module
+    test_after_training(METHOD, run_dir, args.no_test, test_main)
     return run_dir
 
 

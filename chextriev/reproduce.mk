@@ -43,7 +43,7 @@ chextriev_sets = name=$(call chextriev_name,$(1),$(2)) runs_root=$(RUNS) data.pr
 define chextriev_run
 	$(call chextriev_check,$(1))
 	@test -f $(call chextriev_prepared,$(2))/meta.json || $(PY) -m chextriev.prepare --mimic $(CHEXTRIEV_MIMIC) --imagenome $(CHEXTRIEV_IMAGENOME) --label-policy $(call chextriev_policy,$(2)) --out $(call chextriev_prepared,$(2))
-	$(PY) -m chextriev.train -cfg chextriev/configs/$(1).yaml --set $(call chextriev_sets,$(1),$(2)) $(if $(CHEXTRIEV_RESUME),--resume latest)
+	$(PY) -m chextriev.train -cfg chextriev/configs/$(1).yaml --no-test --set $(call chextriev_sets,$(1),$(2)) $(if $(CHEXTRIEV_RESUME),--resume latest)
 	RUN=$$(ls -td $(RUNS)/chextriev/$(call chextriev_name,$(1),$(2))/*/ | head -1) && \
 	$(PY) -m chextriev.test --run $${RUN} $(if $(CHEXTRIEV_SET),--set $(CHEXTRIEV_SET)) && \
 	$(PY) -m shared.report $${RUN}

@@ -8,8 +8,9 @@ AnaXNet), gradient clipping 0.5, validation twice per epoch (``val_per_epoch``),
 validations) and checkpoint selection on the validation mean AUROC (``engine.monitor``), gradient accumulation to
 the original effective batch. The prepared data must carry the label policy the run asks for (``open_prepared``). The AUROC's image scores come from a head the loss trains
 (``chextriev.losses.image_scores``: the graph head, or for node-only supervision (V0-node, graph_importance 0)
-the max over the anatomies' node logits). Writes runs/chextriev/<name>/<timestamp>/ (see shared.engine);
-evaluate it with ``python -m chextriev.test --run RUN_DIR`` (the run holds its config).
+the max over the anatomies' node logits). Writes runs/chextriev/<name>/<timestamp>/ (see shared.engine), then,
+unless ``--no-test``, evaluates it as ``python -m chextriev.test --run RUN_DIR`` does (the run holds its config)
+and writes ``python -m shared.report RUN_DIR``'s report.md.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ if __package__ in (None, ""):  # `cd chextriev && python train.py ...` runs as f
 import numpy as np
 import torch
 
-from shared.cli import cli_exit
+from shared.cli import add_no_test_flag, cli_exit, test_after_training
 from shared.config import parse_config
 from shared.engine import Trainer, barrier, create_run_dir, is_main_process, seed_everything
 from shared.metrics.classification import per_class_auroc
@@ -205,8 +206,11 @@ def train(cfg: ChextrievConfig, resume: Optional[str] = None) -> Path:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Train a CheXtriev model")
     parser.add_argument("--resume", default=None, help="run directory to resume")
+    add_no_test_flag(parser)
     cfg, args = parse_config(ChextrievConfig, argv, parser=parser, example="optim.lr=1e-4 engine.epochs=2")
-    train(cfg, args.resume)   # user errors become one `prog: error:` line in cli_exit
+    run_dir = train(cfg, args.resume)   # user errors become one `prog: error:` line in cli_exit
+    from chextriev.test import main as test_main   # imported here: chextriev.test imports this module
+    test_after_training(METHOD, run_dir, args.no_test, test_main)
     return 0
 
 

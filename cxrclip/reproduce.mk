@@ -14,7 +14,7 @@ CXRCLIP_SET = output_root=$(RUNS) data.sources.0.root=$(CXRCLIP_MIMIC) eval.retr
 .PHONY: reproduce-cxrclip-mimic cxrclip-check-data
 # the data check comes before `install`, so a wrong DATA fails at once, with the expected layout
 reproduce-cxrclip-mimic: cxrclip-check-data install
-	$(PY) -m cxrclip.train -cfg cxrclip/configs/$(CXRCLIP_CONFIG).yaml --set $(CXRCLIP_SET)
+	$(PY) -m cxrclip.train -cfg cxrclip/configs/$(CXRCLIP_CONFIG).yaml --no-test --set $(CXRCLIP_SET)
 	$(PY) -m cxrclip.test --run $$(ls -td $(RUNS)/cxrclip/$(CXRCLIP_CONFIG)/*/ | head -1)
 
 cxrclip-check-data:

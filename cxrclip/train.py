@@ -5,7 +5,8 @@ lowest validation loss is kept (runs/cxrclip/<name>/<timestamp>/checkpoints/best
 the mean over its batches, and the sources are averaged with equal weight, as the original
 (``data.val_loss=pooled``: the mean over all validation samples). Under DDP the validation
 batches are shared out among the ranks and scored without the all-gather, so the validation loss is the
-single-process one.
+single-process one. Then, unless ``--no-test``, ``python -m cxrclip.test --run RUN`` (the config's ``eval:`` sets)
+and ``python -m shared.report RUN`` (results.json, report.md in RUN).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from cxrclip.data import (PairDataset, Sample, TextCollator, chest14_samples, ch
 from cxrclip.loss import CXRClipLoss
 from cxrclip.model import CXRClip
 from cxrclip.tokenizer import build_vocab, load_tokenizer
-from shared.cli import cli_exit
+from shared.cli import add_no_test_flag, cli_exit, test_after_training
 from shared.config import parse_config
 from shared.data.labels import CHEXPERT_LABELS
 from shared.engine import (Trainer, cosine_schedule, create_run_dir, get_rank, get_world_size, is_distributed,
@@ -161,16 +162,21 @@ def source_names(sources: list[SourceConfig]) -> list[str]:
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--resume", default=None, help="run directory to resume")
+    add_no_test_flag(parser)
     cfg, args = parse_config(TrainConfig, argv, parser=parser, example="optim.lr=1e-4 engine.epochs=2")
     seed_everything(cfg.engine.seed, cfg.engine.deterministic)
     run_dir = create_run_dir("cxrclip", cfg.name, root=cfg.output_root, resume=args.resume, root_key="output_root")
     try:
-        return train_run(cfg, run_dir)
+        train_run(cfg, run_dir)
     except BaseException:
         # a new run that failed before writing any file (bad data root, ...) leaves no empty run folder behind
         if not args.resume and is_main_process() and not any(p.is_file() for p in run_dir.rglob("*")):
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
+    print(f"run directory: {run_dir}", flush=True)
+    from cxrclip.test import main as test_main   # imported here: only a run that trained needs the test code
+    test_after_training("cxrclip", run_dir, args.no_test, test_main)
+    return run_dir
 
 
 def train_run(cfg: TrainConfig, run_dir: Path) -> Path:

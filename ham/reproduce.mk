@@ -11,7 +11,7 @@ HAM_NIH_MSG := NIH ChestX-ray14 not found at $(HAM_NIH): expected Data_Entry_201
 HAM_CHEXPERT_MSG := CheXpert not found at $(HAM_CHEXPERT): expected CheXpert-v1.0*/train.csv and the images it names (set DATA=...); HAM's CheXpert boxes are shipped
 
 define ham_run
-	$(PY) -m ham.train -cfg ham/configs/$(1).yaml --run-dir $(RUNS)/ham/$(1)/make --set runs_root=$(RUNS) data.root=$(2) $(HAM_SET)
+	$(PY) -m ham.train -cfg ham/configs/$(1).yaml --no-test --run-dir $(RUNS)/ham/$(1)/make --set runs_root=$(RUNS) data.root=$(2) $(HAM_SET)
 	$(PY) -m ham.test --run $(RUNS)/ham/$(1)/make
 	$(PY) -m ham.visual --run $(RUNS)/ham/$(1)/make
 	$(PY) -m shared.report $(RUNS)/ham/$(1)/make

@@ -5,7 +5,9 @@
 
 Writes ``runs/ham/<config>/<timestamp>/`` (or ``--run-dir``; an existing run directory resumes from its
 checkpoints/last.pt; ``--resume RUN`` continues a run and refuses a directory that does not exist):
-config.yaml, log.txt, metrics.jsonl, checkpoints/{last,best}.pt. Then run ``ham.test``.
+config.yaml, log.txt, metrics.jsonl, checkpoints/{last,best}.pt; then, unless ``--no-test``, ``python -m ham.test
+--run RUN`` and ``python -m shared.report RUN`` (results.json, test_*.csv, roc.png, report.md). The attention page
+stays its own command: ``python -m ham.visual --run RUN``.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from contextlib import nullcontext
 
 import torch
 
-from shared.cli import cli_exit
+from shared.cli import add_no_test_flag, cli_exit, test_after_training
 from shared.config import parse_config, to_dict
 from shared.data import DataError
 from shared.engine import (Trainer, create_run_dir, is_main_process, load_checkpoint, save_checkpoint, seed_everything,
@@ -175,9 +177,18 @@ def main(argv=None) -> Path:
     where.add_argument("--resume", default=None, help="run directory to continue (must exist), or 'latest'")
     where.add_argument("--run-dir", default=None,
                        help="run directory to write (created; resumes when it has checkpoints/last.pt)")
+    add_no_test_flag(parser)
     cfg, args = parse_config(HAMConfig, argv, parser=parser, example="optim.lr=1e-4 engine.epochs=2")
-    config_name = Path(args.config).stem
+    run_dir = train(cfg, Path(args.config).stem, args.run_dir, args.resume)
+    from ham.test import main as test_main   # imported here: ham.test imports this module
+    test_after_training("ham", run_dir, args.no_test, test_main,
+                        more=[f"attention page: python -m ham.visual --run {run_dir}"])
+    return run_dir
 
+
+def train(cfg: HAMConfig, config_name: str, run_dir: str | None = None, resume: str | None = None) -> Path:
+    """Train ``cfg`` into ``run_dir`` (created; resumed when it holds a run) or a new runs/ham/<config_name>/<ts>
+    (``resume``: that run, or 'latest'); returns the run directory."""
     check_micro_batching(cfg)
     classes, boxes, splits = prepare_data(cfg)
     if cfg.engine.grad_accum > 1:
@@ -186,11 +197,11 @@ def main(argv=None) -> Path:
                             "one larger batch (use optim.batch_size with optim.micro_batch instead)")
     seed_everything(cfg.engine.seed, cfg.engine.deterministic)
     model = build_model(cfg.model, len(classes))
-    if args.run_dir:
-        run_dir = Path(args.run_dir)
+    if run_dir:
+        run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
     else:
-        run_dir = create_run_dir("ham", config_name, root=cfg.runs_root, resume=args.resume)
+        run_dir = create_run_dir("ham", config_name, root=cfg.runs_root, resume=resume)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     scheduler = step_schedule(optimizer, cfg.optim.step_epochs, cfg.optim.gamma)
     d = cfg.data

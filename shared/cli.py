@@ -11,6 +11,10 @@ not fit, an unwritable or full disk, a non-finite loss — into one line ``<prog
 ``log.txt`` of the run the command opened, so the run records why it stopped. Anything else is a bug: exit status 1
 with its traceback. ``--debug`` (or ``CXR_TRACEBACK=1``) shows the traceback of a user error too.
 
+Train, then test: every ``<method>.train`` ends with :func:`test_after_training` -- on the main process, the
+method's own ``<method>.test --run RUN`` (its ``main``, so exactly what that command does) and
+``python -m shared.report RUN`` -- unless ``--no-test`` (:func:`add_no_test_flag`) is given.
+
 Script mode (``cd ham && python train.py -cfg configs/demo.yaml``) behaves exactly like running from the repository
 root: each CLI's header calls :func:`run_from_repo_root`, which makes the path arguments you typed absolute and then
 changes to the root, so the configs' data paths and the default ``runs/`` resolve as they do from the root.
@@ -25,6 +29,7 @@ from typing import Callable, NoReturn, Sequence
 
 from .data.images import ImageReadError
 from .engine.checkpoint import CheckpointError
+from .engine.distributed import barrier, destroy_distributed, is_main_process
 from .engine.logger import append_to_run_log, forget_run_log
 from .engine.trainer import NonFiniteLossError
 
@@ -118,3 +123,40 @@ def run_from_repo_root(module_name: str) -> None:
         return
     sys.argv[1:] = absolute_path_args(sys.argv[1:], Path.cwd())
     os.chdir(REPO_ROOT)
+
+
+def add_no_test_flag(parser):
+    """The ``--no-test`` flag of every ``<method>.train`` (read by :func:`test_after_training`)."""
+    parser.add_argument("--no-test", action="store_true",
+                        help="train only: skip testing the best checkpoint and writing report.md afterwards "
+                             "(later: python -m <method>.test --run RUN, then python -m shared.report RUN)")
+    return parser
+
+
+def test_after_training(method: str, run_dir: str | Path, no_test: bool, test_main: Callable[[list[str]], object],
+                        more: Sequence[str] = ()) -> None:
+    """What every ``<method>.train`` does after training: ``python -m <method>.test --run RUN`` (``test_main`` is
+    that CLI's ``main``), then ``python -m shared.report RUN``, then where the results are (and the ``more``
+    lines: further commands for this run). ``no_test`` (``--no-test``) prints the commands instead.
+
+    Under torchrun every rank leaves the process group first and only rank 0 tests, as one process: the test
+    CLIs' loaders would otherwise shard the test split over ranks that are gone. A test or report that fails
+    ends the command with its exit status (its error line is already printed).
+    """
+    from . import report   # lazily: report pulls in pandas/matplotlib, which --help and error paths never need
+
+    run = str(run_dir)
+    barrier()
+    destroy_distributed()
+    if not is_main_process():
+        return
+    if no_test:
+        print(f"not tested (--no-test); later: python -m {method}.test --run {run} && python -m shared.report {run}")
+    else:
+        for status in (test_main(["--run", run]), report.main([run])):
+            if isinstance(status, int) and not isinstance(status, bool) and status != 0:
+                raise SystemExit(status)
+        print(f"results: {Path(run) / 'results.json'}\nreport: {Path(run) / 'report.md'}")
+    for line in more:
+        print(line)
+    sys.stdout.flush()

@@ -58,6 +58,7 @@ def test_smoke_plan_uses_the_overlay_and_no_weight_files(target, tmp_path):
     method = target.split("-")[1]
     trains = [line for line in plan.splitlines() if f"-m {method}.train" in line]
     assert trains and all(f"@{method}/smoke.yaml" in line for line in trains)
+    assert all("--no-test" in line.split() for line in trains)   # the recipe's own test step is the only one
     assert ".pth" not in plan and "Bio_ClinicalBERT" not in plan   # no weight file is checked or loaded
     assert f"{tmp_path / 'runs'}/{method}" in plan   # the run directory goes under RUNS as without SMOKE
 
