@@ -39,6 +39,7 @@ def ensure_twin(data: Path) -> Path:
 
 def run_demo(data: Path, out: Path, overrides: list[str] | None = None, knn: bool = True) -> dict:
     from adnet import knn as adnet_knn
+    from adnet import test as adnet_test
     from adnet import train as adnet_train
     from shared.report import read_results, report_run
 
@@ -48,6 +49,8 @@ def run_demo(data: Path, out: Path, overrides: list[str] | None = None, knn: boo
     sets = [f"data.nih_root={root}", f"runs_root={out / 'runs'}"] + list(overrides or [])
     cfg = load_config(ADNetConfig, CONFIG, sets)
     run_dir = adnet_train.run(cfg)
+    if adnet_test.main(["--run", str(run_dir)]) != 0:
+        raise RuntimeError(f"python -m adnet.test --run {run_dir} failed (its error line is above)")
     train_s = time.time() - t0
     try:
         report_run(run_dir)

@@ -60,7 +60,7 @@ def run_demo(data: Path, out: Path, overrides: list[str] | None = None) -> dict:
     t0 = time.time()
     root = nih_twin(data)
     sets = [f"data.root={root}", *(overrides or [])]
-    run_dir = agcnn_train.main(["-cfg", str(CONFIG), "--run-dir", str(out), "--set", *sets])
+    run_dir = agcnn_train.main(["-cfg", str(CONFIG), "--no-test", "--run-dir", str(out), "--set", *sets])
     metrics = agcnn_test.main(["--run", str(run_dir)])
     try:
         from shared.report import report_run

@@ -35,7 +35,8 @@ def run_demo(data: str | Path, out: str | Path, overrides: Sequence[str] = ()) -
     twin = Path(data) / "cxrclip_mimic"
     fresh_twin(twin, "mimic", N_IMAGES, SIZE, SEED)
     roots = [f"data.sources.0.root={twin}", f"eval.retrieval_root={twin}", f"eval.zeroshot_root={twin}"]
-    run_dir = train.main(["-cfg", str(CONFIG), "--set", *roots, f"output_root={Path(out) / 'runs'}", *overrides])
+    run_dir = train.main(["-cfg", str(CONFIG), "--no-test", "--set", *roots, f"output_root={Path(out) / 'runs'}",
+                          *overrides])
     metrics = test.main(["--run", str(run_dir)])
     studies = test.study_frame(str(twin), "test")
     n_texts = studies.loc[studies["text"] != "", "text"].nunique()

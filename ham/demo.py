@@ -35,7 +35,8 @@ def run_demo(data: Path, out: Path, extra: list[str] | None = None, visual: bool
     root = Path(data) / "ham_nih"
     fresh_twin(root, "nih", n, size, seed)
     sets = ["data.root=" + str(root)] + list(extra or [])
-    run_dir = ham_train.main(["-cfg", str(CONFIG_DIR / "demo.yaml"), "--run-dir", str(out), "--set", *sets])
+    run_dir = ham_train.main(["-cfg", str(CONFIG_DIR / "demo.yaml"), "--no-test", "--run-dir", str(out),
+                              "--set", *sets])
     res = ham_test.main(["--run", str(run_dir)])
     page = ham_visual.main(["--run", str(run_dir)]) if visual else None
     try:

@@ -27,7 +27,7 @@ def trained(twin, tmp_path_factory):
     run = tmp_path_factory.mktemp("agcnn_run") / "run"
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        agcnn_train.main(["-cfg", str(DEMO), "--run-dir", str(run), "--set", f"data.root={twin}",
+        agcnn_train.main(["-cfg", str(DEMO), "--no-test", "--run-dir", str(run), "--set", f"data.root={twin}",
                           "engine.log_every=1000"])
         metrics = agcnn_test.main(["--run", str(run)])
     return run, metrics, out.getvalue()
@@ -105,7 +105,7 @@ def test_seed_repository_variant_joint_otsu_avg_c14(twin, tmp_path):
     run = tmp_path / "joint"
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        agcnn_train.main(["-cfg", str(DEMO), "--run-dir", str(run), "--set", f"data.root={twin}",
+        agcnn_train.main(["-cfg", str(DEMO), "--no-test", "--run-dir", str(run), "--set", f"data.root={twin}",
                           "train.mode=joint", "train.joint_stage.epochs=1", "train.joint_stage.batch_size=16",
                           "optim.name=adam", "train.joint_stage.lr=1e-3", "model.threshold=otsu", "model.pool=avg",
                           "model.num_classes=14", "engine.log_every=1"])

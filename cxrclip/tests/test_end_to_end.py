@@ -23,7 +23,7 @@ def twin(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(twin, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    run_dir = train.main(["-cfg", "cxrclip/configs/demo.yaml", "--set", f"data.sources.0.root={twin}",
+    run_dir = train.main(["-cfg", "cxrclip/configs/demo.yaml", "--no-test", "--set", f"data.sources.0.root={twin}",
                           f"eval.retrieval_root={twin}", f"eval.zeroshot_root={twin}", f"output_root={runs}",
                           "engine.epochs=10", *TINY])
     return run_dir

@@ -31,7 +31,7 @@ class Method:
     short: tuple[str, ...]          # --set items: one or two optimizer steps
     test_argv: callable = None      # (config, weights, out) -> argv of <method>.test
     lr_keys: tuple[str, ...] = ("optim.lr",)
-    train_flags: tuple[str, ...] = ()
+    train_flags: tuple[str, ...] = ("--no-test",)   # train only: the rows test what training does
     extra: tuple[str, ...] = field(default_factory=tuple)
     iters_key: str = "engine.max_iters"
 
@@ -46,8 +46,7 @@ class Method:
 
 METHODS = {
     "adnet": Method("adnet", "nih", ("data.nih_root",), "runs_root", ("engine.max_iters=2", "engine.epochs=1"),
-                    lambda cfg, w, out: ["-cfg", cfg, "--weights", str(w), "--run-dir", str(out)],
-                    train_flags=("--no-test",)),
+                    lambda cfg, w, out: ["-cfg", cfg, "--weights", str(w), "--run-dir", str(out)]),
     "ham": Method("ham", "nih", ("data.root",), "runs_root", ("engine.max_iters=2", "engine.epochs=1"),
                   lambda cfg, w, out: ["-cfg", cfg, "-w", str(w), "--out", str(out)]),
     "agcnn": Method("agcnn", "nih", ("data.root",), "runs",
