@@ -209,6 +209,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     add_no_test_flag(parser)
     cfg, args = parse_config(ChextrievConfig, argv, parser=parser, example="optim.lr=1e-4 engine.epochs=2")
     run_dir = train(cfg, args.resume)   # user errors become one `prog: error:` line in cli_exit
+    print(f"run directory: {run_dir}", flush=True)
     from chextriev.test import main as test_main   # imported here: chextriev.test imports this module
     test_after_training(METHOD, run_dir, args.no_test, test_main)
     return 0
