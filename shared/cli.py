@@ -151,12 +151,15 @@ def test_after_training(method: str, run_dir: str | Path, no_test: bool, test_ma
     if not is_main_process():
         return
     if no_test:
-        print(f"not tested (--no-test); later: python -m {method}.test --run {run} && python -m shared.report {run}")
+        print(f"--no-test: not tested here; test and report with: python -m {method}.test --run {run} && "
+              f"python -m shared.report {run}")
     else:
-        for status in (test_main(["--run", run]), report.main([run])):
+        for step in (lambda: test_main(["--run", run]), lambda: report.main([run])):   # the report after a test
+            status = step()
             if isinstance(status, int) and not isinstance(status, bool) and status != 0:
                 raise SystemExit(status)
-        print(f"results: {Path(run) / 'results.json'}\nreport: {Path(run) / 'report.md'}")
+        where = Path(run).absolute()   # absolute: script mode printed from a method folder runs in the repo root
+        print(f"results: {where / 'results.json'}\nreport: {where / 'report.md'}")
     for line in more:
         print(line)
     sys.stdout.flush()

@@ -59,3 +59,15 @@ def test_train_tests_and_reports_unless_no_test(name, twins, tmp_path, capsys):
     code, _, err = cli(name, "test", ["--run", str(run)], capsys)
     assert code == 0, err[-3000:]
     assert metrics_text(run) == after_train          # train's test is `test --run RUN`, number for number
+
+
+def test_a_failed_test_ends_the_train_command_without_a_report(tmp_path):
+    """ADNet's test CLI returns its exit status (its one error line printed): train exits with it, no report."""
+    from shared.cli import test_after_training
+    calls = []
+    with pytest.raises(SystemExit) as stop:
+        test_after_training("adnet", tmp_path, False, lambda argv: calls.append(argv) or 2)
+    assert stop.value.code == 2 and calls == [["--run", str(tmp_path)]]
+    assert not (tmp_path / "report.md").exists()
+    test_after_training("adnet", tmp_path, True, lambda argv: calls.append(argv))    # --no-test: never called
+    assert len(calls) == 1
