@@ -59,14 +59,15 @@ def uses_cache(cfg: ChextrievConfig) -> bool:
 
 def open_prepared(cfg: ChextrievConfig) -> Prepared:
     """The prepared data of ``cfg``; refuses data whose label policy is not the one the run asks for (a faithful
-    run on yes-wins labels, or a fixed one on last-wins labels, would compare other query sets)."""
+    run on yes-wins labels, or a fixed one on last-wins labels, would compare other query sets). Its images are
+    checked per ``data.verify_images`` / ``data.on_bad_image`` (``Prepared.check_images``)."""
     prepared = Prepared(cfg.data.prepared)
     made_with = prepared.meta.get("label_policy")
     if made_with != cfg.data.label_policy:
         raise ValueError(f"{prepared.dir / 'meta.json'}: prepared with label_policy={made_with} but the run asks for "
                          f"data.label_policy={cfg.data.label_policy}; point data.prepared at data prepared with "
                          f"python -m chextriev.prepare --label-policy {cfg.data.label_policy} ...")
-    return prepared
+    return prepared.check_images(cfg.data.verify_images, cfg.data.on_bad_image)
 
 
 def validation_interval(cfg: ChextrievConfig, steps_per_epoch: int) -> int:
