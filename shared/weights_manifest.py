@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from shared.config import apply_overrides, load_yaml_tree
+from shared.config import ConfigError, apply_overrides, load_yaml_tree
 from shared.weights import HF_HOST, TORCH_HOST, hf_cached, hub_offline, offline, torch_hub_file
 
 # the Makefile variables this module reads; `make weights` and the preflight pass them all (`*_SET`: the method's
@@ -38,6 +38,7 @@ TORCHVISION_FILES = {"resnet50-0676ba61.pth": "torchvision ResNet-50 IMAGENET1K_
                      "resnet50-11ad3fa6.pth": "torchvision ResNet-50 IMAGENET1K_V2 (= DEFAULT)",
                      "densenet121-a639ec97.pth": "torchvision DenseNet-121 IMAGENET1K_V1 (= DEFAULT)"}
 ADNET_RELEASE = "https://github.com/Lab-LVM/ADNet/releases/download/v0.0.1/"
+REPO = Path(__file__).resolve().parents[1]   # the method configs are read from here; weight paths from the cwd
 
 
 def sha256_prefix(torchvision_file: str) -> str:
@@ -89,8 +90,9 @@ def set_value(words: Sequence[str], key: str, default: str | None) -> str | None
     return None if value in (None, "", "null", "None", "~") else value
 
 
-def config_tree(path: str, words: Sequence[str]) -> dict:
-    return apply_overrides(load_yaml_tree(path), [w for w in words if "=" in w or w.startswith("@")])
+def config_tree(config: str, words: Sequence[str]) -> dict:
+    """A method config (path relative to the repository) with the target's --set words applied."""
+    return apply_overrides(load_yaml_tree(REPO / config), [w for w in words if "=" in w or w.startswith("@")])
 
 
 def config_value(tree: dict, dotted: str):
@@ -298,14 +300,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(usage, file=sys.stderr)
         return 2
     command, target = args[0], (args[1] if args[0] == "check" else None)
-    assigned = [a for a in args[1 + (target is not None):]]
+    assigned = args[1 + (target is not None):]
     if any("=" not in a for a in assigned):
         print(f"{usage}\nnot VAR=VALUE: {[a for a in assigned if '=' not in a]}", file=sys.stderr)
         return 2
     v = Vars(a.split("=", 1) for a in assigned)
-    if command == "check":
-        return check(target, v)
-    print(table(v))
+    try:
+        if command == "check":
+            return check(target, v)
+        print(table(v))
+    except (ConfigError, OSError) as err:   # e.g. AGCNN_CONFIG naming no config file
+        print(f"shared.weights_manifest: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
