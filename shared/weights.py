@@ -122,20 +122,24 @@ def create_timm_model(name: str, *, pretrained: bool, key: str = "model.pretrain
 
     if not pretrained:
         return timm.create_model(name, pretrained=False, **kwargs)
-    hub_id = _timm_hub_id(name)
+    hub_id = _timm_hub_id(name, kwargs)
     if hub_id and not hf_cached(hub_id) and offline(HF_HOST):
         raise _offline_error(f"timm '{name}'", key, off_key, hub_id)
     with explain_download_failure(f"timm '{name}'", key, off_key):
         return timm.create_model(name, pretrained=True, **kwargs)
 
 
-def _timm_hub_id(name: str) -> str | None:
-    """The Hugging Face repository timm downloads ``name``'s weights from (None: an unknown name, or a URL)."""
+def _timm_hub_id(name: str, kwargs: dict) -> str | None:
+    """The Hugging Face repository timm downloads ``name``'s weights from; None when it reads no hub (a local
+    ``file`` / ``state_dict`` in the pretrained config or its overlay, a URL, or a name timm does not know)."""
     from timm.models import get_pretrained_cfg
 
+    if "pretrained_cfg" in kwargs:
+        return None
+    overlay = kwargs.get("pretrained_cfg_overlay") or {}
     with contextlib.suppress(Exception):   # an unknown name: timm.create_model gives its own error
-        cfg = get_pretrained_cfg(name)
-        return cfg.hf_hub_id if cfg is not None else None
+        cfg = {**get_pretrained_cfg(name).to_dict(), **overlay}
+        return None if cfg.get("file") or cfg.get("state_dict") else cfg.get("hf_hub_id")
     return None
 
 

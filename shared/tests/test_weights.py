@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from shared.cli import run_cli
+from shared.testing import pretend_online
 from shared.weights import (PretrainedWeightsError, create_timm_model, explain_download_failure,
                             torchvision_imagenet_state_dict)
 
@@ -17,11 +18,8 @@ def _no_network(*args, **kwargs):
 
 @pytest.fixture
 def online(monkeypatch):
-    """The network looks reachable and HF_HUB_OFFLINE is unset: the download itself is tried (and fails here)."""
-    import shared.weights
-
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(shared.weights, "network_reachable", lambda host, timeout=3.0: True)
+    """The network looks reachable and HF_HUB_OFFLINE is unset: the (stubbed) download itself is tried."""
+    pretend_online(monkeypatch)
 
 
 def test_timm_download_failure_is_one_line_naming_the_key(monkeypatch, capsys, online):
