@@ -65,7 +65,8 @@ class Status:
 
 
 def torchvision_need(what: str, path: str | None, set_by: str, filename: str, hub: bool = False) -> Need:
-    return Need(what, path, set_by, TORCHVISION + filename, sha256_prefix(filename), hub=f"torch:{filename}" if hub else None)
+    return Need(what, path, set_by, TORCHVISION + filename, sha256_prefix(filename),
+                hub=f"torch:{filename}" if hub else None)
 
 
 # ------------------------------------------------------------------------------------------------ the variables
@@ -197,7 +198,8 @@ MANIFEST: dict[str, Callable[[str, Vars], list[Need]]] = {
     **{f"reproduce-adnet-{d}": adnet_needs for d in ("nih", "mimic", "chexpert", "all")},
     **{f"reproduce-ham-{d}": ham_needs for d in ("nih", "nih-loc", "nih-official", "chexpert")},
     "reproduce-agcnn-nih": agcnn_needs,
-    **{f"reproduce-chextriev-mimic-{c}{fixed}": chextriev_needs for c in CHEXTRIEV_VARIANTS for fixed in ("", "-fixed")},
+    **{f"reproduce-chextriev-mimic-{c}{fixed}": chextriev_needs
+       for c in CHEXTRIEV_VARIANTS for fixed in ("", "-fixed")},
     "reproduce-cxrclip-mimic": cxrclip_needs,
 }
 

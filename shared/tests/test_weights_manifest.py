@@ -17,8 +17,9 @@ from shared import weights, weights_manifest as wm
 REPO = Path(__file__).resolve().parents[2]
 needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
 MAKEFILE_DEFAULTS = dict(ADNET_WEIGHTS="weights", ADNET_BACKBONE="convnext", ADNET_IMAGENET="", ADNET_ALL_WEIGHTS="",
-                         ADNET_SET="", HAM_SET="", AGCNN_CONFIG="nih_resnet50", AGCNN_SET="", CHEXTRIEV_WEIGHTS="weights",
-                         CHEXTRIEV_SET="", CXRCLIP_CONFIG="r50_m", CXRCLIP_PROMPTS="pretrained/train_prompts_all.json")
+                         ADNET_SET="", HAM_SET="", AGCNN_CONFIG="nih_resnet50", AGCNN_SET="",
+                         CHEXTRIEV_WEIGHTS="weights", CHEXTRIEV_SET="", CXRCLIP_CONFIG="r50_m",
+                         CXRCLIP_PROMPTS="pretrained/train_prompts_all.json")
 
 
 def make(*args, timeout=60) -> subprocess.CompletedProcess:
@@ -53,8 +54,9 @@ def test_manifest_lists_every_reproduce_target_and_make_passes_every_variable():
     assert len(targets) == 34 and set(wm.MANIFEST) == set(targets)
     plan = make("-n", "weights").stdout
     assert "-m shared.weights_manifest list" in plan
-    assert re.findall(r" (\w+)='", plan) == list(wm.VARIABLES)
-    assert "ADNET_WEIGHTS='weights'" in plan and "CXRCLIP_CONFIG='r50_m'" in plan   # the Makefile's defaults
+    passed = re.findall(r" (\w+)='([^']*)'", plan)
+    assert [name for name, _ in passed] == list(wm.VARIABLES)
+    assert dict(passed) == MAKEFILE_DEFAULTS                 # what these tests assume are the Makefile's defaults
 
 
 @needs_make
