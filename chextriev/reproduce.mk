@@ -60,5 +60,9 @@ endef
 .PHONY: $(addprefix reproduce-chextriev-mimic-,$(CHEXTRIEV_VARIANTS) $(addsuffix -fixed,$(CHEXTRIEV_VARIANTS)))
 $(foreach v,$(CHEXTRIEV_VARIANTS),$(eval $(call chextriev_target,$(v))))
 
-reproduce-chextriev-mimic: $(addprefix reproduce-chextriev-mimic-,$(CHEXTRIEV_VARIANTS))
-reproduce-chextriev-mimic-fixed: $(addprefix reproduce-chextriev-mimic-,$(addsuffix -fixed,$(CHEXTRIEV_VARIANTS)))
+# the weights of every variant in one message before the first starts (the variants share them across protocols)
+.PHONY: chextriev-check-weights
+chextriev-check-weights: install
+	$(call weights_check,$(addprefix reproduce-chextriev-mimic-,$(CHEXTRIEV_VARIANTS)))
+reproduce-chextriev-mimic: chextriev-check-weights $(addprefix reproduce-chextriev-mimic-,$(CHEXTRIEV_VARIANTS))
+reproduce-chextriev-mimic-fixed: chextriev-check-weights $(addprefix reproduce-chextriev-mimic-,$(addsuffix -fixed,$(CHEXTRIEV_VARIANTS)))

@@ -2,7 +2,7 @@
 
     make weights                                           the table: per target, what / where / source / sha256
     python -m shared.weights_manifest list [VAR=VALUE ...]         (the same; make passes its variables)
-    python -m shared.weights_manifest check TARGET [VAR=VALUE ...] exit 2 with ONE message naming every missing file
+    python -m shared.weights_manifest check TARGET... [VAR=...]   exit 2 with ONE message naming every missing file
 
 The Makefile variables that choose the files (ADNET_WEIGHTS, ADNET_BACKBONE, CHEXTRIEV_WEIGHTS, CXRCLIP_CONFIG,
 the method's *_SET overrides, ...: :data:`VARIABLES`) come in as ``VAR=VALUE`` arguments, so the check sees the
@@ -252,13 +252,14 @@ def needs_of(target: str, v: Vars) -> list[Need]:
     return MANIFEST[target](target, v)
 
 
-def check(target: str, v: Vars) -> int:
-    """0 when every file is there; else ONE message on stderr naming every missing one, and 2."""
-    needs = needs_of(target, v)
+def check(targets: Sequence[str], v: Vars) -> int:
+    """0 when every file of ``targets`` is there; else ONE message on stderr naming every missing one, and 2."""
+    needs = list({label(need): need for target in targets for need in needs_of(target, v)}.values())
     bad = [(need, st) for need in needs for st in [status(need)] if not st.ok]
     if not bad:
         return 0
-    lines = [f"{target}: {len(bad)} of {len(needs)} weight files missing or wrong (`make weights` lists all):"]
+    name = targets[0] if len(targets) == 1 else f"{targets[0]} and {len(targets) - 1} more targets"
+    lines = [f"{name}: {len(bad)} of {len(needs)} weight files missing or wrong (`make weights` lists all):"]
     lines += [f"  - {need.what}: {st.text}\n    set by {need.set_by}; download: {need.source}" for need, st in bad]
     print("\n".join(lines), file=sys.stderr)
     return 2
@@ -297,19 +298,14 @@ def table(v: Vars) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: python -m shared.weights_manifest {list | check TARGET} [VAR=VALUE ...]"
-    if not args or args[0] not in ("list", "check") or (args[0] == "check" and len(args) < 2):
-        print(usage, file=sys.stderr)
+    command, targets = (args[0] if args else None), [a for a in args[1:] if "=" not in a]
+    if command not in ("list", "check") or (command == "check") != bool(targets):
+        print("usage: python -m shared.weights_manifest {list | check TARGET...} [VAR=VALUE ...]", file=sys.stderr)
         return 2
-    command, target = args[0], (args[1] if args[0] == "check" else None)
-    assigned = args[1 + (target is not None):]
-    if any("=" not in a for a in assigned):
-        print(f"{usage}\nnot VAR=VALUE: {[a for a in assigned if '=' not in a]}", file=sys.stderr)
-        return 2
-    v = Vars(a.split("=", 1) for a in assigned)
+    v = Vars(a.split("=", 1) for a in args[1:] if "=" in a)
     try:
         if command == "check":
-            return check(target, v)
+            return check(targets, v)
         print(table(v))
     except (ConfigError, OSError) as err:   # e.g. AGCNN_CONFIG naming no config file
         print(f"shared.weights_manifest: error: {err}", file=sys.stderr)

@@ -70,6 +70,15 @@ def test_every_target_checks_its_weights_first_and_smoke_checks_none(tmp_path):
         assert "weights_manifest" not in make("-n", target, "SMOKE=1", f"DATA={tmp_path}").stdout
 
 
+@needs_make
+def test_chextriev_all_variants_check_every_weight_file_at_once(tmp_path):
+    proc = make("-s", "reproduce-chextriev-mimic-fixed", f"DATA={tmp_path}", f"CHEXTRIEV_WEIGHTS={tmp_path}")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("reproduce-chextriev-mimic-resnet50 and 11 more targets: 2 of 2 weight files")
+    assert "resnet50_imagenet.pth" in proc.stderr and "densenet121_imagenet.pth" in proc.stderr
+    assert "weights_manifest" not in make("-n", "reproduce-chextriev-mimic", "SMOKE=1", f"DATA={tmp_path}").stdout
+
+
 @pytest.mark.parametrize("backbone,target,config,name", [
     ("convnext", "reproduce-adnet-nih", "nih_convnext", "convnext_tiny_ADNet_IN1K.pth.tar"),
     ("resnet50", "reproduce-adnet-mimic", "mimic_resnet50", "resnet50_ADNet_IN1K.pth.tar"),
@@ -114,21 +123,21 @@ def test_check_names_exactly_the_missing_files_in_one_message(tmp_path, monkeypa
     (tmp_path / "pretrained" / "Bio_ClinicalBERT" / "config.json").write_text("{}")
     (tmp_path / "prompts.json").write_text("{}")
     v = variables(CXRCLIP_CONFIG="r50_mcc", CXRCLIP_PROMPTS=tmp_path / "prompts.json")
-    assert wm.check("reproduce-cxrclip-mimic", v) == 2
+    assert wm.check(["reproduce-cxrclip-mimic"], v) == 2
     err = capsys.readouterr().err
     assert err.startswith("reproduce-cxrclip-mimic: 1 of 3 weight files missing")
     assert "not found: pretrained/resnet50-imagenet.pth" in err and "resnet50-0676ba61.pth" in err
     assert "Bio_ClinicalBERT" not in err and "prompts.json" not in err
     (tmp_path / "prompts.json").unlink()
     (tmp_path / "pretrained" / "Bio_ClinicalBERT" / "config.json").unlink()   # a folder without config.json
-    assert wm.check("reproduce-cxrclip-mimic", v) == 2
+    assert wm.check(["reproduce-cxrclip-mimic"], v) == 2
     err = capsys.readouterr().err
     assert err.startswith("reproduce-cxrclip-mimic: 3 of 3") and err.count("\n  - ") == 3
     assert "has no config.json: pretrained/Bio_ClinicalBERT" in err and f"not found: {tmp_path}/prompts.json" in err
     (tmp_path / "pretrained" / "Bio_ClinicalBERT" / "config.json").write_text("{}")
     (tmp_path / "pretrained" / "resnet50-imagenet.pth").write_bytes(b"weights")
     (tmp_path / "prompts.json").write_text("{}")
-    assert wm.check("reproduce-cxrclip-mimic", v) == 0 and capsys.readouterr().err == ""
+    assert wm.check(["reproduce-cxrclip-mimic"], v) == 0 and capsys.readouterr().err == ""
 
 
 def test_known_hashes(tmp_path, monkeypatch, capsys):
@@ -144,7 +153,7 @@ def test_known_hashes(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(wm, "sha256_of", lambda path: "11ad3fa6" + "0" * 56)
     assert wm.status(need).ok and "verified" in wm.status(need).text
     monkeypatch.setattr(wm, "sha256_of", lambda path: "0676ba61" + "0" * 56)   # V1 where V2 is needed: named
-    assert wm.check("reproduce-chextriev-mimic-v6", v) == 2
+    assert wm.check(["reproduce-chextriev-mimic-v6"], v) == 2
     err = capsys.readouterr().err
     assert "wrong file" in err and "ResNet-50 IMAGENET1K_V1" in err and "expected sha256 11ad3fa6" in err
 
@@ -153,8 +162,8 @@ def test_offline_fails_at_once_naming_the_key(empty_hub_caches, no_network, caps
     import timm.models._builder as builder
 
     start = time.perf_counter()
-    assert wm.check("reproduce-agcnn-nih", variables()) == 2
-    assert wm.check("reproduce-ham-nih", variables()) == 2
+    assert wm.check(["reproduce-agcnn-nih"], variables()) == 2
+    assert wm.check(["reproduce-ham-nih"], variables()) == 2
     err = capsys.readouterr().err
     assert "AGCNN_SET=\"model.pretrained_path=FILE\"" in err and "HAM_SET=\"model.pretrained_path=FILE\"" in err
     assert "HF_HUB_OFFLINE=1" in err
