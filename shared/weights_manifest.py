@@ -150,13 +150,26 @@ def agcnn_needs(target: str, v: Vars) -> list[Need]:
     words = v.words("AGCNN_SET")
     tree = config_tree(f"agcnn/configs/{v['AGCNN_CONFIG']}.yaml", words)
     backbone = config_value(tree, "model.backbone")
-    tag = f"{backbone}.{config_value(tree, 'model.pretrained_tag') or 'tv_in1k'}"
-    what = f"ImageNet weights of AG-CNN's {backbone} branches (timm {tag}, torchvision's weights)"
+    tag = config_value(tree, "model.pretrained_tag")
+    tag = next((w.split("=", 1)[1] for w in reversed(words) if w.startswith("model.pretrained_tag=")),
+               "tv_in1k" if tag is None else tag)   # agcnn.config's default; empty: timm's default tag
+    timm_name = f"{backbone}.{tag}" if tag and "." not in backbone else timm_default_tag(backbone)
+    what = f"ImageNet weights of AG-CNN's {backbone} branches (timm {timm_name})"
+    same_file = {"resnet50.tv_in1k": "resnet50-0676ba61.pth", "densenet121.tv_in1k": "densenet121-a639ec97.pth"}
+    local = f" (timm's hub), or torchvision's file {TORCHVISION}{same_file[timm_name]}" \
+        if timm_name in same_file else ""
     hub = Need(what, None, 'AGCNN_SET="model.pretrained_path=FILE" (a timm/torchvision state dict)',
-               f"https://huggingface.co/timm/{tag} (timm's hub; or torchvision's file, e.g. "
-               f"{TORCHVISION}{'resnet50-0676ba61.pth' if backbone == 'resnet50' else 'densenet121-a639ec97.pth'})",
-               hub=f"hf:timm/{tag}")
+               f"https://huggingface.co/timm/{timm_name}{local}", hub=f"hf:timm/{timm_name}")
     return pretrained_needs(words, tree, what, "AGCNN_SET", hub)
+
+
+def timm_default_tag(name: str) -> str:
+    """``resnet50`` -> the tagged name timm picks by default (``resnet50.a1_in1k``)."""
+    if "." in name:
+        return name
+    from timm.models import get_pretrained_cfg
+
+    return f"{name}.{get_pretrained_cfg(name).tag}"
 
 
 def chextriev_needs(target: str, v: Vars) -> list[Need]:

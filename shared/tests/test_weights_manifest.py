@@ -112,6 +112,8 @@ def test_variables_choose_the_files(tmp_path):
     assert need.path == f"{tmp_path}/r 50.pth" and need.hub is None          # the *_SET words split as by the shell
     [need] = wm.needs_of("reproduce-agcnn-nih", variables(AGCNN_CONFIG="nih_densenet121"))
     assert need.hub == "hf:timm/densenet121.tv_in1k" and need.path is None
+    [need] = wm.needs_of("reproduce-agcnn-nih", variables(AGCNN_SET="model.pretrained_tag="))   # timm's default
+    assert need.hub == "hf:timm/resnet50.a1_in1k"
     swin = [n.path for n in wm.needs_of("reproduce-cxrclip-mimic", variables(CXRCLIP_CONFIG="swint_mcc"))]
     assert swin == ["pretrained/Bio_ClinicalBERT", "pretrained/swin-tiny-patch4-window7-224",
                     "pretrained/train_prompts_all.json"]
