@@ -78,7 +78,12 @@ class Vars(dict):
                          f"pass {name}=VALUE")
 
     def words(self, name: str) -> list[str]:
-        return shlex.split(self[name])
+        """A *_SET variable as the recipe's shell splits it into --set words."""
+        try:
+            return shlex.split(self[name])
+        except ValueError as err:   # the recipe's shell would fail on it too
+            raise SystemExit(f"shared.weights_manifest: {name}={self[name]}: not valid shell words ({err}): quote "
+                             "values with spaces or quotes") from None
 
 
 def set_value(words: Sequence[str], key: str, default: str | None) -> str | None:
@@ -288,7 +293,7 @@ def table(v: Vars) -> str:
     for target in MANIFEST:
         needs = needs_of(target, v)
         if not needs:
-            rows.append((target, "-", "no weight files (trained from scratch)"))
+            rows.append((target, "-", "no weight files (starts from random weights)"))
         for need in needs:
             st = files.setdefault(label(need), (need, status(need)))[1]
             rows.append((target, "ok" if st.ok else "MISSING", label(need)))

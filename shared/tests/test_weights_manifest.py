@@ -196,6 +196,8 @@ def test_cli_bad_input_is_one_line(capsys):
     assert wm.main(["check"]) == 2 and "usage:" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="unknown target reproduce-adnet-nhi; known: reproduce-adnet-nih"):
         wm.main(["check", "reproduce-adnet-nhi", *[f"{k}={v}" for k, v in MAKEFILE_DEFAULTS.items()]])
+    with pytest.raises(SystemExit, match="HAM_SET=it's: not valid shell words"):
+        wm.needs_of("reproduce-ham-nih", variables(HAM_SET="it's"))
     with pytest.raises(SystemExit, match="variable AGCNN_CONFIG not given"):
         wm.main(["check", "reproduce-agcnn-nih", "AGCNN_SET="])
     assert wm.main(["list", *[f"{k}={v}" for k, v in {**MAKEFILE_DEFAULTS, "AGCNN_CONFIG": "nope"}.items()]]) == 2
