@@ -3,8 +3,8 @@
 #   make reproduce-chextriev-mimic-v6-fixed ...                                     the same with our fixes
 #   make reproduce-chextriev-mimic[-fixed] ...                                      every variant, one after another
 #   make reproduce-chextriev-mimic-<config>[-fixed]                                  any config in chextriev/configs/
-# Each target: check the data and the ImageNet weights (every weight file: `make weights`) -> prepare (once per label policy, into
-# $(CHEXTRIEV_PREPARED)/last_wins or /yes_wins) -> train -> test (retrieval tables, top-k CSV, strips) ->
+# Each target: check the data and the ImageNet weights (`make weights` lists them) -> prepare (once per label
+# policy, into $(CHEXTRIEV_PREPARED)/last_wins or /yes_wins) -> train -> test (retrieval tables, top-k CSV, strips) ->
 # python -m shared.report RUN (runs under runs/chextriev/<config>/ and <config>-fixed/).
 # CHEXTRIEV_SET="eval.drop_self=id ..." adds overrides (to train and test); CHEXTRIEV_RESUME=1 continues the newest
 # run of the config and protocol (a killed training) instead of starting a new one.
