@@ -2,9 +2,10 @@
 #   make reproduce-adnet-nih DATA=/datasets ADNET_WEIGHTS=/weights [ADNET_BACKBONE=resnet50]
 # Each target: check the data + starting weights (`make weights` lists them) -> train (adnet.train --no-test)
 # -> test (adnet.test on best.pt) -> report (python -m shared.report RUN_DIR). Start weights, as the published
-# rows: the authors' released whole-ADNet IN1K checkpoints $(ADNET_WEIGHTS)/{convnext_tiny|resnet50}_ADNet_IN1K.pth.tar (download them
-# yourself; nothing is downloaded here). Deviation: ADNET_IMAGENET=<local timm ImageNet state dict of the
-# backbone> starts from ImageNet backbone weights only (decoder, HMT and head random) instead.
+# rows: the authors' released whole-ADNet IN1K checkpoints
+# $(ADNET_WEIGHTS)/{convnext_tiny|resnet50}_ADNet_IN1K.pth.tar (download them yourself; nothing is downloaded here).
+# Deviation: ADNET_IMAGENET=<local timm ImageNet state dict of the backbone> starts from ImageNet backbone weights
+# only (decoder, HMT and head random) instead.
 # ADNET_SET="key=value ..." passes overrides (e.g. data.honest_validation=true).
 ADNET_WEIGHTS ?= weights
 ADNET_BACKBONE ?= convnext
