@@ -29,7 +29,7 @@ import torch
 
 from shared.cli import cli_exit
 from shared.config import parse_config
-from shared.engine import Trainer, barrier, create_run_dir, is_main_process, seed_everything
+from shared.engine import Trainer, all_gather_concat, barrier, create_run_dir, is_main_process, seed_everything
 from shared.metrics.classification import per_class_auroc
 
 from chextriev.config import ChextrievConfig
@@ -140,7 +140,8 @@ class ValLossPlateau:
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, loader, device) -> dict:
-    """Concatenate logits, embeddings and labels over ``loader`` (model in eval mode)."""
+    """Concatenate logits, embeddings and labels over ``loader`` (model in eval mode); under torchrun the ranks'
+    shards of a ``make_loader(train=False)`` loader are gathered, so every rank gets every image once."""
     outs = {"logits": [], "embedding": [], "labels": [], "node_labels": [], "node_logits": []}
     for batch in loader:
         out = model(batch["x"].to(device))
@@ -150,7 +151,7 @@ def predict(model: torch.nn.Module, loader, device) -> dict:
         outs["node_labels"].append(batch["node_labels"])
         if "node_logits" in out:
             outs["node_logits"].append(out["node_logits"].float().cpu())
-    return {k: torch.cat(v) for k, v in outs.items() if v}
+    return {k: all_gather_concat(torch.cat(v)) for k, v in outs.items() if v}
 
 
 def make_optimizer(cfg: ChextrievConfig, model: torch.nn.Module):
