@@ -140,8 +140,7 @@ class ValLossPlateau:
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, loader, device) -> dict:
-    """Concatenate logits, embeddings and labels over ``loader`` (model in eval mode); under torchrun the ranks'
-    shards of a ``make_loader(train=False)`` loader are gathered, so every rank gets every image once."""
+    """Concatenate logits, embeddings and labels over ``loader`` (model in eval mode)."""
     outs = {"logits": [], "embedding": [], "labels": [], "node_labels": [], "node_logits": []}
     for batch in loader:
         out = model(batch["x"].to(device))
@@ -151,7 +150,7 @@ def predict(model: torch.nn.Module, loader, device) -> dict:
         outs["node_labels"].append(batch["node_labels"])
         if "node_logits" in out:
             outs["node_logits"].append(out["node_logits"].float().cpu())
-    return {k: all_gather_concat(torch.cat(v)) for k, v in outs.items() if v}
+    return {k: torch.cat(v) for k, v in outs.items() if v}
 
 
 def make_optimizer(cfg: ChextrievConfig, model: torch.nn.Module):
@@ -183,7 +182,8 @@ def train(cfg: ChextrievConfig, resume: Optional[str] = None) -> Path:
     val_loader = trainer.make_loader(sets["val"], cfg.data.eval_batch_size, shuffle=False, train=False)
 
     def evaluate(m):
-        pred = predict(m, val_loader, trainer.device)
+        shard = predict(m, val_loader, trainer.device)     # this rank's shard under torchrun: gather them all
+        pred = {k: all_gather_concat(v) for k, v in shard.items()}
         out = {"logits": pred["logits"], "node_logits": pred.get("node_logits"), "hash": pred["embedding"]}
         batch = {"labels": pred["labels"], "node_labels": pred["node_labels"]}
         loss, _ = compute_loss(cfg.model.name, out, batch, cfg.loss.graph_importance, cfg.loss.triplet_weight)
