@@ -24,6 +24,10 @@ from shared.tests.test_fault_matrix import ALL, METHODS, one_thread, twins  # no
 REPO = Path(__file__).resolve().parents[2]
 
 
+# CXR-CLIP's 7 validation pairs in batches of 3: 3 batches, dealt 2 + 1 to the ranks
+ODD_VALIDATION = {"cxrclip": ("data.eval_batch_size=3",)}
+
+
 def skip_test_flag(name: str) -> tuple[str, ...]:
     """``--no-test`` where the method's train has it (the test pass after training is not what this checks)."""
     has = '"--no-test"' in (REPO / name / "train.py").read_text()
@@ -78,7 +82,8 @@ def test_method_under_torchrun_logs_the_single_process_validation(name, twins, t
     m = METHODS[name]
     runs = tmp_path / "runs"
     epochs_key = m.iters_key.replace("max_iters", "epochs")
-    argv = m.train_argv(twins(m.data), runs, f"{m.iters_key}=2", f"{epochs_key}=3", flags=skip_test_flag(name))
+    argv = m.train_argv(twins(m.data), runs, f"{m.iters_key}=2", f"{epochs_key}=3", *ODD_VALIDATION.get(name, ()),
+                        flags=skip_test_flag(name))
     proc = torchrun(name, argv)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     checkpoints = list(runs.rglob("best.pt"))
