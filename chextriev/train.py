@@ -29,7 +29,7 @@ import torch
 
 from shared.cli import cli_exit
 from shared.config import parse_config
-from shared.engine import Trainer, barrier, create_run_dir, is_main_process, seed_everything
+from shared.engine import Trainer, all_gather_concat, barrier, create_run_dir, is_main_process, seed_everything
 from shared.metrics.classification import per_class_auroc
 
 from chextriev.config import ChextrievConfig
@@ -183,7 +183,8 @@ def train(cfg: ChextrievConfig, resume: Optional[str] = None) -> Path:
     val_loader = trainer.make_loader(sets["val"], cfg.data.eval_batch_size, shuffle=False, train=False)
 
     def evaluate(m):
-        pred = predict(m, val_loader, trainer.device)
+        shard = predict(m, val_loader, trainer.device)     # this rank's shard under torchrun: gather them all
+        pred = {k: all_gather_concat(v) for k, v in shard.items()}
         out = {"logits": pred["logits"], "node_logits": pred.get("node_logits"), "hash": pred["embedding"]}
         batch = {"labels": pred["labels"], "node_labels": pred["node_labels"]}
         loss, _ = compute_loss(cfg.model.name, out, batch, cfg.loss.graph_importance, cfg.loss.triplet_weight)
