@@ -9,7 +9,7 @@ DATA ?= data
 SMOKE ?=
 RUNS ?= $(if $(SMOKE),runs_smoke,runs)
 
-.PHONY: help install test test-fast demo results bench clean-runs
+.PHONY: help install test test-fast demo results bench clean-runs weights
 help:
 	@echo "make demo            install if needed, generate the synthetic twin, run every method's demo"
 	@echo "make test            install if needed, run the whole test suite"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench           run the throughput benchmarks in benchmarks/"
 	@echo "make reproduce-<method>-<dataset>   e.g. reproduce-adnet-nih DATA=/path/to/datasets"
 	@echo "   ... SMOKE=1       the same pipeline at toy scale on CPU, random init, no weight files (DATA=data/synthetic)"
+	@echo "make weights         every weight file each reproduce target needs: what, where, download link, sha256, present?"
 	@echo "make twin            write the synthetic twin of every dataset to $(DATA)/synthetic"
 	@echo "make smoke-reproduce run every reproduce target with SMOKE=1 on the twin (a few minutes)"
 	@echo "make eval-authors-<method> WEIGHTS=FILE DATA=...   the authors' released model (adnet, ham, agcnn, cxrclip) on the published protocol"
@@ -55,6 +56,17 @@ bench: install
 
 clean-runs:
 	rm -rf $(RUNS)
+
+# The weight files of every reproduce target: one table, shared/weights_manifest.py. Each reproduce target runs
+# $(call weights_check,$@) after its data checks: every missing file in one message, exit 2 (SMOKE=1: no check).
+# The variables that choose the files travel as VAR='value' (single-quoted for the shell).
+WEIGHTS_VARS := ADNET_WEIGHTS ADNET_BACKBONE ADNET_IMAGENET ADNET_ALL_WEIGHTS ADNET_SET HAM_SET AGCNN_CONFIG \
+  AGCNN_SET CHEXTRIEV_WEIGHTS CHEXTRIEV_SET CXRCLIP_CONFIG CXRCLIP_PROMPTS
+shell_quote = '$(subst ','\'',$(1))'
+WEIGHTS_ARGS = $(foreach v,$(WEIGHTS_VARS),$(v)=$(call shell_quote,$($(v))))
+weights_check = @$(PY) -m shared.weights_manifest check $(1) $(WEIGHTS_ARGS)
+weights: install
+	@$(PY) -m shared.weights_manifest list $(WEIGHTS_ARGS)
 
 -include $(wildcard */reproduce.mk)
 include shared/smoke.mk

@@ -1,10 +1,11 @@
 # ADNet reproduce targets (included by the top Makefile; uses $(PY), $(DATA), $(RUNS)).
 #   make reproduce-adnet-nih DATA=/datasets ADNET_WEIGHTS=/weights [ADNET_BACKBONE=resnet50]
-# Each target: check the data + starting weights -> train (adnet.train --no-test) -> test (adnet.test on best.pt)
-# -> report (python -m shared.report RUN_DIR). Start weights, as the published rows: the authors' released
-# whole-ADNet IN1K checkpoints $(ADNET_WEIGHTS)/{convnext_tiny|resnet50}_ADNet_IN1K.pth.tar (download them
-# yourself; nothing is downloaded here). Deviation: ADNET_IMAGENET=<local timm ImageNet state dict of the
-# backbone> starts from ImageNet backbone weights only (decoder, HMT and head random) instead.
+# Each target: check the data + starting weights (`make weights` lists them) -> train (adnet.train --no-test)
+# -> test (adnet.test on best.pt) -> report (python -m shared.report RUN_DIR). Start weights, as the published
+# rows: the authors' released whole-ADNet IN1K checkpoints
+# $(ADNET_WEIGHTS)/{convnext_tiny|resnet50}_ADNet_IN1K.pth.tar (download them yourself; nothing is downloaded here).
+# Deviation: ADNET_IMAGENET=<local timm ImageNet state dict of the backbone> starts from ImageNet backbone weights
+# only (decoder, HMT and head random) instead.
 # ADNET_SET="key=value ..." passes overrides (e.g. data.honest_validation=true).
 ADNET_WEIGHTS ?= weights
 ADNET_BACKBONE ?= convnext
@@ -18,7 +19,6 @@ ADNET_START = $(if $(filter resnet50,$(ADNET_BACKBONE)),resnet50,convnext_tiny)_
 # $(call adnet_init,MODEL_PREFIX): the --set words that choose the starting weights
 adnet_in1k = $(ADNET_WEIGHTS)/$(1)_IN1K.pth.tar
 adnet_init = $(if $(ADNET_IMAGENET),model.pretrained_path=null model.backbone_weights=$(ADNET_IMAGENET),model.pretrained_path=$(call adnet_in1k,$(1)))
-adnet_need_start = $(if $(ADNET_IMAGENET),$(call adnet_need_file,$(ADNET_IMAGENET),ImageNet backbone weights (ADNET_IMAGENET)),$(call adnet_need_file,$(call adnet_in1k,$(1)),starting weights (released $(1)_IN1K.pth.tar; set ADNET_WEIGHTS=DIR or ADNET_IMAGENET=FILE)))
 
 ADNET_LAYOUT_nih := $(ADNET_NIH)/ with Data_Entry_2017[_v2020].csv, train_val_list.txt, test_list.txt and images/*.png (or Kaggle images_0XX/images/)
 ADNET_LAYOUT_mimic := $(ADNET_MIMIC)/ with mimic-cxr-2.0.0-{negbio,split,metadata}.csv[.gz] and files/pXX/pSUBJECT/sSTUDY/*.jpg, plus CheXclusion's testSet_SubjID.csv at $(ADNET_CHEXCLUSION)
@@ -53,20 +53,20 @@ endef
 .PHONY: reproduce-adnet-nih reproduce-adnet-mimic reproduce-adnet-chexpert reproduce-adnet-all
 reproduce-adnet-nih: install
 	$(call adnet_need_dir,$(ADNET_NIH),$(ADNET_LAYOUT_nih))
-	$(call adnet_need_start,$(ADNET_START))
+	$(call weights_check,$@)
 	$(adnet_prepare_nih)
 	$(call adnet_run,nih_$(ADNET_BACKBONE),$(call adnet_init,$(ADNET_START)))
 
 reproduce-adnet-mimic: install
 	$(call adnet_need_dir,$(ADNET_MIMIC),$(ADNET_LAYOUT_mimic))
 	$(call adnet_need_file,$(ADNET_CHEXCLUSION),CheXclusion test-subject list (testSet_SubjID.csv))
-	$(call adnet_need_start,$(ADNET_START))
+	$(call weights_check,$@)
 	$(call adnet_run,mimic_$(ADNET_BACKBONE),$(call adnet_init,$(ADNET_START)))
 
 # The published CheXpert row is ResNet50 only.
 reproduce-adnet-chexpert: install
 	$(call adnet_need_dir,$(ADNET_CHEXPERT),$(ADNET_LAYOUT_chexpert))
-	$(call adnet_need_start,resnet50_ADNet)
+	$(call weights_check,$@)
 	$(call adnet_run,chexpert_resnet50,$(call adnet_init,resnet50_ADNet))
 
 # ALL: pretrain on NIH+MIMIC+CheXpert (21 classes) from IN1K, then fine-tune on NIH and MIMIC from OUR ALL
@@ -81,14 +81,13 @@ reproduce-adnet-all: install
 	$(call adnet_need_dir,$(ADNET_MIMIC),$(ADNET_LAYOUT_mimic))
 	$(call adnet_need_file,$(ADNET_CHEXCLUSION),CheXclusion test-subject list (testSet_SubjID.csv))
 	$(call adnet_need_dir,$(ADNET_CHEXPERT),$(ADNET_LAYOUT_chexpert))
+	$(call weights_check,$@)
 	$(adnet_prepare_nih)
 ifeq ($(ADNET_ALL_WEIGHTS),)
-	$(call adnet_need_start,$(ADNET_START))
 	$(call adnet_run,all_$(ADNET_BACKBONE),$(call adnet_init,$(ADNET_START)))
 	ALL=$$(ls -td $(RUNS)/adnet/all_$(ADNET_BACKBONE)/*/ | head -1)checkpoints/best.pt && \
 	$(MAKE) --no-print-directory reproduce-adnet-all ADNET_ALL_WEIGHTS=$$ALL
 else
-	$(call adnet_need_file,$(ADNET_ALL_WEIGHTS),ALL weights (ADNET_ALL_WEIGHTS))
 	$(call adnet_run,all_nih_$(ADNET_BACKBONE),$(adnet_all_start))
 	$(call adnet_run,all_mimic_$(ADNET_BACKBONE),$(adnet_all_start))
 endif

@@ -12,6 +12,7 @@ AGCNN_NIH_MSG := NIH ChestX-ray14 not found at $(AGCNN_NIH): expected Data_Entry
 .PHONY: reproduce-agcnn-nih
 reproduce-agcnn-nih: install
 	@ls $(AGCNN_NIH)/Data_Entry_2017*.csv* >/dev/null 2>&1 || { echo "reproduce-agcnn-nih: $(AGCNN_NIH_MSG)"; exit 2; }
+	$(call weights_check,$@)
 	$(PY) -m agcnn.train -cfg agcnn/configs/$(AGCNN_CONFIG).yaml --no-test --run-dir $(AGCNN_RUN) --set runs=$(RUNS) data.root=$(AGCNN_NIH) $(AGCNN_SET)
 	$(PY) -m agcnn.test --run $(AGCNN_RUN)
 	$(PY) -m shared.report $(AGCNN_RUN)

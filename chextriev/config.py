@@ -24,6 +24,8 @@ class DataConfig:
     limit_train: int = 0                   # >0: use only the first N training images (smoke tests)
     label_policy: Literal["yes_wins", "last_wins"] = "yes_wins"   # the prepared data must have been made with it
     #                                        (its meta.json); last_wins = the original's parsing (faithful protocol)
+    verify_images: bool = False            # decode every prepared image once before training (parallel, progress bar)
+    on_bad_image: Literal["error", "warn"] = "error"   # an undecodable image: stop naming it, or warn + leave it out
 
 
 @dataclass

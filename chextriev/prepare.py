@@ -13,12 +13,16 @@ split and metadata, and writes into DIR:
                      category_id, bbox [x,y,w,h], attributes: 9 ints}]}
     cooccurrence.npy (18, 18) float32 anatomy co-occurrence score (train split); adjacency.npy its binarisation
     excluded.csv     every scene graph not kept and why (missing anatomies / image not in the split file /
-                     image file missing) -- nothing is dropped silently
+                     image file missing / image file undecodable) -- nothing is dropped silently
     meta.json        counts, label policy, sources
 
 Label policy: a finding of an anatomy is 1 if the graph says "<category>|yes|<finding>" for it. ``yes_wins`` (ours,
 default): any "yes" counts. ``last_wins`` (the original's behaviour, a bug): the attribute strings are read in file
 order and a later "|no|" for the same finding overwrites an earlier "|yes|".
+
+Images: a listed image file that is absent stops the preparation naming it (``--on-missing warn``: excluded, with a
+warning that counts them); so does one that cannot be decoded, found when ``--verify`` decodes every image once
+before the graphs are parsed (``--on-bad-image warn``: excluded and counted alike, which decodes them too).
 
 Resumable: graphs are parsed in chunks saved under DIR/.partial/; a killed run continues from the last chunk.
 """
@@ -40,6 +44,7 @@ from shared.progress import Progress
 from shared.cli import cli_exit
 from shared.data import imagenome
 from shared.data._common import DataError, apply_missing, find_file, read_csv
+from shared.data.images import check_frame_images
 from shared.data.labels import IMAGENOME_ANATOMIES, IMAGENOME_FINDINGS
 
 POLICIES = ("yes_wins", "last_wins")
@@ -180,11 +185,14 @@ def _parse_chunks(frame: pd.DataFrame, partial: Path, policy: str, workers: int)
 
 def prepare(mimic_root: str | os.PathLike, imagenome_root: str | os.PathLike, out: str | os.PathLike,
             policy: str = "yes_wins", check_files: bool = True, workers: int = 8,
-            adjacency_split: str = "train", threshold: float = 0.5, on_missing: str = "error") -> Path:
+            adjacency_split: str = "train", threshold: float = 0.5, on_missing: str = "error",
+            verify: bool = False, on_bad_image: str = "error") -> Path:
     """Run the whole preparation (see the module docstring); returns ``out``.
 
     ``on_missing``: a scene graph whose image file is absent stops the preparation naming the files ("error", as
-    every reader does), or is listed in excluded.csv with a warning that counts them ("warn")."""
+    every reader does), or is listed in excluded.csv with a warning that counts them ("warn"). ``verify``: decode
+    every image once first; ``on_bad_image`` treats an undecodable one as ``on_missing`` treats an absent one
+    (``shared.data.images.check_frame_images``; "warn" decodes every image too)."""
     if policy not in POLICIES:
         raise ValueError(f"label policy must be one of {POLICIES}, got {policy!r}")
     mimic_root, imagenome_root, out = Path(mimic_root), Path(imagenome_root), Path(out)
@@ -206,6 +214,10 @@ def prepare(mimic_root: str | os.PathLike, imagenome_root: str | os.PathLike, ou
         frame = apply_missing(frame, present, on_missing, f"MIMIC-CXR-JPG images of {imagenome_root}",
                               fix="pass --on-missing warn (on_missing='warn')")
         excluded += [(image_id, "image file missing") for image_id in frame.attrs.pop("missing_ids", [])]
+    checked = check_frame_images(frame, verify, on_bad_image, workers, skip_hint="pass --on-bad-image warn")
+    excluded += [(image_id, "image file undecodable")
+                 for image_id in frame.loc[~frame["image_id"].isin(checked["image_id"]), "image_id"]]
+    frame = checked
     if frame.empty:
         raise DataError(f"no usable scene graph in {imagenome_root} matches an image of {mimic_root}")
     parts = _parse_chunks(frame, out / ".partial", policy, workers)
@@ -282,6 +294,16 @@ class Prepared:
             raise DataError(f"{d}: index.csv ({len(self.frame)} rows), boxes.npy ({len(self.boxes)}) and "
                             f"labels.npy ({len(self.labels)}) disagree; re-run chextriev.prepare")
 
+    def check_images(self, verify: bool = False, on_bad_image: str = "error") -> "Prepared":
+        """Itself after a run's ``data.verify_images`` / ``data.on_bad_image``
+        (``shared.data.images.check_frame_images``): "warn" leaves the undecodable images out of frame, boxes and
+        labels alike."""
+        frame = check_frame_images(self.frame, verify, on_bad_image)
+        if len(frame) < len(self.frame):
+            keep = self.frame["image_id"].isin(frame["image_id"]).to_numpy()
+            self.frame, self.boxes, self.labels = frame, self.boxes[keep], self.labels[keep]
+        return self
+
     def split(self, name: str) -> np.ndarray:
         idx = np.flatnonzero((self.frame["split"] == name).to_numpy())
         if idx.size == 0:
@@ -301,11 +323,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-check-files", action="store_true", help="do not require the JPEGs to exist")
     p.add_argument("--on-missing", choices=("error", "warn"), default="error",
                    help="an image file listed but absent: stop naming it (default), or warn and exclude it")
+    p.add_argument("--verify", action="store_true",
+                   help="decode every listed image once before parsing the graphs (threads, progress bar)")
+    p.add_argument("--on-bad-image", choices=("error", "warn"), default="error",
+                   help="an image that cannot be decoded: stop naming it (default), or warn and exclude it")
     p.add_argument("--workers", type=int, default=8)
     args = p.parse_args(argv)
     try:
         out = prepare(args.mimic, args.imagenome, args.out, args.label_policy, not args.no_check_files,
-                      args.workers, on_missing=args.on_missing)
+                      args.workers, on_missing=args.on_missing, verify=args.verify, on_bad_image=args.on_bad_image)
     except (DataError, FileNotFoundError) as err:
         print(f"python -m chextriev.prepare: error: {err}", file=sys.stderr)
         return 2

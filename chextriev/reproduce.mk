@@ -3,8 +3,8 @@
 #   make reproduce-chextriev-mimic-v6-fixed ...                                     the same with our fixes
 #   make reproduce-chextriev-mimic[-fixed] ...                                      every variant, one after another
 #   make reproduce-chextriev-mimic-<config>[-fixed]                                  any config in chextriev/configs/
-# Each target: check the data and the ImageNet weights -> prepare (once per label policy, into
-# $(CHEXTRIEV_PREPARED)/last_wins or /yes_wins) -> train -> test (retrieval tables, top-k CSV, strips) ->
+# Each target: check the data and the ImageNet weights (`make weights` lists them) -> prepare (once per label
+# policy, into $(CHEXTRIEV_PREPARED)/last_wins or /yes_wins) -> train -> test (retrieval tables, top-k CSV, strips) ->
 # python -m shared.report RUN (runs under runs/chextriev/<config>/ and <config>-fixed/).
 # CHEXTRIEV_SET="eval.drop_self=id ..." adds overrides (to train and test); CHEXTRIEV_RESUME=1 continues the newest
 # run of the config and protocol (a killed training) instead of starting a new one.
@@ -26,7 +26,7 @@ chextriev_weights = $(if $(filter ath,$(1)),,$(CHEXTRIEV_WEIGHTS)/$(if $(filter 
 define chextriev_check
 	@test -f $(CHEXTRIEV_MIMIC)/mimic-cxr-2.0.0-split.csv -o -f $(CHEXTRIEV_MIMIC)/mimic-cxr-2.0.0-split.csv.gz || { echo "reproduce-chextriev: MIMIC-CXR-JPG not found. Expected $(CHEXTRIEV_LAYOUT)" >&2; exit 2; }
 	@test -d $(CHEXTRIEV_IMAGENOME)/silver_dataset/scene_graph -o -d $(CHEXTRIEV_IMAGENOME)/silver/scene_graph || { echo "reproduce-chextriev: Chest ImaGenome not found. Expected $(CHEXTRIEV_LAYOUT)" >&2; exit 2; }
-	$(if $(call chextriev_weights,$(1)),@test -f $(call chextriev_weights,$(1)) || { echo "reproduce-chextriev: ImageNet weights not found: $(call chextriev_weights,$(1)) (a torchvision/timm state dict; set CHEXTRIEV_WEIGHTS=...)" >&2; exit 2; })
+	$(call weights_check,$@)
 endef
 
 # Two runs per published row (spec section 7), one target each; they differ in exactly BN mode and label policy
@@ -60,5 +60,9 @@ endef
 .PHONY: $(addprefix reproduce-chextriev-mimic-,$(CHEXTRIEV_VARIANTS) $(addsuffix -fixed,$(CHEXTRIEV_VARIANTS)))
 $(foreach v,$(CHEXTRIEV_VARIANTS),$(eval $(call chextriev_target,$(v))))
 
-reproduce-chextriev-mimic: $(addprefix reproduce-chextriev-mimic-,$(CHEXTRIEV_VARIANTS))
-reproduce-chextriev-mimic-fixed: $(addprefix reproduce-chextriev-mimic-,$(addsuffix -fixed,$(CHEXTRIEV_VARIANTS)))
+# the weights of every variant in one message before the first starts (the variants share them across protocols)
+.PHONY: chextriev-check-weights
+chextriev-check-weights: install
+	$(call weights_check,$(addprefix reproduce-chextriev-mimic-,$(CHEXTRIEV_VARIANTS)))
+reproduce-chextriev-mimic: chextriev-check-weights $(addprefix reproduce-chextriev-mimic-,$(CHEXTRIEV_VARIANTS))
+reproduce-chextriev-mimic-fixed: chextriev-check-weights $(addprefix reproduce-chextriev-mimic-,$(addsuffix -fixed,$(CHEXTRIEV_VARIANTS)))

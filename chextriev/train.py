@@ -30,7 +30,7 @@ import torch
 
 from shared.cli import add_no_test_flag, cli_exit, test_after_training
 from shared.config import parse_config
-from shared.engine import Trainer, barrier, create_run_dir, is_main_process, seed_everything
+from shared.engine import Trainer, all_gather_concat, barrier, create_run_dir, is_main_process, seed_everything
 from shared.metrics.classification import per_class_auroc
 
 from chextriev.config import ChextrievConfig
@@ -60,14 +60,15 @@ def uses_cache(cfg: ChextrievConfig) -> bool:
 
 def open_prepared(cfg: ChextrievConfig) -> Prepared:
     """The prepared data of ``cfg``; refuses data whose label policy is not the one the run asks for (a faithful
-    run on yes-wins labels, or a fixed one on last-wins labels, would compare other query sets)."""
+    run on yes-wins labels, or a fixed one on last-wins labels, would compare other query sets). Its images are
+    checked per ``data.verify_images`` / ``data.on_bad_image`` (``Prepared.check_images``)."""
     prepared = Prepared(cfg.data.prepared)
     made_with = prepared.meta.get("label_policy")
     if made_with != cfg.data.label_policy:
         raise ValueError(f"{prepared.dir / 'meta.json'}: prepared with label_policy={made_with} but the run asks for "
                          f"data.label_policy={cfg.data.label_policy}; point data.prepared at data prepared with "
                          f"python -m chextriev.prepare --label-policy {cfg.data.label_policy} ...")
-    return prepared
+    return prepared.check_images(cfg.data.verify_images, cfg.data.on_bad_image)
 
 
 def validation_interval(cfg: ChextrievConfig, steps_per_epoch: int) -> int:
@@ -183,7 +184,8 @@ def train(cfg: ChextrievConfig, resume: Optional[str] = None) -> Path:
     val_loader = trainer.make_loader(sets["val"], cfg.data.eval_batch_size, shuffle=False, train=False)
 
     def evaluate(m):
-        pred = predict(m, val_loader, trainer.device)
+        shard = predict(m, val_loader, trainer.device)     # this rank's shard under torchrun: gather them all
+        pred = {k: all_gather_concat(v) for k, v in shard.items()}
         out = {"logits": pred["logits"], "node_logits": pred.get("node_logits"), "hash": pred["embedding"]}
         batch = {"labels": pred["labels"], "node_labels": pred["node_labels"]}
         loss, _ = compute_loss(cfg.model.name, out, batch, cfg.loss.graph_importance, cfg.loss.triplet_weight)

@@ -35,6 +35,9 @@ class DataConfig:
     val_loss: Literal["per_dataset", "pooled"] = "per_dataset"  # best checkpoint: mean of the sources' mean
     #                                   batch losses (the original), or the mean over all validation samples
     on_missing: Literal["error", "warn"] = "error"   # a listed image absent: stop naming it, or warn + skip
+    verify_images: bool = False         # decode every listed image once before training (parallel, progress bar)
+    on_bad_image: Literal["error", "warn"] = "error"   # an undecodable image: stop naming it, or warn + skip
+    #                                   (a study keeps its other views; one left without any image is dropped)
 
 
 @dataclass

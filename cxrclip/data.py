@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ast
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 from cxrclip import prompts as P
 from cxrclip.tokenizer import tokenize
 from shared.data import chexpert, mimic, nih, splits
-from shared.data.images import load_image, to_rgb
+from shared.data.images import check_frame_images, load_image, to_rgb
 from shared.data.labels import CHEXPERT_LABELS, NIH_LABELS
 from shared.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -46,6 +46,19 @@ class Sample:
     sections: list[str] = field(default_factory=list)           # image-text sources
     positives: list[str] = field(default_factory=list)          # label-only sources
     values: dict[str, float] = field(default_factory=dict)      # CheXpert 1/0/-1/NaN per label
+
+
+def check_sample_images(samples: Sequence[Sample], verify: bool = False, on_bad_image: str = "error"
+                        ) -> list[Sample]:
+    """``samples`` after ``data.verify_images`` / ``data.on_bad_image`` (``shared.data.images.check_frame_images``
+    over every image they list): with "warn" an undecodable view leaves its sample, and a sample left without any
+    image is dropped; the warning counts the skipped files."""
+    paths = pd.DataFrame({"path": sorted({path for sample in samples for path in sample.images})})
+    kept = set(check_frame_images(paths, verify, on_bad_image)["path"])
+    if len(kept) == len(paths):
+        return list(samples)
+    out = [replace(sample, images=[p for p in sample.images if p in kept]) for sample in samples]
+    return [sample for sample in out if sample.images]
 
 
 # ------------------------------------------------------------------------------------------------ transforms

@@ -14,6 +14,7 @@ CXRCLIP_SET = output_root=$(RUNS) data.sources.0.root=$(CXRCLIP_MIMIC) eval.retr
 .PHONY: reproduce-cxrclip-mimic cxrclip-check-data
 # the data check comes before `install`, so a wrong DATA fails at once, with the expected layout
 reproduce-cxrclip-mimic: cxrclip-check-data install
+	$(call weights_check,$@)
 	$(PY) -m cxrclip.train -cfg cxrclip/configs/$(CXRCLIP_CONFIG).yaml --no-test --set $(CXRCLIP_SET)
 	$(PY) -m cxrclip.test --run $$(ls -td $(RUNS)/cxrclip/$(CXRCLIP_CONFIG)/*/ | head -1)
 
@@ -21,9 +22,7 @@ cxrclip-check-data:
 	@test -f $(CXRCLIP_MIMIC)/mimic-cxr-2.0.0-split.csv || { echo "reproduce-cxrclip-mimic: MIMIC-CXR-JPG 2.0.0 not found at $(CXRCLIP_MIMIC): expected mimic-cxr-2.0.0-{split,metadata,chexpert,negbio}.csv, files/pXX/pSUBJECT/sSTUDY/*.jpg and the MIMIC-CXR reports files/pXX/pSUBJECT/sSTUDY.txt (set DATA=...)"; exit 2; }
 	@$(if $(findstring mc,$(CXRCLIP_CONFIG)),test -n "$$(ls $(DATA)/chexpert/train.csv $(DATA)/chexpert/CheXpert-v1.0*/train.csv 2>/dev/null)" || { echo "reproduce-cxrclip-mimic: $(CXRCLIP_CONFIG) also needs CheXpert v1.0 at $(DATA)/chexpert (train.csv / valid.csv and images, directly or in CheXpert-v1.0/; the paper used the full-size release, -small also reads)"; exit 2; },true)
 	@$(if $(findstring mc,$(CXRCLIP_CONFIG)),test -f $(CXRCLIP_5X200) || { echo "reproduce-cxrclip-mimic: $(CXRCLIP_CONFIG) leaves the CheXpert5x200 test patients out of training: put GLoRIA's chexpert_5x200.csv at $(CXRCLIP_5X200) (see cxrclip/README.md)"; exit 2; },true)
-	@$(if $(findstring mc,$(CXRCLIP_CONFIG)),test -f $(CXRCLIP_PROMPTS) || { echo "reproduce-cxrclip-mimic: $(CXRCLIP_CONFIG) makes CheXpert$(if $(findstring mcc,$(CXRCLIP_CONFIG)), and ChestX-ray14) texts from the original's prompt file: download train_prompts_all.json from https://github.com/kakaobrain/cxr-clip/blob/main/datasets/train_prompts_all.json to $(CXRCLIP_PROMPTS) (data.sources.N.prompt_file)"; exit 2; },true)
 	@$(if $(findstring mcc,$(CXRCLIP_CONFIG)),test -n "$$(ls $(DATA)/nih/Data_Entry_2017*.csv* 2>/dev/null)" || { echo "reproduce-cxrclip-mimic: $(CXRCLIP_CONFIG) also needs ChestX-ray14 at $(DATA)/nih (Data_Entry_2017_v2020.csv or Data_Entry_2017.csv, images/)"; exit 2; },true)
-	@$(if $(SMOKE),true,test -d pretrained/Bio_ClinicalBERT || { echo "reproduce-cxrclip-mimic: pretrained/Bio_ClinicalBERT not found: save the model and its tokenizer there (see cxrclip/README.md)"; exit 2; })
 
 # ------------------------------------------------------------------------------------------------------------
 # The authors' released checkpoint on the published test protocol, compared with the published table:

@@ -34,6 +34,7 @@ from cxrclip.prompts import chexpert5x200_class_prompts
 from cxrclip.loading import add_weights_args, load_from_args
 from shared.cli import cli_exit
 from shared.data import chexpert, mimic, openi
+from shared.data.images import check_frame_images
 from shared.engine import create_run_dir
 from shared.metrics.classification import render_table
 from shared.metrics.zeroshot import multiclass_accuracy
@@ -80,6 +81,12 @@ def retrieval_frame(root: str, layout: str = "mimic", split: str = "test", image
     return frame[~empty].reset_index(drop=True)
 
 
+def decodable(frame: pd.DataFrame, cfg: TrainConfig) -> pd.DataFrame:
+    """An evaluation set (a ``path`` column) after ``data.verify_images`` / ``data.on_bad_image``, as training
+    treats its sources: decoded up front and an undecodable image named, or (warn) left out and counted."""
+    return check_frame_images(frame, cfg.data.verify_images, cfg.data.on_bad_image)
+
+
 def evaluate_all(model, tokenizer, cfg: TrainConfig, device, figures_dir: Path | None = None) -> dict:
     """Every evaluation the config names -> metrics dict for results.json (fractions). With ``figures_dir``: its
     pictures too (retrieval_strip.png, chexpert5x200_confusion.png, chexpert5x200_retrieval_strip.png)."""
@@ -88,8 +95,8 @@ def evaluate_all(model, tokenizer, cfg: TrainConfig, device, figures_dir: Path |
     metrics: dict = {}
     ev = cfg.eval
     if ev.retrieval_root:
-        frame = retrieval_frame(ev.retrieval_root, ev.retrieval_layout, ev.retrieval_split, ev.retrieval_image_root,
-                                ev.openi_projections)
+        frame = decodable(retrieval_frame(ev.retrieval_root, ev.retrieval_layout, ev.retrieval_split,
+                                          ev.retrieval_image_root, ev.openi_projections), cfg)
         image_emb = embed_images(model, frame["path"].tolist(), transform, device,
                                  source=f"retrieval ({ev.retrieval_layout} {ev.retrieval_root}, split {ev.retrieval_split})")
         both = retrieval(image_emb, frame["text"].tolist(), text_fn)
@@ -106,9 +113,11 @@ def evaluate_all(model, tokenizer, cfg: TrainConfig, device, figures_dir: Path |
             classes = classes or [c for c in pd.read_csv(ev.zeroshot_csv, nrows=0).columns if c != "image"]
             paths, labels = read_classification_csv(ev.zeroshot_csv, classes,
                                                     ev.zeroshot_label_names or None, ev.zeroshot_image_root)
+            kept = decodable(pd.DataFrame({"path": paths, "row": range(len(paths))}), cfg)
+            paths, labels = kept["path"].tolist(), labels[kept["row"].to_numpy()]
         else:
-            frame = study_frame(ev.zeroshot_root, "test" if ev.zeroshot_layout == "mimic" else "valid",
-                                ev.zeroshot_layout)
+            frame = decodable(study_frame(ev.zeroshot_root, "test" if ev.zeroshot_layout == "mimic" else "valid",
+                                          ev.zeroshot_layout), cfg)
             missing = [c for c in classes if c not in frame]
             if missing:
                 raise ValueError(f"zero-shot classes {missing} are not label columns of {ev.zeroshot_root}")
@@ -143,7 +152,8 @@ def _chexpert5x200(model, cfg: TrainConfig, transform, text_fn, device, figures_
     if missing:
         raise ValueError(f"{ev.chexpert5x200_csv}: missing column(s) {missing}")
     root = Path(ev.chexpert5x200_image_root or Path(ev.chexpert5x200_csv).parent)
-    paths = eval_image_paths(frame["Path"], root, ev.chexpert5x200_csv)
+    frame = decodable(frame.assign(path=eval_image_paths(frame["Path"], root, ev.chexpert5x200_csv)), cfg)
+    paths = frame["path"].tolist()
     image_emb = embed_images(model, paths, transform, device, source=f"CheXpert5x200 ({ev.chexpert5x200_csv})")
     targets = frame[list(prompts)].to_numpy().argmax(1)
     scores = ensemble_scores(image_emb, prompts, text_fn)

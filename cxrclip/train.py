@@ -27,8 +27,9 @@ from torch.utils.data import ConcatDataset, DataLoader
 
 from cxrclip import prompts as P
 from cxrclip.config import SourceConfig, TrainConfig
-from cxrclip.data import (PairDataset, Sample, TextCollator, chest14_samples, chexpert_samples, custom_samples,
-                          eval_transform, mimic_samples, prompt_text_fn, train_transform)
+from cxrclip.data import (PairDataset, Sample, TextCollator, check_sample_images, chest14_samples,
+                          chexpert_samples, custom_samples, eval_transform, mimic_samples, prompt_text_fn,
+                          train_transform)
 from cxrclip.loss import CXRClipLoss
 from cxrclip.model import CXRClip
 from cxrclip.tokenizer import build_vocab, load_tokenizer
@@ -79,7 +80,8 @@ def build_datasets(cfg: TrainConfig, train: bool) -> tuple[ConcatDataset, list[s
                                                                                             encoder)
     parts, texts = [], []
     for index, source in enumerate(cfg.data.sources):
-        samples = read_source(source, train, cfg.data.on_missing)
+        samples = check_sample_images(read_source(source, train, cfg.data.on_missing), cfg.data.verify_images,
+                                      cfg.data.on_bad_image)
         if not samples:
             raise ValueError(f"source {source.name!r} ({source.root or source.train_csv}) has no "
                              f"{'training' if train else 'validation'} samples")

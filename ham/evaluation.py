@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from shared.progress import progress
 
+from shared.engine import all_gather_object
 from shared.metrics.classification import classification_table, per_class_auroc
 from shared.metrics.localization import LocalizationMeter
 
@@ -34,7 +35,8 @@ class Predictions:
 @torch.no_grad()
 def predict(model, loader, device, autocast=None, loss_weights: LossWeights | None = None,
             desc: str = "predict") -> Predictions:
-    """Scores of every image of ``loader`` (classification only: no image-size maps)."""
+    """Scores of every image of ``loader`` (classification only: no image-size maps); under torchrun the ranks'
+    shards of a ``make_loader(train=False)`` loader are put together, so every rank gets every image once."""
     autocast = autocast or nullcontext
     ys, ss, anos, sums, n = [], [], [], {}, 0
     for batch in progress(loader, desc=desc, unit="batch"):
@@ -50,6 +52,10 @@ def predict(model, loader, device, autocast=None, loss_weights: LossWeights | No
         ys.append(batch["labels"].numpy())
         ss.append(torch.sigmoid(out.logit_cls.float()).cpu().numpy())
         anos.append(torch.sigmoid(out.logit_ano.float()).cpu().numpy()[:, 0])
+    shards = all_gather_object((ys, ss, anos, sums, n))     # [this process's] when not under torchrun
+    ys, ss, anos = ([a for shard in shards for a in shard[i]] for i in range(3))
+    sums = {k: sum(shard[3].get(k, 0.0) for shard in shards) for k in {k for shard in shards for k in shard[3]}}
+    n = sum(shard[4] for shard in shards)
     cat = lambda xs, shape: np.concatenate(xs) if xs else np.zeros(shape)  # noqa: E731
     c = getattr(model, "num_classes", 0)
     return Predictions(cat(ys, (0, c)), cat(ss, (0, c)), cat(anos, (0,)),
@@ -59,10 +65,11 @@ def predict(model, loader, device, autocast=None, loss_weights: LossWeights | No
 @torch.no_grad()
 def localize(model, loader, device, class_names, threshold: float = 0.999, autocast=None,
              meter: LocalizationMeter | None = None, on_batch=None, desc: str = "localize") -> LocalizationMeter:
-    """Update a LocalizationMeter with every (image, class) pair that has a GT box. ``on_batch(batch, out)``
-    is called for each batch (pictures)."""
+    """Update a LocalizationMeter with every (image, class) pair that has a GT box (under torchrun: the pairs of
+    every rank's shard). ``on_batch(batch, out)`` is called for each batch (pictures)."""
     autocast = autocast or nullcontext
     meter = meter or LocalizationMeter(class_names)
+    own = LocalizationMeter(class_names)
     for batch in progress(loader, desc=desc, unit="batch"):
         x = batch["image"].to(device, non_blocking=True)
         with autocast():
@@ -74,7 +81,9 @@ def localize(model, loader, device, class_names, threshold: float = 0.999, autoc
             continue
         pred = (out.refined_cls[b_idx.to(device), c_idx.to(device)] >= threshold).cpu()
         gt = batch["masks"][b_idx, c_idx].bool()
-        meter.update(c_idx.numpy(), pred, gt)
+        own.update(c_idx.numpy(), pred, gt)
+    for shard in all_gather_object(own):
+        meter.merge(shard)
     return meter
 
 

@@ -20,18 +20,22 @@ endef
 .PHONY: reproduce-ham-nih reproduce-ham-nih-loc reproduce-ham-nih-official reproduce-ham-chexpert
 reproduce-ham-nih: install
 	@ls $(HAM_NIH)/Data_Entry_2017*.csv* >/dev/null 2>&1 || { echo "reproduce-ham-nih: $(HAM_NIH_MSG)"; exit 2; }
+	$(call weights_check,$@)
 	$(call ham_run,nih_cls_fold$(HAM_FOLD),$(HAM_NIH))
 
 reproduce-ham-nih-loc: install
 	@ls $(HAM_NIH)/Data_Entry_2017*.csv* >/dev/null 2>&1 || { echo "reproduce-ham-nih-loc: $(HAM_NIH_MSG)"; exit 2; }
+	$(call weights_check,$@)
 	$(call ham_run,nih_loc_fold$(HAM_FOLD),$(HAM_NIH))
 
 reproduce-ham-nih-official: install
 	@ls $(HAM_NIH)/Data_Entry_2017*.csv* >/dev/null 2>&1 || { echo "reproduce-ham-nih-official: $(HAM_NIH_MSG)"; exit 2; }
+	$(call weights_check,$@)
 	$(call ham_run,nih_official_split,$(HAM_NIH))
 
 reproduce-ham-chexpert: install
 	@ls -d $(HAM_CHEXPERT)/CheXpert-v1.0* >/dev/null 2>&1 || ls $(HAM_CHEXPERT)/train.csv >/dev/null 2>&1 || { echo "reproduce-ham-chexpert: $(HAM_CHEXPERT_MSG)"; exit 2; }
+	$(call weights_check,$@)
 	$(call ham_run,chexpert,$(HAM_CHEXPERT))
 
 # make eval-authors-ham WEIGHTS=<the authors' released .pth> DATA=/data [HAM_AUTHORS_CONFIG=nih_cls_fold1]: the

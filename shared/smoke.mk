@@ -19,7 +19,7 @@ override AGCNN_SET += @agcnn/smoke.yaml
 override CHEXTRIEV_SET += @chextriev/smoke.yaml
 override CXRCLIP_SET += @cxrclip/smoke.yaml
 # random init: no start weights are named or checked (ADNet's ALL fine-tuning still starts from the ALL run)
-adnet_need_start =
+weights_check =
 adnet_init = model.pretrained_path=null model.backbone_weights=null
 chextriev_weights =
 endif

@@ -13,6 +13,15 @@ from pathlib import Path
 import torch
 
 
+def pretend_online(monkeypatch) -> None:
+    """shared.weights sees a reachable network and no ``HF_HUB_OFFLINE``, so a test's stubbed download (timm's
+    ``load_pretrained``, ``torch.hub``) runs instead of the offline check that would stop before it."""
+    import shared.weights
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(shared.weights, "network_reachable", lambda host, timeout=3.0: True)
+
+
 def read_layout(path: str | Path) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
     """A ``*.keys.json[.gz]`` layout (a list of ``[key, shape, "torch.float32"]``, in the file's order)."""
     path = Path(path)

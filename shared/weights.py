@@ -4,8 +4,9 @@
     net = create_timm_model("resnet50", pretrained=True, key="model.pretrained_path", num_classes=0)
     state = torchvision_imagenet_state_dict("resnet50", key="model.pretrained_path")
 
-Offline (no network, or ``HF_HUB_OFFLINE=1``) with nothing in the hub cache, these raise
-:class:`PretrainedWeightsError` — a ``FileNotFoundError``, so ``shared.cli`` prints it as
+Offline (``HF_HUB_OFFLINE=1``, or the hub's host unreachable: one probe per process, a few seconds at most) with
+nothing in the hub cache, these raise :class:`PretrainedWeightsError` at once, before any download is tried (no
+retry loop) — a ``FileNotFoundError``, so ``shared.cli`` prints it as
 ``prog: error: could not get the ImageNet weights of timm 'resnet50' (...): download them ... --set
 model.pretrained_path=FILE ...`` instead of a urllib / huggingface_hub traceback. Loading a local file is the
 method's own business (each knows its key names); this module wraps the download and reads the file
@@ -14,12 +15,19 @@ method's own business (each knows its key names); this module wraps the download
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import socket
+import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import torch
-from torch import nn
+if TYPE_CHECKING:   # torch is imported where it is used: the weights preflight (shared.weights_manifest) starts fast
+    import torch
+    from torch import nn
+
+HF_HOST = "huggingface.co"              # timm's weights
+TORCH_HOST = "download.pytorch.org"     # torchvision's weights
 
 
 class PretrainedWeightsError(FileNotFoundError):
@@ -29,6 +37,48 @@ class PretrainedWeightsError(FileNotFoundError):
 def hub_offline() -> bool:
     """True when ``HF_HUB_OFFLINE`` asks for no network (the hubs then only read their caches)."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@functools.lru_cache(maxsize=None)
+def network_reachable(host: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to ``host``:443 opens within ``timeout`` seconds (DNS included), probed once per
+    process: without network the hubs would otherwise retry for a minute before their own error."""
+    result: list[bool] = []
+
+    def probe() -> None:
+        with contextlib.suppress(OSError):
+            socket.create_connection((host, 443), timeout=timeout).close()
+            result.append(True)
+
+    thread = threading.Thread(target=probe, daemon=True)   # getaddrinfo ignores socket timeouts: bound it here
+    thread.start()
+    thread.join(timeout)
+    return bool(result)
+
+
+def offline(host: str) -> bool:
+    """No downloads possible from ``host``: ``HF_HUB_OFFLINE=1`` or the host does not answer."""
+    return hub_offline() or not network_reachable(host)
+
+
+def torch_hub_file(filename: str) -> Path:
+    """Where torch hub keeps a downloaded weights file (``$TORCH_HOME/hub/checkpoints/<filename>``)."""
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def hf_cached(repo_id: str) -> bool:
+    """Whether the weights of Hugging Face model ``repo_id`` are in the local hub cache (what timm loads)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return any(isinstance(try_to_load_from_cache(repo_id, name), str)
+               for name in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"))
+
+
+def _offline_error(what: str, key: str, off_key: str | None, where: str) -> PretrainedWeightsError:
+    why = "HF_HUB_OFFLINE=1" if hub_offline() else "no network"
+    return PretrainedWeightsError(explain(what, key, off_key, OSError(f"{why} and {where} is not in the hub cache")))
 
 
 def _download_errors() -> tuple[type[BaseException], ...]:
@@ -72,15 +122,31 @@ def create_timm_model(name: str, *, pretrained: bool, key: str = "model.pretrain
 
     if not pretrained:
         return timm.create_model(name, pretrained=False, **kwargs)
+    hub_id = _timm_hub_id(name, kwargs)
+    if hub_id and not hf_cached(hub_id) and offline(HF_HOST):
+        raise _offline_error(f"timm '{name}'", key, off_key, hub_id)
     with explain_download_failure(f"timm '{name}'", key, off_key):
         return timm.create_model(name, pretrained=True, **kwargs)
+
+
+def _timm_hub_id(name: str, kwargs: dict) -> str | None:
+    """The Hugging Face repository timm downloads ``name``'s weights from; None when it reads no hub (a local
+    ``file`` / ``state_dict`` in the pretrained config or its overlay, a URL, or a name timm does not know)."""
+    from timm.models import get_pretrained_cfg
+
+    if "pretrained_cfg" in kwargs:
+        return None
+    overlay = kwargs.get("pretrained_cfg_overlay") or {}
+    with contextlib.suppress(Exception):   # an unknown name: timm.create_model gives its own error
+        cfg = {**get_pretrained_cfg(name).to_dict(), **overlay}
+        return None if cfg.get("file") or cfg.get("state_dict") else cfg.get("hf_hub_id")
+    return None
 
 
 def torchvision_imagenet_state_dict(arch: str, *, key: str = "model.pretrained_path",
                                     off_key: str | None = "model.pretrained",
                                     weights: str = "IMAGENET1K_V1") -> dict:
     """torchvision's ``<arch>`` ``weights`` state dict (torch hub cache or download; offline: cache only)."""
-    import torch
     import torchvision
 
     what = f"torchvision '{arch}' {weights}"
@@ -88,10 +154,9 @@ def torchvision_imagenet_state_dict(arch: str, *, key: str = "model.pretrained_p
         entry = getattr(torchvision.models.get_model_weights(arch), weights)
     except (ValueError, AttributeError) as err:
         raise ValueError(f"{what}: no such torchvision weights ({err})") from None
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(entry.url).name
-    if hub_offline() and not cached.is_file():
-        raise PretrainedWeightsError(explain(what, key, off_key, OSError(f"HF_HUB_OFFLINE=1 and {cached} is "
-                                                                         "not in the torch hub cache")))
+    cached = torch_hub_file(Path(entry.url).name)
+    if not cached.is_file() and offline(TORCH_HOST):
+        raise _offline_error(what, key, off_key, str(cached))
     with explain_download_failure(what, key, off_key):
         return entry.get_state_dict(progress=True)
 
@@ -100,6 +165,8 @@ def read_state_dict_file(path: str | Path, key: str = "model.pretrained_path") -
     """A local weights file (``.pth``/``.pt``/``.tar`` loaded with ``weights_only=True``, or ``.safetensors``) as a
     flat state dict: unwrapped from a ``state_dict`` / ``model`` / ``model_state`` entry, ``module.`` prefixes
     removed. A missing file names ``key``; an unreadable one, or one that holds no tensors, is one clear error."""
+    import torch
+
     from shared.engine.checkpoint import load_checkpoint
 
     path = Path(path).expanduser()

@@ -60,7 +60,9 @@ def test_reproduce_target_fails_clearly_without_data_and_chains_train_test_repor
     dry = subprocess.run(["make", "-n", "-o", "install", "reproduce-agcnn-nih", f"DATA={tmp_path / 'data'}",
                           f"RUNS={tmp_path / 'runs'}"], cwd=REPO, capture_output=True, text=True, timeout=120)
     steps = [line for line in dry.stdout.splitlines() if " -m " in line]
-    assert [s.split(" -m ")[1].split()[0] for s in steps] == ["agcnn.train", "agcnn.test", "shared.report"]
+    assert [s.split(" -m ")[1].split()[0] for s in steps] == ["shared.weights_manifest", "agcnn.train", "agcnn.test",
+                                                              "shared.report"]   # the weights preflight first
+    steps = steps[1:]
     assert "configs/nih_resnet50.yaml" in steps[0] and str(tmp_path / "runs" / "agcnn" / "nih_resnet50") in steps[1]
 
 

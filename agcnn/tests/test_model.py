@@ -170,11 +170,13 @@ def test_offline_imagenet_download_is_one_line_naming_pretrained_path(monkeypatc
     from agcnn.config import Config
     from agcnn.train import build_model
     from shared.cli import run_cli
+    from shared.testing import pretend_online
 
     def no_network(*args, **kwargs):
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
     monkeypatch.setattr(builder, "load_pretrained", no_network)
+    pretend_online(monkeypatch)   # the download itself fails (offline, shared.weights stops before it)
     cfg = Config()
     cfg.model.backbone, cfg.model.pretrained, cfg.model.pretrained_path = "resnet18", True, None
     assert run_cli("python -m agcnn.train", lambda: build_model(cfg)) == 2

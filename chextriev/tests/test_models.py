@@ -8,6 +8,7 @@ from chextriev.models import ATHNet, GraphTransformer, ModelConfig, build_model,
 from chextriev.models.anaxnet import AnaXNet, DenseGCN, PygGCN
 from chextriev.models.common import GatedResidual
 from chextriev.models.graph_transformer import multi_level_embedding, xavier_bound
+from shared.testing import pretend_online
 
 
 def test_graph_transformer_parameter_counts():
@@ -176,6 +177,7 @@ def test_reproduce_configs_require_imagenet_weights(monkeypatch, tmp_path, capsy
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
     monkeypatch.setattr(builder, "load_pretrained", no_network)
+    pretend_online(monkeypatch)   # the download itself fails (offline, shared.weights stops before it)
     configs = Path(__file__).resolve().parents[1] / "configs"
     v6 = load_config(ChextrievConfig, configs / "v6.yaml", ["model.backbone=resnet18"]).model
     assert v6.pretrained and v6.pretrained_path is None
@@ -206,6 +208,7 @@ def test_imagenet_download_asks_timm_for_torchvision_default_weights(monkeypatch
     import timm.models._builder as builder
 
     seen = []
+    pretend_online(monkeypatch)
     monkeypatch.setattr(builder, "load_pretrained", lambda model, pretrained_cfg=None, *a, **k: seen.append(
         pretrained_cfg))
     build_model(ModelConfig(name="resnet50", backbone="resnet50", dim=16))

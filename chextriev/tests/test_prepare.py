@@ -1,5 +1,6 @@
 """chextriev.prepare on the synthetic twin: kept/excluded images, label policies, adjacency, errors, resume."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -99,3 +100,45 @@ def test_clear_errors(tmp_path, capsys):
         prepare(tmp_path, tmp_path, tmp_path / "o")
     with pytest.raises(DataError, match="chextriev.prepare"):
         Prepared(tmp_path)
+
+
+def test_undecodable_image_follows_the_missing_rule(twin, prepared_dir, tmp_path, capsys):
+    """--verify stops on an undecodable image naming it and --on-bad-image warn (one line, exit 2, nothing
+    written); with warn it is excluded, counted and listed in excluded.csv, as a missing one is."""
+    import shutil
+
+    from shared.cli import run_cli
+
+    root = tmp_path / "twin"
+    shutil.copytree(twin, root)
+    kept = Prepared(prepared_dir).frame.iloc[0]
+    victim = root / Path(kept["path"]).relative_to(twin)
+    victim.write_bytes(victim.read_bytes()[:60])
+    argv = ["--mimic", str(root), "--imagenome", str(root), "--out", str(tmp_path / "out"), "--workers", "1"]
+    assert run_cli("python -m chextriev.prepare", lambda: main([*argv, "--verify"])) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert victim.name in err and "--on-bad-image warn" in err
+    assert not (tmp_path / "out" / "meta.json").exists()
+    with pytest.warns(UserWarning, match="1 of .* cannot be decoded"):
+        assert run_cli("python -m chextriev.prepare", lambda: main([*argv, "--on-bad-image", "warn"])) == 0
+    out = Prepared(tmp_path / "out")
+    reasons = pd.read_csv(tmp_path / "out" / "excluded.csv", dtype=str).set_index("image_id")["reason"]
+    assert reasons[kept["image_id"]] == "image file undecodable"
+    assert kept["image_id"] not in set(out.frame["image_id"])
+    assert len(out.frame) == len(Prepared(prepared_dir).frame) - 1
+
+
+def test_training_leaves_undecodable_images_out_of_every_array(prepared_dir, tmp_path):
+    """Prepared.check_images (data.on_bad_image=warn) keeps frame, boxes and labels row-aligned."""
+    p = Prepared(prepared_dir)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff broken")
+    p.frame.loc[3, "path"] = str(broken)
+    boxes, labels, ids = p.boxes.copy(), p.labels.copy(), p.frame["image_id"].tolist()
+    assert p.check_images().frame.loc[3, "path"] == str(broken)        # not asked: nothing decoded
+    with pytest.warns(UserWarning, match="1 of .* cannot be decoded"):
+        p.check_images(on_bad_image="warn")
+    keep = [i for i in range(len(ids)) if i != 3]
+    assert p.frame["image_id"].tolist() == [ids[i] for i in keep]
+    assert np.array_equal(p.boxes, boxes[keep]) and np.array_equal(p.labels, labels[keep])

@@ -1,6 +1,7 @@
 """published.yaml matches what test.py writes; the reproduce targets fail clearly without the datasets."""
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -55,11 +56,11 @@ def test_reproduce_check_accepts_both_imagenome_layouts(tmp_path, layout):
     (tmp_path / "mimic-cxr-jpg" / "mimic-cxr-2.0.0-split.csv").write_text("dicom_id,split\n")
     (tmp_path / "chest-imagenome" / layout).mkdir(parents=True)
     proc = subprocess.run(["make", "-o", "install", "reproduce-chextriev-mimic-v6", f"DATA={tmp_path}",
-                           f"CHEXTRIEV_WEIGHTS={tmp_path / 'weights'}"],
+                           f"CHEXTRIEV_WEIGHTS={tmp_path / 'weights'}", f"PY={sys.executable}"],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert "Chest ImaGenome not found" not in proc.stderr
-    assert "ImageNet weights not found" in proc.stderr
+    assert "weight files missing" in proc.stderr and f"not found: {tmp_path}/weights/resnet50_imagenet.pth" in proc.stderr
     dry = subprocess.run(["make", "-n", "-o", "install", "reproduce-chextriev-mimic", f"DATA={tmp_path}"],
                          cwd=REPO, capture_output=True, text=True, timeout=60)
     trained = [line for line in dry.stdout.splitlines() if "-m chextriev.train" in line]

@@ -53,3 +53,24 @@ def test_chexpert_views_with_different_labels_stay_apart(tmp_path):
     samples = [s for s in chexpert_samples(twin, "train") if f"/{study}/" in s.images[0]]
     assert len(samples) == 2 and all(len(s.images) == 1 for s in samples)
     assert sorted(s.values["Cardiomegaly"] == flipped for s in samples) == [False, True]
+
+
+def test_undecodable_views_stop_or_leave_their_sample(tmp_path):
+    """data.verify_images / data.on_bad_image: an undecodable view is named (error) or leaves its sample (warn);
+    a sample without any decodable view is dropped; nothing is decoded when neither key asks for it."""
+    from PIL import Image
+
+    from cxrclip.data import Sample, check_sample_images
+    from shared.data.images import ImageReadError
+
+    good, broken, also_broken = (str(tmp_path / n) for n in ("good.png", "broken.png", "also_broken.png"))
+    Image.new("L", (8, 8), 100).save(good)
+    for path in (broken, also_broken):
+        (tmp_path / path).write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    samples = [Sample(images=[good, broken], sections=["a"]), Sample(images=[also_broken], sections=["b"])]
+    assert check_sample_images(samples) == samples   # not asked: read (and named) when training reaches it
+    with pytest.raises(ImageReadError, match=r"2 of 3 .*broken\.png.*data\.on_bad_image=warn"):
+        check_sample_images(samples, verify=True)
+    with pytest.warns(UserWarning, match="2 of 3 image files cannot be decoded"):
+        kept = check_sample_images(samples, on_bad_image="warn")
+    assert kept == [Sample(images=[good], sections=["a"])]

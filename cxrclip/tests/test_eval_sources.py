@@ -65,35 +65,45 @@ def _finite(table: dict) -> bool:
     return all(isinstance(v, float) and math.isfinite(v) for v in table.values())
 
 
+CLASSES = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
+RSNA_PROMPTS = ["No evidence of pneumonia", "Findings suggesting pneumonia."]
+REPORTS = ["Heart size is normal.", "The heart is enlarged.", "Small left effusion.", "", "Clear lungs.",
+           "Clear lungs."]
+
+
+def csv_eval_config(tmp_path) -> TrainConfig:
+    """A config evaluating six images three ways: RSNA-style zero-shot CSV, (image, text) retrieval CSV (one
+    report empty) and CheXpert5x200 (classes 0, 1, 2, 3, 4, 1)."""
+    names = write_images(tmp_path / "images", 6)
+    rsna = tmp_path / "rsna_test.csv"
+    pd.DataFrame({"image": names, "label": [0, 1, 0, 1, 1, 0]}).to_csv(rsna, index=False)
+    pairs = tmp_path / "openi_test.csv"
+    pd.DataFrame({"image": names, "text": REPORTS}).to_csv(pairs, index=False)
+    five = tmp_path / "chexpert_5x200.csv"
+    onehot = np.eye(5, dtype=int)[[0, 1, 2, 3, 4, 1]]
+    pd.DataFrame({"Path": names, "Report Impression": REPORTS, **dict(zip(CLASSES, onehot.T))}).to_csv(five,
+                                                                                                        index=False)
+    cfg = TrainConfig()
+    cfg.data.image_size = 32
+    ev = cfg.eval
+    ev.retrieval_root, ev.retrieval_layout = str(pairs), "csv"
+    ev.zeroshot_root, ev.zeroshot_csv, ev.zeroshot_classes = None, str(rsna), ["Pneumonia"]
+    ev.binary_prompts = {"Pneumonia": RSNA_PROMPTS}
+    ev.chexpert5x200_csv = str(five)
+    return cfg
+
+
 @pytest.mark.timeout(300)
 def test_zero_shot_on_a_classification_csv_and_retrieval_on_openi_csv_and_5x200(tmp_path):
     openi_root = synthetic.generate("openi", tmp_path / "openi", n=12, size=32, seed=0)
     openi_frame = retrieval_frame(str(openi_root), "openi")
     assert len(openi_frame) and (openi_frame["text"] != "").all() and openi_frame["path"].map(os.path.isfile).all()
 
-    names = write_images(tmp_path / "images", 6)
-    rsna = tmp_path / "rsna_test.csv"
-    pd.DataFrame({"image": names, "label": [0, 1, 0, 1, 1, 0]}).to_csv(rsna, index=False)
-    reports = ["Heart size is normal.", "The heart is enlarged.", "Small left effusion.", "", "Clear lungs.",
-               "Clear lungs."]
-    pairs = tmp_path / "openi_test.csv"
-    pd.DataFrame({"image": names, "text": reports}).to_csv(pairs, index=False)
-    five = tmp_path / "chexpert_5x200.csv"
-    classes = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
-    onehot = np.eye(5, dtype=int)[[0, 1, 2, 3, 4, 1]]
-    pd.DataFrame({"Path": names, "Report Impression": reports, **dict(zip(classes, onehot.T))}).to_csv(five,
-                                                                                                        index=False)
-    rsna_prompts = ["No evidence of pneumonia", "Findings suggesting pneumonia."]
-    texts = reports + rsna_prompts + openi_frame["text"].tolist() + classes + ["there is is present findings "
-                                                                                "consistent with no"]
-    model, tokenizer = tiny_model_and_tokenizer(tmp_path, texts)
-    cfg = TrainConfig()
-    cfg.data.image_size = 32
+    cfg = csv_eval_config(tmp_path)
     ev = cfg.eval
-    ev.retrieval_root, ev.retrieval_layout = str(pairs), "csv"
-    ev.zeroshot_root, ev.zeroshot_csv, ev.zeroshot_classes = None, str(rsna), ["Pneumonia"]
-    ev.binary_prompts = {"Pneumonia": rsna_prompts}
-    ev.chexpert5x200_csv = str(five)
+    texts = REPORTS + RSNA_PROMPTS + openi_frame["text"].tolist() + CLASSES + ["there is is present findings "
+                                                                               "consistent with no"]
+    model, tokenizer = tiny_model_and_tokenizer(tmp_path, texts)
     figures = tmp_path / "figures"
     figures.mkdir()
     with pytest.warns(UserWarning, match="1 of 6 images have no report text"):     # the "" report is said
@@ -111,6 +121,34 @@ def test_zero_shot_on_a_classification_csv_and_retrieval_on_openi_csv_and_5x200(
     metrics = evaluate_all(model, tokenizer, cfg, torch.device("cpu"))
     assert set(metrics) == {"retrieval_i2t", "retrieval_t2i"} and _finite(metrics["retrieval_i2t"])
 
-    ev.zeroshot_root, ev.zeroshot_csv = str(openi_root), str(rsna)
+    ev.zeroshot_root, ev.zeroshot_csv = str(openi_root), str(tmp_path / "rsna_test.csv")
     with pytest.raises(ValueError, match="one of eval.zeroshot_root and eval.zeroshot_csv"):
         evaluate_all(model, tokenizer, cfg, torch.device("cpu"))
+
+
+def test_undecodable_evaluation_images_are_named_or_left_out(tmp_path, monkeypatch, capsys):
+    """data.verify_images names an undecodable image of any evaluation set before anything is embedded;
+    data.on_bad_image=warn leaves it out of each set together with its label / target / text."""
+    import cxrclip.test as cxr_test
+    from shared.data.images import ImageReadError
+
+    cfg = csv_eval_config(tmp_path)
+    broken = tmp_path / "images" / "im2.png"
+    broken.write_bytes(broken.read_bytes()[:40])
+    model, tokenizer = tiny_model_and_tokenizer(tmp_path, REPORTS + RSNA_PROMPTS + CLASSES)
+    cfg.data.verify_images = True
+    with pytest.raises(ImageReadError, match=r"1 of 5 .*im2\.png.*data\.on_bad_image=warn"):
+        evaluate_all(model, tokenizer, cfg, torch.device("cpu"))
+    seen = {}
+    for name, position in (("binary_zeroshot", 1), ("multiclass_accuracy", 0)):   # where the labels / targets go
+        def record(*args, _name=name, _at=position, _real=getattr(cxr_test, name), **kwargs):
+            seen[_name] = np.asarray(args[_at]).ravel().tolist()
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(cxr_test, name, record)
+    cfg.data.verify_images, cfg.data.on_bad_image = False, "warn"
+    with pytest.warns(UserWarning, match="1 of 6 image files cannot be decoded"):
+        metrics = evaluate_all(model, tokenizer, cfg, torch.device("cpu"))
+    assert seen == {"binary_zeroshot": [0, 1, 1, 1, 0], "multiclass_accuracy": [0, 1, 3, 4, 1]}
+    out = capsys.readouterr().out
+    assert "retrieval (csv) on 4 images" in out and "CheXpert5x200 retrieval on 4 images" in out
+    assert _finite(metrics["zeroshot_auroc"]) and _finite(metrics["retrieval_i2t"])

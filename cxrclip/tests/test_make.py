@@ -4,6 +4,7 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,9 @@ def test_reproduce_mc_needs_the_prompt_file_and_the_5x200_csv(tmp_path):
     assert res.returncode == 2 and f"GLoRIA's chexpert_5x200.csv at {tmp_path / 'chexpert/chexpert_5x200.csv'}" \
         in res.stdout
     (tmp_path / "chexpert" / "chexpert_5x200.csv").write_text("")
-    res = _make(*args)
-    assert res.returncode == 2 and "CheXpert and ChestX-ray14 texts from the original's prompt file" in res.stdout
-    (tmp_path / "prompts.json").write_text("{}")
-    assert "ChestX-ray14 at" in _make(*args).stdout          # then the NIH data, and so on
+    assert "ChestX-ray14 at" in _make(*args).stdout          # then the NIH data
+    (tmp_path / "nih").mkdir()
+    (tmp_path / "nih" / "Data_Entry_2017.csv").write_text("")
+    res = _make(*args, f"PY={sys.executable}")               # then every weight file at once (shared.weights_manifest)
+    assert res.returncode == 2 and "weight files missing" in res.stderr
+    assert f"not found: {tmp_path / 'prompts.json'}" in res.stderr and "train_prompts_all.json" in res.stderr

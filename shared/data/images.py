@@ -42,8 +42,9 @@ __all__ = ["ImageReadError", "load_image", "to_rgb", "to_uint8", "verify_images"
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 
 
-FIX_HINT = ("replace or re-copy the file (ADNet, HAM, AG-CNN: data.verify_images=true decodes every listed image "
-            "before training, data.on_bad_image=warn skips undecodable ones)")
+FIX_HINT = ("replace or re-copy the file (data.verify_images=true decodes every listed image before training, "
+            "data.on_bad_image=warn skips undecodable ones)")
+SKIP_HINT = "set data.on_bad_image=warn"   # how a user skips undecodable images (a method config key by default)
 
 
 class ImageReadError(OSError):
@@ -239,11 +240,12 @@ def _check_one(path: str) -> str | None:
 
 
 def verify_images(paths: Iterable[str | os.PathLike], workers: int = 8, on_error: str = "error",
-                  progress: bool = True) -> list[str]:
+                  progress: bool = True, skip_hint: str = SKIP_HINT) -> list[str]:
     """Decode every file once (:func:`load_image`) in a thread pool, with a progress bar.
 
     Returns the list of bad paths. ``on_error="error"`` raises one :class:`ImageReadError` listing the first
-    bad files and their count; ``on_error="warn"`` warns with the count and returns them.
+    bad files and their count, and ``skip_hint`` (how to skip them instead); ``on_error="warn"`` warns with the
+    count and returns them.
     """
     import warnings
 
@@ -260,25 +262,25 @@ def verify_images(paths: Iterable[str | os.PathLike], workers: int = 8, on_error
         listing = "; ".join(f"{p} ({r})" for p, r in bad[:5])
         msg = f"{len(bad)} of {len(paths)} image files cannot be decoded, e.g. {listing}"
         if on_error == "error":
-            raise ImageReadError(f"{msg}; replace them, or set data.on_bad_image=warn to skip them")
+            raise ImageReadError(f"{msg}; replace them, or {skip_hint} to skip them")
         warnings.warn(msg + "; skipped", stacklevel=2)
     return [p for p, _ in bad]
 
 
 def check_frame_images(frame, verify: bool = False, on_bad_image: str = "error", workers: int = 8,
-                       path_column: str = "path"):
+                       path_column: str = "path", skip_hint: str = SKIP_HINT):
     """An index frame after a method's ``data.verify_images`` / ``data.on_bad_image`` keys.
 
     Every listed image is decoded once before training when ``verify`` is true or ``on_bad_image`` is "warn"
     (skipping needs to know which files are bad): "error" stops naming the files, "warn" drops their rows with
     a warning that counts them (``attrs["skipped_bad_images"]``). Otherwise the frame is returned as is and a bad
-    file stops training when it is read, naming it.
+    file stops training when it is read, naming it. ``skip_hint``: see :func:`verify_images`.
     """
     if on_bad_image not in ("error", "warn"):
         raise ValueError(f"data.on_bad_image must be 'error' or 'warn', got {on_bad_image!r}")
     if not verify and on_bad_image == "error":
         return frame
-    bad = set(verify_images(frame[path_column], workers=workers, on_error=on_bad_image))
+    bad = set(verify_images(frame[path_column], workers=workers, on_error=on_bad_image, skip_hint=skip_hint))
     if not bad:
         return frame
     out = frame.loc[~frame[path_column].astype(str).isin(bad)].reset_index(drop=True)

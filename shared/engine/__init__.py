@@ -14,6 +14,7 @@ Typical ``train.py``::
                                         min_lr=1e-6, warmup_steps=500)   # or pass it to Trainer(...)
     best = trainer.fit(train_loader)                      # resumes from run_dir/checkpoints/last.pt if present
     model = trainer.best_model()                          # best.pt's winning weights (EMA/raw), eval mode
+    trainer.validate_checkpoint()                         # evaluate() on best.pt's weights again, one process
 
 Contract
 --------
@@ -101,15 +102,15 @@ Checkpoints (``torch.load(path, weights_only=True)`` always works)::
 keys; ``weights_from_checkpoint(ckpt)`` picks the weights to evaluate (``best_source``, else EMA when present).
 
 Other helpers: ``select_device``, ``is_main_process``, ``get_rank``, ``get_world_size``, ``init_distributed``
-(torchrun env vars; gloo on CPU, nccl on CUDA), ``all_gather_concat``, ``broadcast_object``, ``barrier``,
-``unwrap_model``, ``move_to_device``, ``ModelEMA(model, decay)``, ``cosine_schedule(opt, total_steps, min_lr,
-warmup_steps)`` (per iteration), ``step_schedule(opt, step_epochs, gamma)`` (per epoch; int or milestones).
+(torchrun env vars; gloo on CPU, nccl on CUDA), ``all_gather_concat``, ``all_gather_object``, ``broadcast_object``,
+``barrier``, ``unwrap_model``, ``move_to_device``, ``ModelEMA(model, decay)``, ``cosine_schedule(opt, total_steps,
+min_lr, warmup_steps)`` (per iteration), ``step_schedule(opt, step_epochs, gamma)`` (per epoch; int or milestones).
 """
 from .checkpoint import (CheckpointError, CheckpointWriteError, LoadResult, WeightsMismatchError, get_rng_state, load_checkpoint,
                          load_model_weights, save_checkpoint, set_rng_state, weights_from_checkpoint)
 from .config import EngineConfig
 from .data import ResumableSampler, SeededDataset, make_loader, move_to_device
-from .distributed import (all_gather_concat, barrier, broadcast_object, get_rank, get_world_size,
+from .distributed import (all_gather_concat, all_gather_object, barrier, broadcast_object, get_rank, get_world_size,
                           init_distributed, is_distributed, is_main_process, unwrap_model)
 from .ema import ModelEMA
 from .logger import RunLogger
@@ -122,6 +123,7 @@ __all__ = [
     "weights_from_checkpoint", "seed_everything", "select_device", "is_main_process", "ModelEMA",
     "cosine_schedule", "step_schedule", "ResumableSampler", "SeededDataset", "make_loader", "move_to_device",
     "NonFiniteLossError", "CheckpointError", "WeightsMismatchError", "LoadResult", "all_gather_concat",
+    "all_gather_object",
     "broadcast_object", "barrier", "get_rank", "get_world_size", "init_distributed", "is_distributed",
     "unwrap_model", "get_rng_state", "set_rng_state", "RunLogger", "CheckpointWriteError", "record_config",
     "remove_orphaned_temp_files",

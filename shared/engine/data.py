@@ -39,7 +39,9 @@ class ResumableSampler(Sampler):
       its first ``floor(n // repeat_round * repeat_round / world)`` samples (``ceil(n / world)`` when
       ``repeat_round`` is 0 or that number is 0) — so an epoch still has about ``n`` samples in total;
     * ``repeats == 1``: padded (``pad=True``, wrap-around like DistributedSampler) to a multiple of the world size,
-      rank ``r`` takes ``[r::world]``; ``pad=False`` leaves ranks uneven (evaluation: no duplicates);
+      rank ``r`` takes ``[r::world]``; ``pad=False`` (evaluation) gives rank ``r`` the ``r``-th of ``world``
+      contiguous blocks (sizes differing by at most one, no duplicates), so the shards gathered in rank order
+      (``all_gather_concat``) are the dataset in its own order;
     * ``set_epoch(e, skip=k)``: the next iteration starts at this rank's ``k``-th sample (the Trainer does this).
 
     With ``yield_seeds=True`` it yields ``(index, sample_seed)`` pairs where ``sample_seed`` depends only on
@@ -73,6 +75,9 @@ class ResumableSampler(Sampler):
             order = list(range(self.n))
         if self.repeats > 1:
             order = [i for i in order for _ in range(self.repeats)]
+        if not self.pad and self.repeats == 1:
+            start, stop = self._block()
+            return order[start:stop], list(range(start, stop))
         total = len(order)
         if self.pad or self.repeats > 1:
             total = int(math.ceil(len(order) / self.world)) * self.world if order else 0
@@ -87,6 +92,12 @@ class ResumableSampler(Sampler):
                 keep = int(math.ceil(self.n / self.world))
             positions = positions[:keep]
         return [order[p] for p in positions], positions
+
+    def _block(self) -> tuple[int, int]:
+        """[start, stop) of this rank's contiguous evaluation shard (the first ``n % world`` ranks one longer)."""
+        size, extra = divmod(self.n, self.world)
+        start = self.rank * size + min(self.rank, extra)
+        return start, start + size + (self.rank < extra)
 
     def indices(self) -> list[int]:
         """This rank's full index list for the current epoch (ignores skip)."""
@@ -111,7 +122,8 @@ class ResumableSampler(Sampler):
             return min(per_rank, keep)
         if self.pad:
             return int(math.ceil(self.n / self.world)) if self.n else 0
-        return len(range(self.rank, self.n, self.world))
+        start, stop = self._block()
+        return stop - start
 
 
 @contextmanager

@@ -97,7 +97,7 @@ def all_gather_concat(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate ``tensor`` (first dims may differ between ranks) from all ranks along dim 0, in rank order.
 
     Every rank gets the full result. Identity when not distributed. Use it in ``evaluate`` to gather predictions
-    and targets (gather the dataset ``index`` too if the original order matters).
+    and targets: over the shards of a ``make_loader(train=False)`` loader the result is in dataset order.
     """
     if not is_distributed():
         return tensor

@@ -316,6 +316,13 @@ class Trainer:
         load_model_weights(self.model, weights_from_checkpoint(ckpt, prefer_ema=True))
         return self.model.eval()
 
+    def validate_checkpoint(self, path: str | Path | None = None) -> dict[str, float] | None:
+        """``evaluate`` on a checkpoint's winning weights (default best.pt), in this process, without training or
+        logging: recomputes what the validation logged for it (a torchrun run's too: tests compare the two)."""
+        ckpt = load_checkpoint(path or self.best_path, map_location=self.device)
+        load_model_weights(self.model, weights_from_checkpoint(ckpt))
+        return self._run_eval(self.model)
+
     # ------------------------------------------------------------------------------------------- fit
     def fit(self, train_loader) -> dict[str, float]:
         """Train (resuming from checkpoints/last.pt if present); returns the metrics of the best validation."""

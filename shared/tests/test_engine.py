@@ -186,6 +186,16 @@ def test_sampler_shards_skips_and_repeats():
     assert len(ResumableSampler(7, world_size=2, rank=1, pad=False)) == 3
 
 
+@pytest.mark.parametrize("n,world", [(7, 2), (10, 4), (2, 3), (0, 2)])
+def test_evaluation_shards_are_the_dataset_once_in_order(n, world):
+    """pad=False (make_loader(train=False)): contiguous shards, no duplicates, rank order = dataset order (what
+    all_gather_concat puts together), sizes differing by at most one."""
+    shards = [ResumableSampler(n, shuffle=False, world_size=world, rank=r, pad=False) for r in range(world)]
+    assert [i for s in shards for i in s] == list(range(n))
+    assert [len(s) for s in shards] == [len(list(s)) for s in shards]
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
 def test_make_loader_augmentation_independent_of_workers():
     class Noisy(torch.utils.data.Dataset):
         def __len__(self):

@@ -130,6 +130,30 @@ def images_of(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
 
 
+def data_images(name: str, root: Path, tmp_path: Path) -> list[Path]:
+    """The images a copied data root lists, safe to damage. A CheXtriev prepared directory lists the images where
+    they are (the shared twin): its index is pointed at copies of them first."""
+    if name != "chextriev":
+        return images_of(root)
+    import pandas as pd
+    index = pd.read_csv(root / "index.csv")
+    images = [tmp_path / "images" / Path(p).name for p in index["path"]]
+    (tmp_path / "images").mkdir()
+    for src, dst in zip(index["path"], images):
+        shutil.copy(src, dst)
+    index["path"] = [str(p) for p in images]
+    index.to_csv(root / "index.csv", index=False)
+    return images
+
+
+def training_image(name: str, root: Path, tmp_path: Path) -> Path:
+    """An image of the data that training reads (CXR-CLIP reads only the train and validate splits)."""
+    if name == "cxrclip":
+        from cxrclip.data import mimic_samples
+        return Path(mimic_samples(root, "train")[0].images[0])
+    return data_images(name, root, tmp_path)[1]
+
+
 # ------------------------------------------------------------------------------------------------- data faults
 @pytest.mark.parametrize("name", ALL)
 def test_bad_data_path(name, tmp_path, capsys):
@@ -145,17 +169,7 @@ def test_corrupt_image(name, twins, tmp_path, capsys):
     verification or the loader)."""
     m = METHODS[name]
     root = copy_of(twins, m, tmp_path)
-    images = images_of(root)
-    if name == "chextriev":   # a prepared directory lists the images where they are: point it at copies
-        import pandas as pd
-        index = pd.read_csv(root / "index.csv")
-        images = [tmp_path / "images" / Path(p).name for p in index["path"]]
-        (tmp_path / "images").mkdir()
-        for src, dst in zip(index["path"], images):
-            shutil.copy(src, dst)
-        index["path"] = [str(p) for p in images]
-        index.to_csv(root / "index.csv", index=False)
-    for image in images:
+    for image in data_images(name, root, tmp_path):
         image.write_bytes(image.read_bytes()[:40])
     for cache in [*root.rglob("cache"), *root.rglob("feature_cache")]:   # a cache would hide the broken files
         shutil.rmtree(cache)
@@ -183,13 +197,13 @@ def test_missing_image(name, twins, tmp_path, capsys):
     assert_one_error_line(code, err, victim.name, "data.on_missing=warn")
 
 
-@pytest.mark.parametrize("name", ["adnet", "ham", "agcnn"])
+@pytest.mark.parametrize("name", ALL)
 def test_verify_images_before_training(name, twins, tmp_path, capsys):
     """data.verify_images=true finds an undecodable image before any training step; data.on_bad_image=warn skips
     it (counted in the warning) and trains."""
     m = METHODS[name]
     root = copy_of(twins, m, tmp_path)
-    victim = images_of(root)[1]
+    victim = training_image(name, root, tmp_path)
     victim.write_bytes(victim.read_bytes()[:60])
     runs = tmp_path / "runs"
     code, err = cli(name, "train", m.train_argv(root, runs, "data.verify_images=true"), capsys)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from shared.cli import run_cli
+from shared.testing import pretend_online
 from shared.weights import (PretrainedWeightsError, create_timm_model, explain_download_failure,
                             torchvision_imagenet_state_dict)
 
@@ -15,7 +16,13 @@ def _no_network(*args, **kwargs):
     raise urllib.error.URLError("[Errno -2] Name or service not known")
 
 
-def test_timm_download_failure_is_one_line_naming_the_key(monkeypatch, capsys):
+@pytest.fixture
+def online(monkeypatch):
+    """The network looks reachable and HF_HUB_OFFLINE is unset: the (stubbed) download itself is tried."""
+    pretend_online(monkeypatch)
+
+
+def test_timm_download_failure_is_one_line_naming_the_key(monkeypatch, capsys, online):
     import timm.models._builder as builder
 
     monkeypatch.setattr(builder, "load_pretrained", _no_network)
@@ -49,10 +56,9 @@ def test_no_download_without_pretrained(monkeypatch):
     assert create_timm_model("resnet18", pretrained=False, num_classes=0).num_features == 512
 
 
-def test_torchvision_download_failure(monkeypatch, tmp_path):
+def test_torchvision_download_failure(monkeypatch, tmp_path, online):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", _no_network)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with pytest.raises(PretrainedWeightsError, match=r"torchvision 'resnet18'.*--set model\.pretrained_path=FILE"):
         torchvision_imagenet_state_dict("resnet18")
     # offline: fail from the empty cache without trying the network
