@@ -28,12 +28,6 @@ REPO = Path(__file__).resolve().parents[2]
 ODD_VALIDATION = {"cxrclip": ("data.eval_batch_size=3",)}
 
 
-def skip_test_flag(name: str) -> tuple[str, ...]:
-    """``--no-test`` where the method's train has it (the test pass after training is not what this checks)."""
-    has = '"--no-test"' in (REPO / name / "train.py").read_text()
-    return ("--no-test",) if has and "--no-test" not in METHODS[name].train_flags else ()
-
-
 def torchrun(name: str, argv: list[str]) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", CUDA_VISIBLE_DEVICES="", HF_HUB_OFFLINE="1")
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
@@ -82,8 +76,8 @@ def test_method_under_torchrun_logs_the_single_process_validation(name, twins, t
     m = METHODS[name]
     runs = tmp_path / "runs"
     epochs_key = m.iters_key.replace("max_iters", "epochs")
-    argv = m.train_argv(twins(m.data), runs, f"{m.iters_key}=2", f"{epochs_key}=3", *ODD_VALIDATION.get(name, ()),
-                        flags=skip_test_flag(name))
+    # train_argv carries --no-test: the test pass after training is not what this checks
+    argv = m.train_argv(twins(m.data), runs, f"{m.iters_key}=2", f"{epochs_key}=3", *ODD_VALIDATION.get(name, ()))
     proc = torchrun(name, argv)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     checkpoints = list(runs.rglob("best.pt"))
