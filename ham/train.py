@@ -219,7 +219,9 @@ def train(cfg: HAMConfig, config_name: str, run_dir: str | None = None, resume: 
         trainer = holder["trainer"]
         dev = trainer.device
         cls_set, loc_set = val_sets
-        pred = predict(model, trainer.make_loader(cls_set, cfg.optim.eval_batch_size, shuffle=False, train=False),
+        # HAM's predict/localize gather per-rank results that may be empty (a box split smaller than the world)
+        pred = predict(model, trainer.make_loader(cls_set, cfg.optim.eval_batch_size, shuffle=False, train=False,
+                                                  allow_empty_shards=True),
                        dev, trainer.autocast, cfg.loss, desc="val")
         meter = None
         if loc_set is not None and cfg.eval.localization_in_val:
@@ -231,7 +233,7 @@ def train(cfg: HAMConfig, config_name: str, run_dir: str | None = None, resume: 
                     first["done"] = True
 
             meter = localize(model, trainer.make_loader(loc_set, cfg.optim.eval_batch_size, shuffle=False,
-                                                        train=False),
+                                                        train=False, allow_empty_shards=True),
                              dev, classes, cfg.eval.loc_threshold, trainer.autocast, on_batch=on_batch,
                              desc="val-loc")
         metrics = summary_metrics(pred, meter, classes, prefix="val/")

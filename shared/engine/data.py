@@ -175,17 +175,24 @@ def _worker_init(worker_id: int) -> None:
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = True, sampler: Sampler | None = None,
                 collate_fn: Callable | None = None, drop_last: bool = False, repeats: int = 1,
                 num_workers: int = 4, seed: int = 0, train: bool = True, pin_memory: bool | None = None,
-                **loader_kwargs: Any) -> DataLoader:
+                allow_empty_shards: bool = False, **loader_kwargs: Any) -> DataLoader:
     """The DataLoader every method uses (``Trainer.make_loader`` fills ``seed``, ``num_workers``, ``pin_memory``).
 
     ``train=True`` (default): a :class:`ResumableSampler` (sharded under DDP, ``repeats`` for repeated
     augmentation) yielding per-sample seeds, so random augmentations are identical whatever the number of workers
     or ranks and after a mid-epoch resume. ``train=False``: no shuffling, no padding, sharded over ranks (use
-    ``all_gather_concat`` in ``evaluate``). A custom ``sampler`` is used as is (resume then replays the skipped
-    batches and augmentation is only seeded per worker). ``batch_size`` is per process.
+    ``all_gather_concat`` in ``evaluate``); an evaluation split smaller than the world is refused unless
+    ``allow_empty_shards`` says the caller's ``evaluate`` copes with a rank that has no sample. A custom
+    ``sampler`` is used as is (resume then replays the skipped batches and augmentation is only seeded per worker).
+    ``batch_size`` is per process.
     """
     if sampler is None:
-        sampler = ResumableSampler(len(dataset), shuffle=shuffle and train, seed=seed,  # type: ignore[arg-type]
+        n, world = len(dataset), get_world_size()  # type: ignore[arg-type]
+        if not train and not allow_empty_shards and 0 < n < world:
+            # a rank without samples would have nothing to gather while the others wait for it
+            raise ValueError(f"an evaluation split of {n} samples cannot be shared by {world} processes: use "
+                             "fewer processes (--nproc_per_node) or more data")
+        sampler = ResumableSampler(n, shuffle=shuffle and train, seed=seed,
                                    repeats=repeats if train else 1, pad=train, yield_seeds=train)
         dataset = SeededDataset(dataset) if train else dataset
     elif repeats != 1:

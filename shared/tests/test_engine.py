@@ -196,6 +196,16 @@ def test_evaluation_shards_are_the_dataset_once_in_order(n, world):
     assert max(map(len, shards)) - min(map(len, shards)) <= 1
 
 
+def test_evaluation_split_smaller_than_the_world_is_one_clear_error(monkeypatch):
+    """A rank with no evaluation sample would leave the others waiting in the gather: refused up front."""
+    import shared.engine.data as engine_data
+    monkeypatch.setattr(engine_data, "get_world_size", lambda: 4)
+    with pytest.raises(ValueError, match="3 samples cannot be shared by 4 processes"):
+        engine_data.make_loader(TensorDataset(torch.zeros(3, 1)), 2, train=False, num_workers=0)
+    assert len(engine_data.make_loader(TensorDataset(torch.zeros(5, 1)), 2, train=False, num_workers=0,
+                                       sampler=[0, 1])) == 1   # a custom sampler is the caller's business
+
+
 def test_make_loader_augmentation_independent_of_workers():
     class Noisy(torch.utils.data.Dataset):
         def __len__(self):
