@@ -37,6 +37,7 @@ TORCHVISION = "https://download.pytorch.org/models/"
 TORCHVISION_FILES = {"resnet50-0676ba61.pth": "torchvision ResNet-50 IMAGENET1K_V1",
                      "resnet50-11ad3fa6.pth": "torchvision ResNet-50 IMAGENET1K_V2 (= DEFAULT)",
                      "densenet121-a639ec97.pth": "torchvision DenseNet-121 IMAGENET1K_V1 (= DEFAULT)"}
+TORCHVISION_DEFAULT_FILES = {"resnet50": "resnet50-11ad3fa6.pth", "densenet121": "densenet121-a639ec97.pth"}
 ADNET_RELEASE = "https://github.com/Lab-LVM/ADNet/releases/download/v0.0.1/"
 REPO = Path(__file__).resolve().parents[1]   # the method configs are read from here; weight paths from the cwd
 
@@ -181,8 +182,8 @@ def chextriev_needs(target: str, v: Vars) -> list[Need]:
     config = target.removeprefix("reproduce-chextriev-mimic-").removesuffix("-fixed")
     if config == "ath":
         return []   # trained from scratch
-    arch, filename = ("densenet121", "densenet121-a639ec97.pth") if config == "anaxnet" else \
-        ("resnet50", "resnet50-11ad3fa6.pth")
+    arch = "densenet121" if config == "anaxnet" else "resnet50"
+    filename = TORCHVISION_DEFAULT_FILES[arch]
     path = set_value(v.words("CHEXTRIEV_SET"), "model.pretrained_path",
                      f"{v['CHEXTRIEV_WEIGHTS']}/{arch}_imagenet.pth")
     what = f"ImageNet weights of the frozen {arch}: {TORCHVISION_FILES[filename]}, what the original loaded"

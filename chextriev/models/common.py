@@ -12,27 +12,29 @@ import torch
 from torch import nn
 
 from shared.weights import create_timm_model, read_state_dict_file
+from shared.weights_manifest import TORCHVISION_DEFAULT_FILES, TORCHVISION_FILES, sha256_prefix
 
 
 # torchvision's DEFAULT ImageNet weights, which every original model loads (spec section 7): ResNet50 -> IMAGENET1K_V2,
 # DenseNet121 -> IMAGENET1K_V1, by their timm names
 IMAGENET_DEFAULT_TAGS = {"resnet50": "resnet50.tv2_in1k", "densenet121": "densenet121.tv_in1k"}
-# sha256 prefixes of torchvision's files (in their names) that are NOT the DEFAULT weights the published rows used
-NOT_DEFAULT_FILES = {"0676ba61": ("resnet50", "IMAGENET1K_V1 (resnet50-0676ba61.pth)",
-                                  "IMAGENET1K_V2 = resnet50-11ad3fa6.pth, or timm resnet50.tv2_in1k")}
 
 
 def refuse_non_default_weights(path: str, name: str) -> None:
-    """A local weights file that is a known non-DEFAULT torchvision file of ``name`` is one clear error: the old
-    instructions named ResNet50's V1 weights, and every number would silently differ from the published ones."""
+    """A local weights file that is one of torchvision's known files of ``name`` other than its DEFAULT one is one
+    clear error: the old instructions named ResNet50's V1 weights, and every number would silently differ from the
+    published ones. Files of unknown hash (re-saved state dicts, timm's) pass."""
     import hashlib
 
     with open(path, "rb") as fh:
         digest = hashlib.file_digest(fh, "sha256").hexdigest()
-    known = NOT_DEFAULT_FILES.get(digest[:8])
-    if known and known[0] == name:
-        raise ValueError(f"model.pretrained_path: {path} is torchvision's {name} {known[1]}; the original used "
-                         f"ResNet50_Weights.DEFAULT: set it to the {known[2]} file")
+    default = TORCHVISION_DEFAULT_FILES.get(name)
+    other = next((f for f in TORCHVISION_FILES if f.startswith(f"{name}-") and f != default
+                  and digest.startswith(sha256_prefix(f))), None)
+    if other:
+        raise ValueError(f"model.pretrained_path: {path} is {TORCHVISION_FILES[other]} ({other}); the original used "
+                         f"torchvision's DEFAULT weights: set it to the {default} file (or timm "
+                         f"{IMAGENET_DEFAULT_TAGS.get(name, name)})")
 
 
 def create_backbone(name: str, pretrained_path: Optional[str] = None, pretrained: bool = False) -> nn.Module:

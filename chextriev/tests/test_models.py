@@ -228,7 +228,11 @@ def test_torchvision_resnet50_v1_file_is_refused(monkeypatch, tmp_path):
     path = tmp_path / "resnet50_imagenet.pth"
     torch.save(timm.create_model("resnet18", num_classes=0).state_dict(), path)
     prefix = hashlib.sha256(path.read_bytes()).hexdigest()[:8]        # stands in for V1's 0676ba61
-    monkeypatch.setitem(common.NOT_DEFAULT_FILES, prefix, ("resnet18", "IMAGENET1K_V1 (x.pth)", "V2 file"))
-    with pytest.raises(ValueError, match="model.pretrained_path: .* IMAGENET1K_V1 .* set it to the V2 file"):
+    monkeypatch.setitem(common.TORCHVISION_FILES, f"resnet18-{prefix}.pth", "torchvision ResNet-18 IMAGENET1K_V1")
+    monkeypatch.setitem(common.TORCHVISION_DEFAULT_FILES, "resnet18", "resnet18-v2.pth")
+    with pytest.raises(ValueError, match="model.pretrained_path: .* IMAGENET1K_V1 .* set it to the resnet18-v2.pth"):
         common.create_backbone("resnet18", str(path))
-    assert common.NOT_DEFAULT_FILES["0676ba61"][0] == "resnet50"
+    monkeypatch.setitem(common.TORCHVISION_DEFAULT_FILES, "resnet18", f"resnet18-{prefix}.pth")
+    assert common.create_backbone("resnet18", str(path)).num_features == 512      # the DEFAULT file loads
+    assert "resnet50-0676ba61.pth" in common.TORCHVISION_FILES                    # the real V1 file is known
+    assert common.TORCHVISION_DEFAULT_FILES["resnet50"] == "resnet50-11ad3fa6.pth"
