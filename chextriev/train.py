@@ -201,7 +201,8 @@ def train(cfg: ChextrievConfig, resume: Optional[str] = None) -> Path:
     train_loader = trainer.make_loader(sets["train"], cfg.data.batch_size, shuffle=True, drop_last=False)
     trainer.cfg.val_every_iters = validation_interval(cfg, trainer.steps_per_epoch(train_loader))
     best = trainer.fit(train_loader)
-    print(f"best validation: {({k: round(v, 4) for k, v in best.items()})} -> {run_dir}")
+    if is_main_process():
+        print(f"best validation: {({k: round(v, 4) for k, v in best.items()})} -> {run_dir}")
     return run_dir
 
 
