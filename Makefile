@@ -60,7 +60,7 @@ clean-runs:
 # The weight files of every reproduce target: one table, shared/weights_manifest.py. Each reproduce target runs
 # $(call weights_check,$@) after its data checks: every missing file in one message, exit 2 (SMOKE=1: no check).
 # The variables that choose the files travel as VAR='value' (single-quoted for the shell).
-WEIGHTS_VARS := ADNET_WEIGHTS ADNET_BACKBONE ADNET_IMAGENET ADNET_ALL_WEIGHTS ADNET_SET HAM_SET AGCNN_CONFIG \
+WEIGHTS_VARS := ADNET_WEIGHTS ADNET_BACKBONE ADNET_IMAGENET ADNET_ALL_WEIGHTS ADNET_SET HAM_FOLD HAM_SET AGCNN_CONFIG \
   AGCNN_SET CHEXTRIEV_WEIGHTS CHEXTRIEV_SET CXRCLIP_CONFIG CXRCLIP_PROMPTS
 shell_quote = '$(subst ','\'',$(1))'
 WEIGHTS_ARGS = $(foreach v,$(WEIGHTS_VARS),$(v)=$(call shell_quote,$($(v))))

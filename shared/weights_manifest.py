@@ -27,8 +27,9 @@ from shared.weights import HF_HOST, TORCH_HOST, hf_cached, hub_offline, offline,
 
 # the Makefile variables this module reads; `make weights` and the preflight pass them all (`*_SET`: the method's
 # --set words, split as the shell splits them)
-VARIABLES = ("ADNET_WEIGHTS", "ADNET_BACKBONE", "ADNET_IMAGENET", "ADNET_ALL_WEIGHTS", "ADNET_SET", "HAM_SET",
-             "AGCNN_CONFIG", "AGCNN_SET", "CHEXTRIEV_WEIGHTS", "CHEXTRIEV_SET", "CXRCLIP_CONFIG", "CXRCLIP_PROMPTS")
+VARIABLES = ("ADNET_WEIGHTS", "ADNET_BACKBONE", "ADNET_IMAGENET", "ADNET_ALL_WEIGHTS", "ADNET_SET", "HAM_FOLD",
+             "HAM_SET", "AGCNN_CONFIG", "AGCNN_SET", "CHEXTRIEV_WEIGHTS", "CHEXTRIEV_SET", "CXRCLIP_CONFIG",
+             "CXRCLIP_PROMPTS")
 CHEXTRIEV_VARIANTS = ("resnet50", "ath", "anaxnet", "v0_global", "v0_node", "v1", "v2", "v3", "v4", "v5", "v6",
                       "v6_learnable_edges")   # chextriev/reproduce.mk's CHEXTRIEV_VARIANTS (a test compares them)
 
@@ -143,9 +144,16 @@ def pretrained_needs(words: Sequence[str], tree: dict, what: str, set_var: str, 
     return [hub]
 
 
+def ham_config(target: str, v: Vars) -> str:
+    """The config ham/reproduce.mk trains for ``target``."""
+    fold = v["HAM_FOLD"]
+    return {"reproduce-ham-nih": f"nih_cls_fold{fold}", "reproduce-ham-nih-loc": f"nih_loc_fold{fold}",
+            "reproduce-ham-nih-official": "nih_official_split", "reproduce-ham-chexpert": "chexpert"}[target]
+
+
 def ham_needs(target: str, v: Vars) -> list[Need]:
     words = v.words("HAM_SET")
-    tree = config_tree("ham/configs/base.yaml", words)
+    tree = config_tree(f"ham/configs/{ham_config(target, v)}.yaml", words)
     what = "ImageNet weights of HAM's ResNet-50 (torchvision IMAGENET1K_V1, what the original used)"
     hub = torchvision_need(what, None, 'HAM_SET="model.pretrained_path=FILE" (config model.pretrained_path)',
                            "resnet50-0676ba61.pth", hub=True)

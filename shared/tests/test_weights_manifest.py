@@ -17,7 +17,7 @@ from shared import weights, weights_manifest as wm
 REPO = Path(__file__).resolve().parents[2]
 needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
 MAKEFILE_DEFAULTS = dict(ADNET_WEIGHTS="weights", ADNET_BACKBONE="convnext", ADNET_IMAGENET="", ADNET_ALL_WEIGHTS="",
-                         ADNET_SET="", HAM_SET="", AGCNN_CONFIG="nih_resnet50", AGCNN_SET="",
+                         ADNET_SET="", HAM_FOLD="1", HAM_SET="", AGCNN_CONFIG="nih_resnet50", AGCNN_SET="",
                          CHEXTRIEV_WEIGHTS="weights", CHEXTRIEV_SET="", CXRCLIP_CONFIG="r50_m",
                          CXRCLIP_PROMPTS="pretrained/train_prompts_all.json")
 
@@ -108,6 +108,8 @@ def test_variables_choose_the_files(tmp_path):
     [need] = wm.needs_of("reproduce-adnet-nih", variables(ADNET_IMAGENET=tmp_path / "in.pth"))
     assert need.path == str(tmp_path / "in.pth") and "timm ImageNet state dict" in need.what
     assert wm.needs_of("reproduce-ham-nih", variables(HAM_SET="data.x=1 model.pretrained=false")) == []
+    with pytest.raises(ValueError, match="nih_cls_fold9.yaml"):     # the target's own config is read
+        wm.needs_of("reproduce-ham-nih", variables(HAM_FOLD="9"))
     [need] = wm.needs_of("reproduce-ham-chexpert", variables(HAM_SET=f"'model.pretrained_path={tmp_path}/r 50.pth'"))
     assert need.path == f"{tmp_path}/r 50.pth" and need.hub is None          # the *_SET words split as by the shell
     [need] = wm.needs_of("reproduce-agcnn-nih", variables(AGCNN_CONFIG="nih_densenet121"))
