@@ -16,7 +16,9 @@ CXRCLIP_SET = output_root=$(RUNS) data.sources.0.root=$(CXRCLIP_MIMIC) eval.retr
 reproduce-cxrclip-mimic: cxrclip-check-data install
 	$(call weights_check,$@)
 	$(PY) -m cxrclip.train -cfg cxrclip/configs/$(CXRCLIP_CONFIG).yaml --no-test --set $(CXRCLIP_SET)
-	$(PY) -m cxrclip.test --run $$(ls -td $(RUNS)/cxrclip/$(CXRCLIP_CONFIG)/*/ | head -1)
+	RUN=$$(ls -td $(RUNS)/cxrclip/$(CXRCLIP_CONFIG)/*/ | head -1) && \
+	$(PY) -m cxrclip.test --run $${RUN} && \
+	$(PY) -m shared.report $${RUN}
 
 cxrclip-check-data:
 	@test -f $(CXRCLIP_MIMIC)/mimic-cxr-2.0.0-split.csv || { echo "reproduce-cxrclip-mimic: MIMIC-CXR-JPG 2.0.0 not found at $(CXRCLIP_MIMIC): expected mimic-cxr-2.0.0-{split,metadata,chexpert,negbio}.csv, files/pXX/pSUBJECT/sSTUDY/*.jpg and the MIMIC-CXR reports files/pXX/pSUBJECT/sSTUDY.txt (set DATA=...)"; exit 2; }

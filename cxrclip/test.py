@@ -6,8 +6,8 @@
 Which evaluations run is set by the ``eval:`` section of the config: image<->text retrieval (MIMIC or OpenI root,
 or an (image, text) CSV), binary zero-shot per class (MIMIC / CheXpert root, or a RSNA / SIIM / VinDr
 classification CSV), CheXpert5x200 (ensemble zero-shot, and retrieval against its report impressions). Tables are
-printed, and results.json + report.md are written to the run directory (or to runs/cxrclip/<name>-eval/<timestamp>/
-for released weights).
+printed, and results.json + report.md (ours vs published, also printed by ``python -m shared.report RUN``) are written
+to the run directory (or to runs/cxrclip/<name>-eval/<timestamp>/ for released weights).
 """
 from __future__ import annotations
 
@@ -191,7 +191,9 @@ def main(argv: list[str] | None = None) -> dict:
     headline = ["retrieval_i2t/R@10", "zeroshot_auroc/mean"]
     write_results(run_dir, "cxrclip", cfg.name, metrics, published_key=cfg.name, notes=[f"weights: {loaded.weights}"],
                   headline=[h for h in headline if h.split("/")[0] in metrics] or None)
-    print(report_run(run_dir, plot=False))
+    report_run(run_dir, plot=False)   # released weights (eval-authors-cxrclip) get their comparison here too
+    print(f"results: {Path(run_dir).absolute() / 'results.json'}; ours vs published: python -m shared.report "
+          f"{run_dir} (written to {Path(run_dir).absolute() / 'report.md'})")
     return metrics
 
 
