@@ -42,11 +42,14 @@ smoke-reproduce: install $(if $(filter command line,$(origin DATA)),,twin)
 twin: install
 	$(PY) -m shared.demo --data $(DATA)/synthetic --twins-only
 
-# HAM's shipped CheXpert boxes name real images: the twin writes its own in HAM's format, and the config's own
-# box splits (which ham/smoke.yaml replaces with NIH-style ones) come back
+# SMOKE only: HAM's shipped CheXpert boxes name real images, so the twin's own (in HAM's format) stand in, and the
+# config's own box splits (which ham/smoke.yaml replaces with NIH-style ones) come back. A real run keeps the
+# shipped boxes (without this guard it would look for BBoxes.json inside the user's CheXpert folder).
+ifneq ($(SMOKE),)
 reproduce-ham-chexpert: override HAM_SET += data.boxes=$(HAM_CHEXPERT)/CheXpert-v1.0-small/BBoxes.json \
   data.box_sizes=$(HAM_CHEXPERT)/CheXpert-v1.0-small/box_sizes.csv 'data.train=split:train - boxes:all' \
   data.train_boxes=null data.test=boxes:all data.test_boxes=boxes:all
+endif
 
 print-smoke-targets:
 	@echo $(SMOKE_TARGETS)

@@ -68,6 +68,14 @@ def test_without_smoke_the_targets_still_need_their_weights(tmp_path):
     assert "convnext_tiny_ADNet_IN1K.pth.tar" in plan and "@adnet/smoke.yaml" not in plan
 
 
+@pytest.mark.parametrize("target", TARGETS)
+def test_without_smoke_no_twin_override_reaches_the_real_run(target, tmp_path):
+    # a real run keeps its config's data: no smoke overlay, no twin-only file (reproduce-ham-chexpert once looked
+    # for the twin's BBoxes.json inside the user's CheXpert folder instead of HAM's shipped boxes)
+    plan = make("-n", target, f"DATA={tmp_path}", check=True).stdout
+    assert "smoke.yaml" not in plan and "BBoxes.json" not in plan and "box_sizes.csv" not in plan
+
+
 def test_bad_input_is_one_line_with_the_fix(tmp_path):
     wrong = make("reproduce-adnet-nhi")
     assert wrong.returncode == 2 and "no target reproduce-adnet-nhi; reproduce targets: reproduce-adnet-nih" \
