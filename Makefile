@@ -5,7 +5,8 @@ PYTHON_SYS ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DATA ?= data
+# SMOKE=1 without DATA: the twin that make twin writes
+DATA ?= $(if $(SMOKE),data/synthetic,data)
 SMOKE ?=
 RUNS ?= $(if $(SMOKE),runs_smoke,runs)
 
@@ -17,7 +18,7 @@ help:
 	@echo "make results         aggregate every finished run under $(RUNS)/ into RESULTS.md (the demo's: RUNS=demo_out)"
 	@echo "make bench           run the throughput benchmarks in benchmarks/"
 	@echo "make reproduce-<method>-<dataset>   e.g. reproduce-adnet-nih DATA=/path/to/datasets"
-	@echo "   ... SMOKE=1       the same pipeline at toy scale on CPU, random init, no weight files (DATA=data/synthetic)"
+	@echo "   ... SMOKE=1       the same pipeline at toy scale on CPU, random init, no weight files (DATA defaults to data/synthetic)"
 	@echo "make weights         every weight file each reproduce target needs: what, where, download link, sha256, present?"
 	@echo "make twin            write the synthetic twin of every dataset to $(DATA)/synthetic"
 	@echo "make smoke-reproduce run every reproduce target with SMOKE=1 on the twin (a few minutes)"

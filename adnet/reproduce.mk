@@ -25,8 +25,8 @@ ADNET_LAYOUT_mimic := $(ADNET_MIMIC)/ with mimic-cxr-2.0.0-{negbio,split,metadat
 ADNET_LAYOUT_chexpert := $(ADNET_CHEXPERT)/ with CheXpert-v1.0-small/{train,valid}.csv and its train/ valid/ folders
 
 # $(call adnet_need_dir,DIR,LAYOUT)
-adnet_need_dir = @test -d "$(1)" || { echo "reproduce-adnet: dataset not found: $(1) is missing. Expected $(2)" >&2; exit 1; }
-adnet_need_file = @test -f "$(1)" || { echo "reproduce-adnet: $(2) not found: $(1)" >&2; exit 1; }
+adnet_need_dir = @test -d "$(1)" || { echo "reproduce-adnet: dataset not found: $(1) is missing. Expected $(2) (set DATA=...)" >&2; exit 2; }
+adnet_need_file = @test -f "$(1)" || { echo "reproduce-adnet: $(2) not found: $(1)" >&2; exit 2; }
 # NIH is trained and tested from 512x512 copies, as the original (its loader read root/img_512/): made once by
 # adnet-prepare-nih512 into ADNET_NIH512 (resumable; a second run does no work). ADNET_NIH_FULLRES=1 reads the
 # full-resolution images instead (ours before).

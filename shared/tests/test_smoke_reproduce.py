@@ -63,6 +63,11 @@ def test_smoke_plan_uses_the_overlay_and_no_weight_files(target, tmp_path):
     assert f"{tmp_path / 'runs'}/{method}" in plan   # the run directory goes under RUNS as without SMOKE
 
 
+def test_smoke_without_data_reads_the_twin():
+    plan = make("-n", "reproduce-adnet-nih", "SMOKE=1", check=True).stdout
+    assert "data.nih_root=data/synthetic/nih" in plan
+
+
 def test_without_smoke_the_targets_still_need_their_weights(tmp_path):
     plan = make("-n", "reproduce-adnet-nih", f"DATA={tmp_path}", check=True).stdout
     assert "convnext_tiny_ADNet_IN1K.pth.tar" in plan and "@adnet/smoke.yaml" not in plan
@@ -80,6 +85,9 @@ def test_bad_input_is_one_line_with_the_fix(tmp_path):
     wrong = make("reproduce-adnet-nhi")
     assert wrong.returncode == 2 and "no target reproduce-adnet-nhi; reproduce targets: reproduce-adnet-nih" \
         in wrong.stderr
+    no_data = make("reproduce-adnet-nih", f"DATA={tmp_path / 'nothere'}")
+    assert no_data.returncode == 2 and len(no_data.stderr.splitlines()) <= 2   # the line, then make's own
+    assert f"{tmp_path / 'nothere'}/nih is missing" in no_data.stderr and "set DATA=" in no_data.stderr
     missing = make("smoke-reproduce", f"DATA={tmp_path / 'nothere'}")
     assert missing.returncode == 2
     assert f"DATA folder not found: {tmp_path / 'nothere'}" in missing.stderr and "make twin" in missing.stderr
