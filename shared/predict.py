@@ -326,8 +326,10 @@ def format_table(record: dict) -> str:
 
 def run(predictor: Predictor, images: Sequence[str], out: str | Path, as_json: bool = False,
         echo: Callable[[str], None] = print) -> tuple[list[dict], int]:
-    """Predict every image; (records, exit status: 0, or 2 when an image could not be read)."""
-    out = Path(out)
+    """Predict every image; (records, exit status: 0, or 2 when an image could not be read). Pictures are named
+    by absolute path: script mode (``cd adnet && python predict.py``) writes under the repository root, so a
+    relative name would not open from the folder it was printed in."""
+    out = Path(out).resolve()
     records, status = [], 0
     for note in predictor.notes:
         print(f"{predictor.method}.predict: note: {note}", file=sys.stderr)

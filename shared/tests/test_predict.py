@@ -1,6 +1,8 @@
 """shared.predict: the input checks, the crop window, the panels and the table every <method>.predict uses."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -74,3 +76,12 @@ def test_unreadable_image_is_one_line_and_the_others_still_run(real_images_dir, 
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(records) == 1 and seen == [(231, 231)]
     assert len(err) == 2 and "image file not found" in err[0] and "cannot decode image" in err[1]
+
+
+def test_picture_path_opens_from_any_folder(real_images_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    predictor = common.Predictor("m", lambda g: common.Evidence({"a": 0.5}, [(np.zeros((8, 8, 3), np.uint8), "x")]),
+                                 224)
+    records, _ = common.run(predictor, [str(real_images_dir / "adnet_sample.png")], "predictions", echo=lambda s: None)
+    picture = records[0]["picture"]
+    assert picture == str(tmp_path / "predictions" / "adnet_sample_m.png") and Path(picture).is_file()
