@@ -149,7 +149,7 @@ def main(argv=None) -> int:
     def action():
         run_dir = output_dir(cfg, args.weights, args.run_dir, "eval")
         out = evaluate_run(cfg, args.weights, run_dir, extra_rules=rules, ten_crop=args.ten_crop)
-        print(f"results: {out['run_dir'] / 'results.json'}")
+        print(f"results: {Path(out['run_dir']).absolute() / 'results.json'}")
     return run_cli("python -m adnet.test", action)
 
 if __name__ == "__main__":

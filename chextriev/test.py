@@ -279,7 +279,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as err:
         parser.error(str(err))
     run_test(cfg, args.run, args.checkpoint)   # user errors become one `prog: error:` line in cli_exit
-    print(f"\nwrote {Path(args.run) / 'retrieval'} and {Path(args.run) / 'results.json'}")
+    print(f"\nwrote {Path(args.run).absolute() / 'retrieval'} and {Path(args.run).absolute() / 'results.json'}")
     return 0
 
 

@@ -135,7 +135,7 @@ def main(argv=None) -> dict:
     lines.append(f"Test-Ano: AUC {metrics['ano_auroc']:.4f}")
     (out_dir / "test_log.txt").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    print(f"results: {out_dir / 'results.json'}")
+    print(f"results: {Path(out_dir).absolute() / 'results.json'}")
     return {"auroc": auc, "ano_auroc": metrics["ano_auroc"], "t_iou": t_iou,
             "t_iobb": None if t_iou is None else t_iobb, "out_dir": out_dir}
 
