@@ -279,7 +279,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as err:
         parser.error(str(err))
     run_test(cfg, args.run, args.checkpoint)   # user errors become one `prog: error:` line in cli_exit
-    print(f"\nwrote {Path(args.run).absolute() / 'retrieval'} and {Path(args.run).absolute() / 'results.json'}")
+    print(f"\nwrote {Path(args.run).resolve() / 'retrieval'} and {Path(args.run).resolve() / 'results.json'}")
     return 0
 
 
