@@ -219,13 +219,19 @@ def check_stage_epochs(cfg: Config, overrides: Sequence[str] = ()) -> None:
                               + " ".join(f"train.{stage}.{key}=N" for stage in stages))
 
 
-def train(cfg: Config, run_dir: Path, sets: dict | None = None) -> AGCNN:
+def seeded_model(cfg: Config) -> AGCNN:
+    """The seeded, freshly built model (ImageNet weights loaded): what :func:`train` starts from."""
+    seed_everything(cfg.engine.seed, deterministic=cfg.engine.deterministic)
+    return build_model(cfg)
+
+
+def train(cfg: Config, run_dir: Path, sets: dict | None = None, model: AGCNN | None = None) -> AGCNN:
+    """``model``: :func:`seeded_model`'s, built before the run directory (missing weights leave no empty run)."""
     from agcnn.data import datasets
 
     check_stage_epochs(cfg)
     run_dir = Path(run_dir)
-    seed_everything(cfg.engine.seed, deterministic=cfg.engine.deterministic)
-    model = build_model(cfg)
+    model = seeded_model(cfg) if model is None else model
     sets = datasets(cfg) if sets is None else sets
     record_config(run_dir, to_dict(cfg))   # a resume with --set keeps config.yaml, logs the changes beside it
     summaries = [run_stage(model, cfg, sets, run_dir, stage) for stage in stage_plan(cfg)]
@@ -254,13 +260,14 @@ def main(argv: Sequence[str] | None = None) -> Path:
     except ConfigError as err:
         parser.error(str(err))
     check_data_root(cfg, parser)
+    model = seeded_model(cfg)   # before the run directory: weights that cannot be had leave no empty run behind
     if args.run_dir:
         run_dir = Path(args.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
     else:
         run_dir = create_run_dir(METHOD, cfg.name, root=cfg.runs, resume=args.resume, root_key="runs")
     print(f"run directory: {run_dir}", flush=True)
-    train(cfg, run_dir)
+    train(cfg, run_dir, model=model)
     print(f"done; weights: {final_checkpoint(run_dir, cfg)}", flush=True)
     from agcnn.test import main as test_main   # imported here: agcnn.test imports this module
     test_after_training(METHOD, run_dir, args.no_test, test_main)

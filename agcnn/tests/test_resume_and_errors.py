@@ -108,6 +108,13 @@ def test_missing_data_root_names_the_layout(tmp_path, capsys):
     assert "absent" in err and "Data_Entry_2017" in err and "images/" in err
 
 
+def test_missing_start_weights_leave_no_empty_run(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        agcnn_train.main(["-cfg", str(DEMO), "--set", f"data.root={tmp_path}", f"runs={tmp_path / 'runs'}",
+                          f"model.pretrained_path={tmp_path / 'absent.pth'}"])
+    assert not (tmp_path / "runs").exists()
+
+
 def test_missing_images_are_reported_not_dropped(twin, tmp_path, make_config):
     root = tmp_path / "nih"
     shutil.copytree(twin, root)
