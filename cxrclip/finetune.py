@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
     write_results(run_dir, "cxrclip", f"{cfg.name}-probe{int(args.fraction * 100)}", metrics,
                   notes=[f"linear probe, {args.fraction:.0%} of training rows, {epochs} epochs, "
                          f"{args.schedule} lr, best {args.select}"])
-    print(f"results: {run_dir / 'results.json'}")
+    print(f"results: {Path(run_dir).resolve() / 'results.json'}")
     return metrics
 
 

@@ -140,7 +140,7 @@ def evaluate_all(model, tokenizer, cfg: TrainConfig, device, figures_dir: Path |
 def _strip(figures_dir: Path | None, name: str, paths: list[str], both: dict) -> None:
     if figures_dir is not None:
         path = save_retrieval_strip(figures_dir / name, paths, both["similarity"], both["texts"], both["target"])
-        print(f"retrieval strip: {path}")
+        print(f"retrieval strip: {Path(path).resolve()}")
 
 
 def _chexpert5x200(model, cfg: TrainConfig, transform, text_fn, device, figures_dir: Path | None = None) -> dict:

@@ -167,7 +167,7 @@ def main(argv=None) -> Path:
     max_images = cfg.eval.visual_max_images if args.max_images is None else args.max_images
     page = visualise(model, loader, classes, device, out_dir, max_images, cfg.eval.loc_threshold,
                      title=f"HAM attention — {config_name}", thumb=cfg.eval.visual_thumb)
-    print(f"page: {page}")
+    print(f"page: {Path(page).resolve()}")   # absolute: opens from a method folder too
     return page
 
 
