@@ -286,7 +286,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if not weights.is_file():
         parser.error(f"checkpoint not found: {weights} (has training finished? see agcnn/README.md)")
     out = Path(args.out or args.run or weights.parent)
-    return evaluate(cfg, weights, out, args.split)
+    metrics = evaluate(cfg, weights, out, args.split)
+    print(f"results: {out.resolve() / 'results.json'}; pictures: {out.resolve() / 'overlays'}/"
+          + ("" if "tau_sweep" not in metrics else f", {out.resolve() / 'tau_sweep.png'}"))
+    return metrics
 
 
 if __name__ == "__main__":

@@ -72,7 +72,8 @@ def test_test_prints_paper_columns_and_tau_sweep(trained):
 
 
 def test_test_writes_pictures_and_results(trained):
-    run, _, _ = trained
+    run, _, stdout = trained
+    assert f"results: {run.resolve() / 'results.json'}; pictures: {run.resolve() / 'overlays'}/" in stdout
     overlays = sorted((run / "overlays").glob("overlay_*.png"))
     assert len(overlays) == 4  # test.overlays in demo.yaml
     for path in overlays + [run / "tau_sweep.png"]:
