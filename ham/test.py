@@ -41,7 +41,8 @@ def load_run(cfg_path, weights, run, overrides=()):
         ckpt = Path(weights) if weights else (run / "checkpoints" / "best.pt")
         if not weights and not ckpt.exists():   # an explicit --weights is never replaced by another file
             ckpt = run / "checkpoints" / "last.pt"
-        return cfg, ckpt, run, run.parent.name
+        named = cfg.name != HAMConfig.name   # ham.train records the config's name; older runs say only "ham"
+        return cfg, ckpt, run, cfg.name if named else run.parent.name
     if not cfg_path or not weights:
         raise ConfigError("give --run RUN_DIR, or -cfg CONFIG together with -w CHECKPOINT")
     return load_config(HAMConfig, cfg_path, overrides), Path(weights), None, Path(cfg_path).stem

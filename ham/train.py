@@ -12,6 +12,7 @@ stays its own command: ``python -m ham.visual --run RUN``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -188,7 +189,9 @@ def main(argv=None) -> Path:
 
 def train(cfg: HAMConfig, config_name: str, run_dir: str | None = None, resume: str | None = None) -> Path:
     """Train ``cfg`` into ``run_dir`` (created; resumed when it holds a run) or a new runs/ham/<config_name>/<ts>
-    (``resume``: that run, or 'latest'); returns the run directory."""
+    (``resume``: that run, or 'latest'); returns the run directory. The run's config.yaml records ``config_name``
+    as ``name``: reports name the setting, not the folder (``--run-dir demo_out/ham`` is the config ``demo``)."""
+    cfg = dataclasses.replace(cfg, name=config_name)
     check_micro_batching(cfg)
     classes, boxes, splits = prepare_data(cfg)
     if cfg.engine.grad_accum > 1:

@@ -89,6 +89,18 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
         ham_test.load_model(load_config(HAMConfig, CONFIG_DIR / "demo.yaml"), tmp_path / "none.pt", 14, "cpu")
 
 
+def test_a_run_is_named_by_its_config_not_its_folder(tmp_path):
+    # ham.train writes the config's name into config.yaml (--run-dir demo_out/ham is the config "demo"); a run
+    # written before that says "ham" and keeps its folder's name
+    from shared.config import to_dict
+    for recorded, expected in (("demo", "demo"), ("ham", "demo_out")):
+        run = tmp_path / recorded / "demo_out" / "ham"
+        run.mkdir(parents=True)
+        cfg = load_config(HAMConfig, CONFIG_DIR / "demo.yaml", [f"name={recorded}"])
+        (run / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg)))
+        assert ham_test.load_run(None, None, run)[3] == expected
+
+
 class _Logger:
     def __init__(self, vis):
         self.vis, self.warnings = vis, []

@@ -83,6 +83,7 @@ def test_test_cli_prints_and_writes_the_tables(demo_run, capsys):
     assert re.search(r"^Test-TIoU: mean\{(\d\.\d{4},){6}\d\.\d{4}\}$", log, re.M)
     results = json.loads((run_dir / "results.json").read_text())
     assert results["metrics"]["auroc"]["mean"] == pytest.approx(demo_run["auroc"]["mean"])
+    assert results["config"] == "demo"   # the config's name, not the run folder's parent
     assert "checkpoint selected on the test split (faithful to the original)" in results["notes"]
     # visdom was asked for without a server: a warning, and training still finished
     train_log = (run_dir / "log.txt").read_text()
