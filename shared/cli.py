@@ -151,7 +151,7 @@ def test_after_training(method: str, run_dir: str | Path, no_test: bool, test_ma
     if not is_main_process():
         return
     if no_test:
-        print(f"--no-test: not tested here; test and report with: python -m {method}.test --run {run} && "
+        print(f"trained (--no-test); to test and report: python -m {method}.test --run {run} && "
               f"python -m shared.report {run}")
     else:
         for step in (lambda: test_main(["--run", run]), lambda: report.main([run])):   # the report after a test
