@@ -24,19 +24,21 @@ adnet_init = model.pretrained_path=null model.backbone_weights=null
 chextriev_weights =
 endif
 
-# Each target in its own make, logged to $(RUNS)/smoke_logs/<target>.log; one line per target, then the failures.
+# Each target in its own make, logged to $(SMOKE_RUNS)/smoke_logs/<target>.log; one line per target, then the
+# failures. Runs go to runs_smoke/ (RUNS=... on the command line: there) even though this target is not SMOKE=1.
+SMOKE_RUNS := $(if $(filter command line,$(origin RUNS)),$(RUNS),runs_smoke)
 SMOKE_DATA := $(if $(filter command line,$(origin DATA)),$(DATA),$(DATA)/synthetic)
 .PHONY: smoke-reproduce twin print-smoke-targets
 smoke-reproduce: install $(if $(filter command line,$(origin DATA)),,twin)
 	@test -d "$(SMOKE_DATA)" || { echo "smoke-reproduce: DATA folder not found: $(SMOKE_DATA) (make twin writes data/synthetic; then DATA=data/synthetic)" >&2; exit 2; }
-	@mkdir -p $(RUNS)/smoke_logs; failed=""; \
-	for t in $(SMOKE_TARGETS); do start=$$(date +%s); log=$(RUNS)/smoke_logs/$$t.log; \
-	  if $(MAKE) --no-print-directory $$t SMOKE=1 DATA=$(SMOKE_DATA) RUNS=$(RUNS) >$$log 2>&1; \
+	@mkdir -p $(SMOKE_RUNS)/smoke_logs; failed=""; \
+	for t in $(SMOKE_TARGETS); do start=$$(date +%s); log=$(SMOKE_RUNS)/smoke_logs/$$t.log; \
+	  if $(MAKE) --no-print-directory $$t SMOKE=1 DATA=$(SMOKE_DATA) RUNS=$(SMOKE_RUNS) >$$log 2>&1; \
 	  then echo "ok     $$t ($$(( $$(date +%s) - start )) s)"; \
 	  else echo "FAILED $$t ($$(( $$(date +%s) - start )) s): see $$log"; failed="$$failed $$t"; fi; \
 	done; \
 	if [ -n "$$failed" ]; then echo "smoke-reproduce: failed:$$failed" >&2; exit 1; fi; \
-	echo "smoke-reproduce: all $(words $(SMOKE_TARGETS)) targets ran end to end; runs under $(RUNS)/"
+	echo "smoke-reproduce: all $(words $(SMOKE_TARGETS)) targets ran end to end; runs under $(SMOKE_RUNS)/"
 
 # the synthetic twin of every layout under data/synthetic, in the folders a real DATA root has (reused when complete)
 twin: install

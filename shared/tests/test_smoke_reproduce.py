@@ -81,6 +81,16 @@ def test_without_smoke_no_twin_override_reaches_the_real_run(target, tmp_path):
     assert "smoke.yaml" not in plan and "BBoxes.json" not in plan and "box_sizes.csv" not in plan
 
 
+def test_smoke_reproduce_keeps_its_runs_apart_from_real_ones(tmp_path):
+    """The 34 toy runs go to runs_smoke/, never runs/ where `make results` reads real ones (RUNS=... wins)."""
+    def smoke_runs(*args: str) -> str:   # (`make -n smoke-reproduce` would run its sub-makes: it calls $(MAKE))
+        return make("-s", "--eval", "show-smoke-runs: ; @echo $(SMOKE_RUNS)", "show-smoke-runs", *args).stdout.strip()
+
+    assert smoke_runs() == "runs_smoke" and smoke_runs(f"RUNS={tmp_path}") == str(tmp_path)
+    recipe = make("-pRrq", "smoke-reproduce").stdout
+    assert "RUNS=$(SMOKE_RUNS)" in recipe and "log=$(SMOKE_RUNS)/smoke_logs/" in recipe and "RUNS=$(RUNS)" not in recipe
+
+
 def test_bad_input_is_one_line_with_the_fix(tmp_path):
     wrong = make("reproduce-adnet-nhi")
     assert wrong.returncode == 2 and "no target reproduce-adnet-nhi; reproduce targets: reproduce-adnet-nih" \
